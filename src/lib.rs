@@ -1,0 +1,23 @@
+//! The ByteOr admission contract: the generated protobuf API (`pb`) and the spec hash of SPEC §4.
+//!
+//! Server and client crates both depend on this crate, so the wire types and the spec hash are
+//! defined exactly once.
+#![forbid(unsafe_code)]
+
+pub mod spec;
+
+pub use spec::{SpecError, SpecHash};
+
+/// Generated protobuf and tonic code for package `byteor.admission.v1`.
+#[rustfmt::skip]
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod pb {
+    include!(concat!(env!("OUT_DIR"), "/byteor.admission.v1.rs"));
+
+    /// Encoded `FileDescriptorSet` of the API, for `grpc.reflection.v1`.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/admission_descriptor.bin"));
+}
+
+/// The `google.rpc.ErrorInfo.domain` of every rejection.
+pub const ERROR_DOMAIN: &str = "byteor.admission.v1";
