@@ -4,8 +4,11 @@
 //! defined exactly once.
 #![forbid(unsafe_code)]
 
+pub mod credential;
+pub mod reason;
 pub mod spec;
 
+pub use reason::Reason;
 pub use spec::{SpecError, SpecHash};
 
 /// Generated protobuf and tonic code for package `byteor.admission.v1`.

@@ -1,0 +1,1 @@
+//! ByteOr approval-credentials-v1 (SPEC §5). Placeholder.
