@@ -12,6 +12,7 @@ pub mod decision;
 pub mod dev;
 pub mod grpc;
 pub mod policy;
+pub mod rejection;
 pub mod roles;
 pub mod serve;
 pub mod telemetry;
