@@ -128,6 +128,35 @@ pub enum SigningKeyError {
     EmptyKid,
 }
 
+/// Why a signing key may not issue credentials under a key set (SPEC §5: only `active` keys).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SigningKeyNotTrusted {
+    /// The kid is not in the key set.
+    #[error(
+        "signing key {kid} is not in the key set; add its public key with admissionctl keygen --jwks"
+    )]
+    Unknown {
+        /// The signing key's kid.
+        kid: String,
+    },
+    /// The kid is retired or revoked.
+    #[error("signing key {kid} is {status} in the key set; sign with an active key")]
+    NotActive {
+        /// The signing key's kid.
+        kid: String,
+        /// Its status in the key set.
+        status: KeyStatus,
+    },
+    /// The key set holds a different public key under this kid.
+    #[error(
+        "signing key {kid} does not match the public key the key set holds for {kid}; credentials it signs would not verify"
+    )]
+    PublicKeyDiffers {
+        /// The signing key's kid.
+        kid: String,
+    },
+}
+
 /// Why claims cannot be signed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum SignError {
@@ -260,6 +289,22 @@ impl KeySet {
         self.keys.keys().map(String::as_str)
     }
 
+    /// Checks that `key` may sign: its kid is here, `active`, with the same public key.
+    pub fn check_signing_key(&self, key: &SigningKey) -> Result<(), SigningKeyNotTrusted> {
+        let kid = key.kid().to_owned();
+        let Some(trusted) = self.keys.get(&kid) else {
+            return Err(SigningKeyNotTrusted::Unknown { kid });
+        };
+        if trusted.status != KeyStatus::Active {
+            let status = trusted.status;
+            return Err(SigningKeyNotTrusted::NotActive { kid, status });
+        }
+        if trusted.public.as_slice() != key.public_key() {
+            return Err(SigningKeyNotTrusted::PublicKeyDiffers { kid });
+        }
+        Ok(())
+    }
+
     /// The JWKS entries, sorted by kid.
     pub fn jwks(&self) -> Vec<Jwk> {
         self.keys
@@ -341,6 +386,25 @@ fn decode_public_key(x: &str) -> Result<[u8; 32], String> {
         .as_slice()
         .try_into()
         .map_err(|_| format!("it is {} bytes, an Ed25519 public key is 32", bytes.len()))
+}
+
+// === impl KeyStatus ===
+
+impl KeyStatus {
+    /// The JWKS text: `active`, `retired` or `revoked`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyStatus::Active => "active",
+            KeyStatus::Retired => "retired",
+            KeyStatus::Revoked => "revoked",
+        }
+    }
+}
+
+impl fmt::Display for KeyStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 // === impl Jwk ===

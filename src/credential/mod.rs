@@ -23,7 +23,8 @@ use crate::Reason;
 mod keys;
 
 pub use keys::{
-    Jwk, KeySet, KeySetError, KeyStatus, SignError, SigningKey, SigningKeyError, TrustedKey,
+    Jwk, KeySet, KeySetError, KeyStatus, SignError, SigningKey, SigningKeyError,
+    SigningKeyNotTrusted, TrustedKey,
 };
 
 /// The only credential version this contract defines.

@@ -522,3 +522,25 @@ fn sign_refuses_claims_it_cannot_express() {
         })
     ));
 }
+
+#[test]
+fn only_an_active_matching_key_may_sign() {
+    let (a, b, impostor) = (key("a"), key("b"), key("a"));
+    let keys = key_set(&[(&a, KeyStatus::Active), (&b, KeyStatus::Retired)]);
+    assert_eq!(keys.check_signing_key(&a), Ok(()));
+    assert_eq!(
+        keys.check_signing_key(&b),
+        Err(SigningKeyNotTrusted::NotActive {
+            kid: "b".into(),
+            status: KeyStatus::Retired
+        })
+    );
+    assert_eq!(
+        keys.check_signing_key(&impostor),
+        Err(SigningKeyNotTrusted::PublicKeyDiffers { kid: "a".into() })
+    );
+    assert_eq!(
+        keys.check_signing_key(&key("c")).unwrap_err().to_string(),
+        "signing key c is not in the key set; add its public key with admissionctl keygen --jwks"
+    );
+}
