@@ -2,9 +2,19 @@
 //!
 //! No tonic here: given a request, an environment policy and a clock, which decision?
 
-use std::time::Duration;
+use std::{
+    collections::{BTreeSet, HashMap},
+    fmt,
+    time::{Duration, SystemTime},
+};
 
+use admission_contract::{
+    Reason,
+    credential::{Claims, format_time},
+};
 use serde::Deserialize;
+
+use crate::rejection::Rejection;
 
 /// Environment posture.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
@@ -104,6 +114,94 @@ pub struct EnvironmentConfig {
     pub clock_skew: Option<Duration>,
 }
 
+/// An environment's policy with the SPEC §6 defaults applied.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EnvironmentPolicy {
+    /// Organization id.
+    pub org_id: String,
+    /// Project id.
+    pub project_id: String,
+    /// Environment id.
+    pub environment_id: String,
+    /// Posture.
+    pub posture: Posture,
+    /// Side-effect policy (default `allow_all` for dev, else `require_approval`).
+    pub side_effects: SideEffects,
+    /// Replay policy (default `allowed`).
+    pub replay: ReplayPolicy,
+    /// Required capabilities per action (defaults `["deploy"]` and `["replay.execute"]`).
+    pub required_capabilities: RequiredCapabilities,
+    /// Capabilities that require approval whenever requested.
+    pub gated_capabilities: BTreeSet<String>,
+    /// Distinct issuers needed (default 1).
+    pub required_approvals: u32,
+    /// Longest credential lifetime accepted (default 1h).
+    pub max_credential_ttl: Duration,
+    /// Admissions one approval may be used for (default 1).
+    pub max_uses: u32,
+    /// Enforce or shadow mode.
+    pub enforcement: Enforcement,
+    /// Whether break-glass is permitted.
+    pub break_glass: bool,
+    /// Clock skew tolerated on credential times (default 30s).
+    pub clock_skew: Duration,
+}
+
+/// The policies of every configured environment, keyed by (org, project, environment).
+#[derive(Clone, Debug, Default)]
+pub struct Policies {
+    by_environment: HashMap<(String, String, String), EnvironmentPolicy>,
+}
+
+/// The governed action being admitted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ActionKind {
+    /// A deployment.
+    Deploy,
+    /// A dry-run replay.
+    ReplayDryRun,
+    /// An execute-mode replay.
+    ReplayExecute,
+}
+
+/// The policy decision of SPEC §6, before any credential is looked at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PolicyDecision {
+    /// Admit without approval.
+    Allow,
+    /// Only a dry-run replay may be admitted.
+    DryRunOnly,
+    /// Admit only with valid approval credentials.
+    RequireApproval,
+    /// Never admit.
+    Deny,
+}
+
+/// What one credential's claims are checked against (SPEC §7 rows 16–22).
+#[derive(Clone, Copy, Debug)]
+pub struct CredentialCheck<'a> {
+    /// The target environment's policy.
+    pub policy: &'a EnvironmentPolicy,
+    /// The request's spec hash.
+    pub spec_hash: &'a str,
+    /// The request's config bundle digest, if it carries a config bundle.
+    pub config_bundle_digest: Option<&'a str>,
+    /// Capabilities the request needs, from [`EnvironmentPolicy::required_capabilities`].
+    pub required_capabilities: &'a [String],
+    /// The request's `initiated_by`.
+    pub initiated_by: &'a str,
+    /// The caller's identity (certificate SAN or CN).
+    pub caller: &'a str,
+    /// The server clock.
+    pub now: SystemTime,
+}
+
+/// SPEC §6 default for `max_credential_ttl`.
+pub const DEFAULT_MAX_CREDENTIAL_TTL: Duration = Duration::from_secs(3600);
+
+/// SPEC §6 default for `clock_skew`.
+pub const DEFAULT_CLOCK_SKEW: Duration = Duration::from_secs(30);
+
 fn default_deploy_capabilities() -> Vec<String> {
     vec!["deploy".to_owned()]
 }
@@ -126,5 +224,924 @@ pub mod opt_duration {
         humantime::parse_duration(&text)
             .map(Some)
             .map_err(|e| serde::de::Error::custom(format!("invalid duration {text:?}: {e}")))
+    }
+}
+
+// === impl Posture ===
+
+impl Posture {
+    /// The config and credential text: `dev`, `staging` or `prod`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Posture::Dev => "dev",
+            Posture::Staging => "staging",
+            Posture::Prod => "prod",
+        }
+    }
+}
+
+impl fmt::Display for Posture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+// === impl EnvironmentPolicy ===
+
+impl EnvironmentPolicy {
+    /// Applies the SPEC §6 defaults to one `[[environments]]` table and checks its values.
+    pub fn from_config(config: EnvironmentConfig) -> Result<EnvironmentPolicy, String> {
+        let path = format!(
+            "{}/{}/{}",
+            config.org_id, config.project_id, config.environment_id
+        );
+        for (field, value) in [
+            ("org_id", &config.org_id),
+            ("project_id", &config.project_id),
+            ("environment_id", &config.environment_id),
+        ] {
+            if value.is_empty() || value.contains('/') {
+                return Err(format!(
+                    "environment {path} has {field} {value:?}; ids must be non-empty and \
+                     contain no '/'"
+                ));
+            }
+        }
+        let positive = |field: &str, value: Option<u32>| match value {
+            Some(0) => Err(format!(
+                "environment {path} sets {field} = 0; it must be at least 1"
+            )),
+            other => Ok(other.unwrap_or(1)),
+        };
+        let required_approvals = positive("required_approvals", config.required_approvals)?;
+        let max_uses = positive("max_uses", config.max_uses)?;
+        let max_credential_ttl = config
+            .max_credential_ttl
+            .unwrap_or(DEFAULT_MAX_CREDENTIAL_TTL);
+        if max_credential_ttl.is_zero() {
+            return Err(format!(
+                "environment {path} sets max_credential_ttl to zero; no credential could be valid"
+            ));
+        }
+        let side_effects = config.side_effects.unwrap_or(match config.posture {
+            Posture::Dev => SideEffects::AllowAll,
+            Posture::Staging | Posture::Prod => SideEffects::RequireApproval,
+        });
+        Ok(EnvironmentPolicy {
+            org_id: config.org_id,
+            project_id: config.project_id,
+            environment_id: config.environment_id,
+            posture: config.posture,
+            side_effects,
+            replay: config.replay.unwrap_or(ReplayPolicy::Allowed),
+            required_capabilities: config.required_capabilities.unwrap_or_else(|| {
+                RequiredCapabilities {
+                    deploy: default_deploy_capabilities(),
+                    replay_execute: default_replay_capabilities(),
+                }
+            }),
+            gated_capabilities: config.gated_capabilities.into_iter().collect(),
+            required_approvals,
+            max_credential_ttl,
+            max_uses,
+            enforcement: config.enforcement,
+            break_glass: config.break_glass,
+            clock_skew: config.clock_skew.unwrap_or(DEFAULT_CLOCK_SKEW),
+        })
+    }
+
+    /// `org/project/environment`, as operators write it.
+    pub fn path(&self) -> String {
+        format!(
+            "{}/{}/{}",
+            self.org_id, self.project_id, self.environment_id
+        )
+    }
+
+    /// The SPEC §6 policy decision for `action` with these requested capabilities.
+    pub fn decide(&self, action: ActionKind, requested: &[String]) -> PolicyDecision {
+        match action {
+            ActionKind::Deploy => self.raise_for_gated(self.by_side_effects(), requested),
+            // Dry-run replay has no side effects, so it needs no privileges.
+            ActionKind::ReplayDryRun => match self.replay {
+                ReplayPolicy::Disabled => PolicyDecision::Deny,
+                ReplayPolicy::DryRunOnly | ReplayPolicy::Allowed => PolicyDecision::Allow,
+            },
+            ActionKind::ReplayExecute => match self.replay {
+                ReplayPolicy::Disabled => PolicyDecision::Deny,
+                ReplayPolicy::DryRunOnly => PolicyDecision::DryRunOnly,
+                ReplayPolicy::Allowed => self.raise_for_gated(self.by_side_effects(), requested),
+            },
+        }
+    }
+
+    /// The capabilities a credential must grant: the policy's set for `action` plus the
+    /// requested ones, sorted and deduplicated. Dry-run replay needs only the requested ones.
+    pub fn required_capabilities(&self, action: ActionKind, requested: &[String]) -> Vec<String> {
+        let policy_set: &[String] = match action {
+            ActionKind::Deploy => &self.required_capabilities.deploy,
+            ActionKind::ReplayExecute => &self.required_capabilities.replay_execute,
+            ActionKind::ReplayDryRun => &[],
+        };
+        let all: BTreeSet<&String> = policy_set.iter().chain(requested).collect();
+        all.into_iter().cloned().collect()
+    }
+
+    fn by_side_effects(&self) -> PolicyDecision {
+        match self.side_effects {
+            SideEffects::AllowAll => PolicyDecision::Allow,
+            SideEffects::RequireApproval => PolicyDecision::RequireApproval,
+            SideEffects::DenyAll => PolicyDecision::Deny,
+        }
+    }
+
+    fn raise_for_gated(&self, decision: PolicyDecision, requested: &[String]) -> PolicyDecision {
+        let gated = requested
+            .iter()
+            .any(|capability| self.gated_capabilities.contains(capability));
+        match decision {
+            PolicyDecision::Allow if gated => PolicyDecision::RequireApproval,
+            other => other,
+        }
+    }
+}
+
+// === impl Policies ===
+
+impl Policies {
+    /// Builds the policies of every `[[environments]]` table; an environment twice is an error.
+    pub fn from_configs(configs: Vec<EnvironmentConfig>) -> Result<Policies, String> {
+        let mut by_environment = HashMap::with_capacity(configs.len());
+        for config in configs {
+            let policy = EnvironmentPolicy::from_config(config)?;
+            let key = (
+                policy.org_id.clone(),
+                policy.project_id.clone(),
+                policy.environment_id.clone(),
+            );
+            if by_environment.contains_key(&key) {
+                return Err(format!(
+                    "environment {} is configured twice; keep one [[environments]] table for it",
+                    policy.path()
+                ));
+            }
+            by_environment.insert(key, policy);
+        }
+        Ok(Policies { by_environment })
+    }
+
+    /// The policy of one environment, if configured.
+    pub fn get(&self, org: &str, project: &str, env: &str) -> Option<&EnvironmentPolicy> {
+        self.by_environment
+            .get(&(org.to_owned(), project.to_owned(), env.to_owned()))
+    }
+
+    /// Every configured environment's policy, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = &EnvironmentPolicy> {
+        self.by_environment.values()
+    }
+
+    /// Number of configured environments.
+    pub fn len(&self) -> usize {
+        self.by_environment.len()
+    }
+
+    /// True when no environment is configured.
+    pub fn is_empty(&self) -> bool {
+        self.by_environment.is_empty()
+    }
+}
+
+// === impl ActionKind ===
+
+impl fmt::Display for ActionKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ActionKind::Deploy => "deploy",
+            ActionKind::ReplayDryRun => "dry-run replay",
+            ActionKind::ReplayExecute => "execute replay",
+        })
+    }
+}
+
+// === claim checks ===
+
+/// SPEC §7 rows 16–22 for one verified credential, in that order; the first failure wins.
+///
+/// Every rejection carries `approval_id` and `kid` metadata; the caller adds `decision_id`.
+pub fn check_claims(claims: &Claims, ctx: &CredentialCheck<'_>) -> Result<(), Rejection> {
+    let id = &claims.approval_id;
+    let reject = |reason: Reason, message: String| {
+        Rejection::new(reason, message)
+            .with("approval_id", id.as_str())
+            .with("kid", claims.kid.as_str())
+    };
+    let policy = ctx.policy;
+
+    // Row 16.
+    if claims.spec_hash != ctx.spec_hash {
+        return Err(reject(
+            Reason::SpecHashMismatch,
+            format!(
+                "approval {id} is bound to spec {} but this request has {}; request an approval \
+                 for this spec",
+                claims.spec_hash, ctx.spec_hash
+            ),
+        )
+        .expected_actual(ctx.spec_hash, claims.spec_hash.as_str()));
+    }
+
+    // Row 17.
+    let claimed_path = format!(
+        "{}/{}/{}",
+        claims.org_id, claims.project_id, claims.environment_id
+    );
+    let path = policy.path();
+    if claimed_path != path {
+        return Err(reject(
+            Reason::EnvironmentMismatch,
+            format!(
+                "approval {id} is for environment {claimed_path} but this request targets \
+                 {path}; request an approval for {path}"
+            ),
+        )
+        .expected_actual(path, claimed_path));
+    }
+    if claims.environment_posture != policy.posture.as_str() {
+        return Err(reject(
+            Reason::EnvironmentMismatch,
+            format!(
+                "approval {id} was issued for posture {} but environment {path} has posture {}; \
+                 request a new approval",
+                claims.environment_posture, policy.posture
+            ),
+        )
+        .expected_actual(policy.posture.as_str(), claims.environment_posture.as_str()));
+    }
+
+    // Row 18.
+    let skew = policy.clock_skew;
+    let expired = claims
+        .expires_at
+        .checked_add(skew)
+        .is_some_and(|limit| limit <= ctx.now);
+    if expired {
+        return Err(reject(
+            Reason::CredentialExpired,
+            format!(
+                "approval {id} expired at {} (server time {}, clock skew {}); request a new \
+                 approval",
+                show_time(claims.expires_at),
+                show_time(ctx.now),
+                humantime::format_duration(skew)
+            ),
+        )
+        .with("expires_at", show_time(claims.expires_at)));
+    }
+    let not_yet_valid = claims
+        .issued_at
+        .checked_sub(skew)
+        .is_some_and(|start| start > ctx.now);
+    if not_yet_valid {
+        return Err(reject(
+            Reason::CredentialNotYetValid,
+            format!(
+                "approval {id} is issued at {}, later than server time {} plus clock skew {}; \
+                 check the issuer's clock",
+                show_time(claims.issued_at),
+                show_time(ctx.now),
+                humantime::format_duration(skew)
+            ),
+        )
+        .with("issued_at", show_time(claims.issued_at)));
+    }
+
+    // Row 19.
+    let missing: Vec<&str> = ctx
+        .required_capabilities
+        .iter()
+        .filter(|required| !claims.capabilities.contains(required))
+        .map(String::as_str)
+        .collect();
+    if !missing.is_empty() {
+        let missing = missing.join(",");
+        return Err(reject(
+            Reason::CapabilitiesInsufficient,
+            format!(
+                "approval {id} does not grant capabilities {missing} that this request needs; \
+                 request an approval that includes them"
+            ),
+        )
+        .with("missing", missing));
+    }
+
+    // Row 20.
+    if let Some(bound) = &claims.config_bundle_digest {
+        if ctx.config_bundle_digest != Some(bound.as_str()) {
+            let carried = ctx.config_bundle_digest.unwrap_or("");
+            let described = ctx.config_bundle_digest.unwrap_or("no config bundle");
+            return Err(reject(
+                Reason::ConfigBundleMismatch,
+                format!(
+                    "approval {id} is bound to config bundle {bound} but this request carries \
+                     {described}; deploy the approved bundle or request a new approval"
+                ),
+            )
+            .expected_actual(carried, bound.as_str()));
+        }
+    }
+
+    // Row 21.
+    let lifetime = claims
+        .expires_at
+        .duration_since(claims.issued_at)
+        .unwrap_or(Duration::ZERO);
+    if lifetime > policy.max_credential_ttl {
+        let (max, actual) = (
+            humantime::format_duration(policy.max_credential_ttl).to_string(),
+            humantime::format_duration(lifetime).to_string(),
+        );
+        return Err(reject(
+            Reason::CredentialLifetimeExceedsPolicy,
+            format!(
+                "approval {id} is valid for {actual} but environment {path} accepts at most \
+                 {max}; re-issue it with a shorter lifetime"
+            ),
+        )
+        .expected_actual(max, actual));
+    }
+
+    // Row 22.
+    let role = if claims.issued_by == ctx.initiated_by {
+        Some("initiated this request")
+    } else if claims.issued_by == ctx.caller {
+        Some("is the caller of this request")
+    } else {
+        None
+    };
+    if let Some(role) = role {
+        return Err(reject(
+            Reason::SelfApproval,
+            format!(
+                "approval {id} was issued by {}, who {role}; another reviewer must approve it",
+                claims.issued_by
+            ),
+        )
+        .with("issued_by", claims.issued_by.as_str()));
+    }
+    Ok(())
+}
+
+/// SPEC §7 row 25: at least `required` distinct issuers among the valid credentials.
+pub fn quorum<'a>(
+    valid_issuers: impl Iterator<Item = &'a str>,
+    required: u32,
+) -> Result<(), Rejection> {
+    let distinct: BTreeSet<&str> = valid_issuers.collect();
+    let have = u32::try_from(distinct.len()).unwrap_or(u32::MAX);
+    if have >= required {
+        return Ok(());
+    }
+    let named = if distinct.is_empty() {
+        "none".to_owned()
+    } else {
+        distinct.into_iter().collect::<Vec<_>>().join(", ")
+    };
+    Err(Rejection::new(
+        Reason::QuorumNotMet,
+        format!(
+            "this request needs approvals from {required} distinct issuers but has {have} \
+             ({named}); attach credentials from more reviewers"
+        ),
+    )
+    .expected_actual(required.to_string(), have.to_string()))
+}
+
+/// A credential time for a message; times RFC 3339 cannot write are shown raw.
+fn show_time(time: SystemTime) -> String {
+    format_time(time).unwrap_or_else(|_| format!("{time:?}"))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use std::time::UNIX_EPOCH;
+
+    use admission_contract::credential::parse_time;
+
+    use super::*;
+
+    fn config(posture: Posture) -> EnvironmentConfig {
+        EnvironmentConfig {
+            org_id: "acme".into(),
+            project_id: "payments".into(),
+            environment_id: "prod".into(),
+            posture,
+            side_effects: None,
+            replay: None,
+            required_capabilities: None,
+            gated_capabilities: vec!["db.migrate".into()],
+            required_approvals: None,
+            max_credential_ttl: None,
+            max_uses: None,
+            enforcement: Enforcement::Enforce,
+            break_glass: false,
+            clock_skew: None,
+        }
+    }
+
+    fn policy(posture: Posture) -> EnvironmentPolicy {
+        EnvironmentPolicy::from_config(config(posture)).unwrap()
+    }
+
+    fn strings(items: &[&str]) -> Vec<String> {
+        items.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    fn at(text: &str) -> SystemTime {
+        parse_time(text).unwrap()
+    }
+
+    #[test]
+    fn defaults_follow_spec_section_6() {
+        let prod = policy(Posture::Prod);
+        assert_eq!(prod.side_effects, SideEffects::RequireApproval);
+        assert_eq!(
+            policy(Posture::Staging).side_effects,
+            SideEffects::RequireApproval
+        );
+        assert_eq!(policy(Posture::Dev).side_effects, SideEffects::AllowAll);
+        assert_eq!(prod.replay, ReplayPolicy::Allowed);
+        assert_eq!(prod.required_capabilities.deploy, strings(&["deploy"]));
+        assert_eq!(
+            prod.required_capabilities.replay_execute,
+            strings(&["replay.execute"])
+        );
+        assert_eq!(prod.required_approvals, 1);
+        assert_eq!(prod.max_credential_ttl, Duration::from_secs(3600));
+        assert_eq!(prod.max_uses, 1);
+        assert_eq!(prod.clock_skew, Duration::from_secs(30));
+        assert_eq!(prod.enforcement, Enforcement::Enforce);
+        assert!(!prod.break_glass);
+    }
+
+    #[test]
+    fn config_durations_parse_as_written() {
+        for (text, secs) in [
+            ("90s", 90),
+            ("15m", 900),
+            ("1h", 3600),
+            ("2h30m", 9000),
+            ("2h 30m", 9000),
+            ("30s", 30),
+        ] {
+            assert_eq!(
+                humantime::parse_duration(text),
+                Ok(Duration::from_secs(secs)),
+                "{text}"
+            );
+        }
+        let parsed: EnvironmentConfig = toml::from_str(
+            r#"
+            org_id = "acme"
+            project_id = "payments"
+            environment_id = "prod"
+            posture = "prod"
+            max_credential_ttl = "2h30m"
+            clock_skew = "90s"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(parsed.max_credential_ttl, Some(Duration::from_secs(9000)));
+        assert_eq!(parsed.clock_skew, Some(Duration::from_secs(90)));
+    }
+
+    #[test]
+    fn policies_reject_duplicates_and_invalid_values() {
+        let policies = Policies::from_configs(vec![config(Posture::Prod)]).unwrap();
+        assert_eq!(policies.len(), 1);
+        assert!(policies.get("acme", "payments", "prod").is_some());
+        assert!(policies.get("acme", "payments", "staging").is_none());
+        assert_eq!(
+            Policies::from_configs(vec![config(Posture::Prod), config(Posture::Dev)]).unwrap_err(),
+            "environment acme/payments/prod is configured twice; keep one [[environments]] \
+             table for it"
+        );
+        let mut zero = config(Posture::Prod);
+        zero.required_approvals = Some(0);
+        assert_eq!(
+            Policies::from_configs(vec![zero]).unwrap_err(),
+            "environment acme/payments/prod sets required_approvals = 0; it must be at least 1"
+        );
+        let mut slash = config(Posture::Prod);
+        slash.project_id = "pay/ments".into();
+        assert!(Policies::from_configs(vec![slash]).is_err());
+    }
+
+    #[test]
+    fn decide_table() {
+        use ActionKind::*;
+        use PolicyDecision::*;
+        use ReplayPolicy::{Allowed, Disabled, DryRunOnly as DryOnly};
+        use SideEffects::{AllowAll, DenyAll, RequireApproval as NeedsApproval};
+
+        let none: &[&str] = &[];
+        let gated: &[&str] = &["deploy", "db.migrate"];
+        // (side_effects, replay, action, requested, expected)
+        let table: &[(
+            SideEffects,
+            ReplayPolicy,
+            ActionKind,
+            &[&str],
+            PolicyDecision,
+        )] = &[
+            (AllowAll, Allowed, Deploy, none, Allow),
+            (AllowAll, Allowed, Deploy, gated, RequireApproval),
+            (NeedsApproval, Allowed, Deploy, none, RequireApproval),
+            (NeedsApproval, Allowed, Deploy, gated, RequireApproval),
+            (DenyAll, Allowed, Deploy, none, Deny),
+            (DenyAll, Allowed, Deploy, gated, Deny),
+            (AllowAll, Allowed, ReplayDryRun, gated, Allow),
+            (DenyAll, Allowed, ReplayDryRun, none, Allow),
+            (NeedsApproval, DryOnly, ReplayDryRun, none, Allow),
+            (AllowAll, Disabled, ReplayDryRun, none, Deny),
+            (AllowAll, Disabled, ReplayExecute, none, Deny),
+            (AllowAll, DryOnly, ReplayExecute, gated, DryRunOnly),
+            (NeedsApproval, DryOnly, ReplayExecute, none, DryRunOnly),
+            (AllowAll, Allowed, ReplayExecute, none, Allow),
+            (AllowAll, Allowed, ReplayExecute, gated, RequireApproval),
+            (NeedsApproval, Allowed, ReplayExecute, none, RequireApproval),
+            (DenyAll, Allowed, ReplayExecute, gated, Deny),
+            // Replay policy does not affect deploys.
+            (AllowAll, Disabled, Deploy, none, Allow),
+        ];
+        for posture in [Posture::Dev, Posture::Staging, Posture::Prod] {
+            for (side_effects, replay, action, requested, expected) in table {
+                let mut config = config(posture);
+                config.side_effects = Some(*side_effects);
+                config.replay = Some(*replay);
+                let policy = EnvironmentPolicy::from_config(config).unwrap();
+                assert_eq!(
+                    policy.decide(*action, &strings(requested)),
+                    *expected,
+                    "{posture} {side_effects:?} {replay:?} {action} {requested:?}"
+                );
+            }
+        }
+        // Posture defaults: dev allows a plain deploy, staging and prod require approval.
+        let plain = strings(&["deploy"]);
+        assert_eq!(policy(Posture::Dev).decide(Deploy, &plain), Allow);
+        assert_eq!(
+            policy(Posture::Staging).decide(Deploy, &plain),
+            RequireApproval
+        );
+        assert_eq!(
+            policy(Posture::Prod).decide(Deploy, &plain),
+            RequireApproval
+        );
+        assert_eq!(
+            policy(Posture::Dev).decide(Deploy, &strings(&["db.migrate"])),
+            RequireApproval
+        );
+    }
+
+    #[test]
+    fn required_capabilities_are_policy_set_and_requested_sorted_unique() {
+        let prod = policy(Posture::Prod);
+        let requested = strings(&["db.migrate", "deploy", "db.migrate"]);
+        assert_eq!(
+            prod.required_capabilities(ActionKind::Deploy, &requested),
+            strings(&["db.migrate", "deploy"])
+        );
+        assert_eq!(
+            prod.required_capabilities(ActionKind::ReplayExecute, &strings(&["a"])),
+            strings(&["a", "replay.execute"])
+        );
+        assert_eq!(
+            prod.required_capabilities(ActionKind::ReplayDryRun, &strings(&["b", "a"])),
+            strings(&["a", "b"])
+        );
+        assert!(
+            prod.required_capabilities(ActionKind::ReplayDryRun, &[])
+                .is_empty()
+        );
+    }
+
+    const SPEC: &str = "sha256:abababababababababababababababababababababababababababababababab";
+    const OTHER_SPEC: &str =
+        "sha256:cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd";
+    const BUNDLE: &str = "sha256:0101010101010101010101010101010101010101010101010101010101010101";
+
+    fn claims() -> Claims {
+        Claims {
+            v: 1,
+            kid: "org-2026-11".into(),
+            org_id: "acme".into(),
+            project_id: "payments".into(),
+            environment_id: "prod".into(),
+            environment_posture: "prod".into(),
+            spec_hash: SPEC.into(),
+            capabilities: strings(&["deploy"]),
+            issued_at: at("2026-11-23T10:00:00Z"),
+            expires_at: at("2026-11-23T10:15:00Z"),
+            issued_by: "bob".into(),
+            approval_id: "apr_123".into(),
+            config_bundle_digest: None,
+        }
+    }
+
+    fn check(claims: &Claims, policy: &EnvironmentPolicy) -> Result<(), Rejection> {
+        check_at(claims, policy, at("2026-11-23T10:05:00Z"))
+    }
+
+    fn check_at(
+        claims: &Claims,
+        policy: &EnvironmentPolicy,
+        now: SystemTime,
+    ) -> Result<(), Rejection> {
+        let required = strings(&["deploy"]);
+        check_claims(
+            claims,
+            &CredentialCheck {
+                policy,
+                spec_hash: SPEC,
+                config_bundle_digest: Some(BUNDLE),
+                required_capabilities: &required,
+                initiated_by: "alice",
+                caller: "spiffe://acme.example/orchestrator/ci",
+                now,
+            },
+        )
+    }
+
+    /// Reason, message and metadata of a rejection, with the always-present ids checked.
+    fn rejected(result: Result<(), Rejection>) -> (Reason, String, HashMap<String, String>) {
+        let rejection = result.expect_err("expected a rejection");
+        assert_eq!(rejection.metadata["approval_id"], "apr_123");
+        assert_eq!(rejection.metadata["kid"], "org-2026-11");
+        (rejection.reason, rejection.message, rejection.metadata)
+    }
+
+    #[test]
+    fn valid_claims_pass() {
+        let prod = policy(Posture::Prod);
+        assert_eq!(check(&claims(), &prod), Ok(()));
+        let mut bound = claims();
+        bound.config_bundle_digest = Some(BUNDLE.into());
+        assert_eq!(check(&bound, &prod), Ok(()));
+    }
+
+    #[test]
+    fn row_16_spec_hash_mismatch() {
+        let mut c = claims();
+        c.spec_hash = OTHER_SPEC.into();
+        let (reason, message, meta) = rejected(check(&c, &policy(Posture::Prod)));
+        assert_eq!(reason, Reason::SpecHashMismatch);
+        assert_eq!(meta["expected"], SPEC);
+        assert_eq!(meta["actual"], OTHER_SPEC);
+        assert_eq!(
+            message,
+            format!(
+                "approval apr_123 is bound to spec {OTHER_SPEC} but this request has {SPEC}; \
+                 request an approval for this spec"
+            )
+        );
+    }
+
+    #[test]
+    fn row_17_environment_and_posture_mismatch() {
+        let prod = policy(Posture::Prod);
+        let mut c = claims();
+        c.environment_id = "staging".into();
+        let (reason, message, meta) = rejected(check(&c, &prod));
+        assert_eq!(reason, Reason::EnvironmentMismatch);
+        assert_eq!(meta["expected"], "acme/payments/prod");
+        assert_eq!(meta["actual"], "acme/payments/staging");
+        assert_eq!(
+            message,
+            "approval apr_123 is for environment acme/payments/staging but this request targets \
+             acme/payments/prod; request an approval for acme/payments/prod"
+        );
+        for (field, value) in [("org", "globex"), ("project", "billing")] {
+            let mut c = claims();
+            match field {
+                "org" => c.org_id = value.into(),
+                _ => c.project_id = value.into(),
+            }
+            assert_eq!(rejected(check(&c, &prod)).0, Reason::EnvironmentMismatch);
+        }
+        let mut c = claims();
+        c.environment_posture = "staging".into();
+        let (reason, message, meta) = rejected(check(&c, &prod));
+        assert_eq!(reason, Reason::EnvironmentMismatch);
+        assert_eq!(
+            (meta["expected"].as_str(), meta["actual"].as_str()),
+            ("prod", "staging")
+        );
+        assert_eq!(
+            message,
+            "approval apr_123 was issued for posture staging but environment acme/payments/prod \
+             has posture prod; request a new approval"
+        );
+    }
+
+    #[test]
+    fn row_18_expiry_and_not_yet_valid_with_clock_skew_edges() {
+        let prod = policy(Posture::Prod);
+        let c = claims();
+        // expires 10:15:00, skew 30s: valid until just before 10:15:30.
+        assert_eq!(check_at(&c, &prod, at("2026-11-23T10:15:29Z")), Ok(()));
+        let (reason, message, meta) = rejected(check_at(&c, &prod, at("2026-11-23T10:15:30Z")));
+        assert_eq!(reason, Reason::CredentialExpired);
+        assert_eq!(meta["expires_at"], "2026-11-23T10:15:00Z");
+        assert_eq!(
+            message,
+            "approval apr_123 expired at 2026-11-23T10:15:00Z (server time \
+             2026-11-23T10:15:30Z, clock skew 30s); request a new approval"
+        );
+        // issued 10:00:00, skew 30s: valid from 09:59:30.
+        assert_eq!(check_at(&c, &prod, at("2026-11-23T09:59:30Z")), Ok(()));
+        let (reason, message, _) = rejected(check_at(&c, &prod, at("2026-11-23T09:59:29Z")));
+        assert_eq!(reason, Reason::CredentialNotYetValid);
+        assert_eq!(
+            message,
+            "approval apr_123 is issued at 2026-11-23T10:00:00Z, later than server time \
+             2026-11-23T09:59:29Z plus clock skew 30s; check the issuer's clock"
+        );
+        // Times at the edges of SystemTime never panic.
+        let mut extreme = claims();
+        extreme.issued_at = UNIX_EPOCH;
+        extreme.expires_at = UNIX_EPOCH;
+        assert_eq!(
+            rejected(check_at(
+                &extreme,
+                &prod,
+                UNIX_EPOCH + Duration::from_secs(30)
+            ))
+            .0,
+            Reason::CredentialExpired
+        );
+        let (reason, message, _) =
+            rejected(check_at(&c, &prod, UNIX_EPOCH - Duration::from_secs(1)));
+        assert_eq!(reason, Reason::CredentialNotYetValid);
+        assert!(message.contains("server time SystemTime"), "{message}");
+    }
+
+    #[test]
+    fn row_19_capabilities_insufficient_lists_missing() {
+        let prod = policy(Posture::Prod);
+        let c = claims();
+        let required = strings(&["db.migrate", "deploy", "replay.execute"]);
+        let result = check_claims(
+            &c,
+            &CredentialCheck {
+                policy: &prod,
+                spec_hash: SPEC,
+                config_bundle_digest: None,
+                required_capabilities: &required,
+                initiated_by: "alice",
+                caller: "ci",
+                now: at("2026-11-23T10:05:00Z"),
+            },
+        );
+        let (reason, message, meta) = rejected(result);
+        assert_eq!(reason, Reason::CapabilitiesInsufficient);
+        assert_eq!(meta["missing"], "db.migrate,replay.execute");
+        assert_eq!(
+            message,
+            "approval apr_123 does not grant capabilities db.migrate,replay.execute that this \
+             request needs; request an approval that includes them"
+        );
+    }
+
+    #[test]
+    fn row_20_config_bundle_mismatch() {
+        let prod = policy(Posture::Prod);
+        let mut c = claims();
+        c.config_bundle_digest = Some(OTHER_SPEC.into());
+        let (reason, message, meta) = rejected(check(&c, &prod));
+        assert_eq!(reason, Reason::ConfigBundleMismatch);
+        assert_eq!(meta["expected"], BUNDLE);
+        assert_eq!(meta["actual"], OTHER_SPEC);
+        assert_eq!(
+            message,
+            format!(
+                "approval apr_123 is bound to config bundle {OTHER_SPEC} but this request \
+                 carries {BUNDLE}; deploy the approved bundle or request a new approval"
+            )
+        );
+    }
+
+    #[test]
+    fn row_21_lifetime_exceeds_policy() {
+        let prod = policy(Posture::Prod);
+        let mut c = claims();
+        c.expires_at = at("2026-11-23T12:30:00Z");
+        let (reason, message, meta) = rejected(check(&c, &prod));
+        assert_eq!(reason, Reason::CredentialLifetimeExceedsPolicy);
+        assert_eq!(
+            (meta["expected"].as_str(), meta["actual"].as_str()),
+            ("1h", "2h 30m")
+        );
+        assert_eq!(
+            message,
+            "approval apr_123 is valid for 2h 30m but environment acme/payments/prod accepts \
+             at most 1h; re-issue it with a shorter lifetime"
+        );
+        // Exactly the maximum is accepted.
+        c.expires_at = at("2026-11-23T11:00:00Z");
+        assert_eq!(check(&c, &prod), Ok(()));
+    }
+
+    #[test]
+    fn row_22_self_approval() {
+        let prod = policy(Posture::Prod);
+        let mut c = claims();
+        c.issued_by = "alice".into();
+        let (reason, message, _) = rejected(check(&c, &prod));
+        assert_eq!(reason, Reason::SelfApproval);
+        assert_eq!(
+            message,
+            "approval apr_123 was issued by alice, who initiated this request; another reviewer \
+             must approve it"
+        );
+        c.issued_by = "spiffe://acme.example/orchestrator/ci".into();
+        let (reason, message, _) = rejected(check(&c, &prod));
+        assert_eq!(reason, Reason::SelfApproval);
+        assert!(
+            message.contains("who is the caller of this request"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn first_failing_row_wins() {
+        let prod = policy(Posture::Prod);
+        let late = at("2026-11-23T13:00:00Z");
+        // Each case breaks two rows; the earlier row must be reported.
+        let mut wrong_env_and_expired = claims();
+        wrong_env_and_expired.environment_id = "staging".into();
+        let mut spec_and_env = claims();
+        spec_and_env.spec_hash = OTHER_SPEC.into();
+        spec_and_env.org_id = "globex".into();
+        let mut expired_and_missing = claims();
+        expired_and_missing.capabilities.clear();
+        let mut missing_and_bundle = claims();
+        missing_and_bundle.capabilities.clear();
+        missing_and_bundle.config_bundle_digest = Some(OTHER_SPEC.into());
+        let mut bundle_and_lifetime = claims();
+        bundle_and_lifetime.config_bundle_digest = Some(OTHER_SPEC.into());
+        bundle_and_lifetime.expires_at = at("2026-11-23T12:00:00Z");
+        let mut lifetime_and_self = claims();
+        lifetime_and_self.expires_at = at("2026-11-23T12:00:00Z");
+        lifetime_and_self.issued_by = "alice".into();
+        let cases = [
+            (wrong_env_and_expired, late, Reason::EnvironmentMismatch),
+            (spec_and_env, late, Reason::SpecHashMismatch),
+            (expired_and_missing, late, Reason::CredentialExpired),
+            (
+                missing_and_bundle.clone(),
+                at("2026-11-23T10:05:00Z"),
+                Reason::CapabilitiesInsufficient,
+            ),
+            (
+                bundle_and_lifetime,
+                at("2026-11-23T10:05:00Z"),
+                Reason::ConfigBundleMismatch,
+            ),
+            (
+                lifetime_and_self,
+                at("2026-11-23T10:05:00Z"),
+                Reason::CredentialLifetimeExceedsPolicy,
+            ),
+        ];
+        for (claims, now, expected) in cases {
+            assert_eq!(
+                rejected(check_at(&claims, &prod, now)).0,
+                expected,
+                "{claims:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn quorum_counts_distinct_issuers() {
+        assert_eq!(quorum(["bob", "carol"].into_iter(), 2), Ok(()));
+        assert_eq!(quorum(std::iter::empty(), 0), Ok(()));
+        let rejection = quorum(["bob", "bob"].into_iter(), 2).unwrap_err();
+        assert_eq!(rejection.reason, Reason::QuorumNotMet);
+        assert_eq!(rejection.metadata["expected"], "2");
+        assert_eq!(rejection.metadata["actual"], "1");
+        assert_eq!(
+            rejection.message,
+            "this request needs approvals from 2 distinct issuers but has 1 (bob); attach \
+             credentials from more reviewers"
+        );
+        let none = quorum(std::iter::empty(), 1).unwrap_err();
+        assert!(
+            none.message.contains("but has 0 (none)"),
+            "{}",
+            none.message
+        );
     }
 }

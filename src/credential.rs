@@ -1,1 +1,0 @@
-//! ByteOr approval-credentials-v1 (SPEC §5). Placeholder.
