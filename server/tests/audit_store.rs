@@ -809,6 +809,11 @@ async fn acknowledged_entries_survive_sigkill(db: &TestDb) {
         );
     }
     assert_eq!(report.entries_checked, listed.len() as u64);
+    println!(
+        "durability: {} acknowledged before SIGKILL, {} recorded",
+        acked.len(),
+        listed.len()
+    );
 }
 
 fn parse_ack(line: &str) -> Option<(u64, String, String)> {

@@ -33,6 +33,16 @@ enum BatchError {
 
 type ItemResult = Result<Appended, StoreError>;
 
+/// Reports unhealthy when the writer stops, whatever the reason, so nobody waits on a store
+/// that can no longer write.
+struct UnhealthyOnExit(watch::Sender<bool>);
+
+impl Drop for UnhealthyOnExit {
+    fn drop(&mut self) {
+        self.0.send_replace(false);
+    }
+}
+
 /// Runs until every `AuditStore` clone is dropped.
 pub(super) async fn run(
     db: Db,
@@ -40,6 +50,8 @@ pub(super) async fn run(
     health: watch::Sender<bool>,
     options: StoreOptions,
 ) {
+    let guard = UnhealthyOnExit(health);
+    let health = &guard.0;
     let max_batch = options.max_batch.max(1);
     loop {
         let first = if *health.borrow() {
@@ -48,7 +60,7 @@ pub(super) async fn run(
             tokio::select! {
                 job = jobs.recv() => job,
                 () = tokio::time::sleep(options.probe_interval) => {
-                    probe(&db, &health, &options).await;
+                    probe(&db, health, &options).await;
                     continue;
                 }
             }
@@ -70,7 +82,7 @@ pub(super) async fn run(
         }
         match write_batch(&db, &mut batch, &options).await {
             Ok(results) => {
-                set_health(&health, true);
+                set_health(health, true);
                 for (job, result) in batch.into_iter().zip(results) {
                     // A caller that stopped waiting no longer needs the answer.
                     let _ = job.reply.send(result);
@@ -79,7 +91,7 @@ pub(super) async fn run(
             Err(error) => {
                 if let BatchError::Storage(error) = error {
                     tracing::warn!(error = %error, appends = batch.len(), "audit append failed");
-                    set_health(&health, false);
+                    set_health(health, false);
                 } else {
                     tracing::warn!(appends = batch.len(), "audit appends expired before commit");
                 }
