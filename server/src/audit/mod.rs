@@ -366,7 +366,10 @@ impl AuditStore {
     }
 
     /// Records `append` and answers only once it is durable; `Unavailable` if that does not
-    /// happen within `durable_timeout`.
+    /// happen within `durable_timeout`. An append whose deadline has passed is skipped, and a
+    /// group is rolled back if any member's deadline passes before COMMIT is sent, so a decision
+    /// answered `Unavailable` is normally not recorded; only a deadline expiring during the
+    /// COMMIT itself can leave a recorded entry whose caller was told `Unavailable`.
     pub async fn append(&self, append: Append) -> Result<Appended, StoreError> {
         if !append.consume.is_empty() && append.on_refused.is_none() {
             return Err(StoreError::MissingRefusalEntry);
