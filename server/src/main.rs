@@ -18,10 +18,15 @@ use tokio::net::TcpListener;
 
 /// The ByteOr admission service.
 #[derive(Debug, Parser)]
-#[command(name = "admission-server", version, about)]
+#[command(
+    name = "admission-server",
+    version,
+    about,
+    subcommand_negates_reqs = true
+)]
 struct Cli {
     /// Config file to serve with (SPEC §8).
-    #[arg(long, value_name = "FILE", required_unless_present = "command")]
+    #[arg(long, value_name = "FILE", required = true)]
     config: Option<PathBuf>,
     /// Log line format.
     #[arg(long, global = true, default_value = "text", value_name = "text|json")]
@@ -139,5 +144,17 @@ async fn run_dev(dir: PathBuf, listen: SocketAddr) -> ExitCode {
             eprintln!("admission-server dev: {error}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn command_line_is_well_formed() {
+        Cli::command().debug_assert();
     }
 }
