@@ -96,7 +96,9 @@ impl FromStr for SpecHash {
         if is_sha256_digest(s) {
             Ok(Self(s.to_owned()))
         } else {
-            Err(SpecError::InvalidDigest { value: s.to_owned() })
+            Err(SpecError::InvalidDigest {
+                value: s.to_owned(),
+            })
         }
     }
 }
