@@ -1,1 +1,11 @@
-//! placeholder
+//! Rust client for the ByteOr admission service: an mTLS channel builder, the generated
+//! service clients, and typed rejections decoded from `google.rpc.ErrorInfo`.
+#![forbid(unsafe_code)]
+
+pub mod channel;
+pub mod cli;
+pub mod rejection;
+
+pub use admission_contract::{ERROR_DOMAIN, Reason, SpecHash, pb};
+pub use channel::{AdmissionClient, AdmissionClientBuilder, ClientError};
+pub use rejection::{Rejection, RejectionReason};

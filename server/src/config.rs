@@ -1,1 +1,545 @@
-//! Placeholder.
+//! The service configuration file (SPEC §8), strictly parsed.
+//!
+//! Loading resolves relative paths against the config file's directory and reads the TLS
+//! material, so a missing or malformed certificate, key or CRL is reported as a config error
+//! naming the file and the field, on one line.
+
+use std::{
+    collections::HashSet,
+    fmt,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+use rustls_pki_types::{
+    CertificateDer, CertificateRevocationListDer, PrivateKeyDer,
+    pem::{self, PemObject},
+};
+use serde::Deserialize;
+
+use crate::{
+    policy::EnvironmentConfig,
+    roles::{EnvironmentPattern, IdentityPattern, Role, RoleBindings},
+    tls,
+};
+
+/// A loaded, validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The config file this was loaded from.
+    pub path: PathBuf,
+    /// Address to serve on.
+    pub listen: SocketAddr,
+    /// Database URL; a relative `sqlite://` path is resolved against the config directory.
+    pub database_url: String,
+    /// The trusted signing key set (JWKS, SPEC §5).
+    pub key_set: PathBuf,
+    /// TLS file locations, as resolved.
+    pub tls: TlsPaths,
+    /// The rustls server configuration built from the TLS files.
+    pub server_tls: Arc<rustls::ServerConfig>,
+    /// Optional key the service signs approval credentials with.
+    pub signing: Option<SigningConfig>,
+    /// Who holds which role.
+    pub roles: RoleBindings,
+    /// Configured environments, in file order.
+    pub environments: Vec<EnvironmentConfig>,
+    /// Request size limits and transport limits.
+    pub limits: Limits,
+    /// Audit store settings.
+    pub audit: AuditConfig,
+}
+
+/// Resolved locations of the `[tls]` files.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsPaths {
+    /// Server certificate chain (PEM).
+    pub cert: PathBuf,
+    /// Server private key (PEM).
+    pub key: PathBuf,
+    /// CA bundle client certificates must chain to (PEM).
+    pub client_ca: PathBuf,
+    /// Certificate revocation lists (PEM or DER).
+    pub crls: Vec<PathBuf>,
+}
+
+/// The parsed contents of the `[tls]` files.
+#[derive(Debug)]
+pub struct TlsMaterial {
+    /// Server certificate chain, leaf first.
+    pub cert_chain: Vec<CertificateDer<'static>>,
+    /// Server private key.
+    pub key: PrivateKeyDer<'static>,
+    /// Client CA certificates.
+    pub client_ca: Vec<CertificateDer<'static>>,
+    /// Certificate revocation lists.
+    pub crls: Vec<CertificateRevocationListDer<'static>>,
+}
+
+/// `[signing]`: the key the service issues approval credentials with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SigningConfig {
+    /// Key id; must be an active key of the key set.
+    pub kid: String,
+    /// Ed25519 PKCS#8 PEM private key.
+    pub private_key: PathBuf,
+}
+
+/// `[limits]`: request and transport limits (SPEC §3 defaults).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest accepted `spec_kv`, in bytes.
+    pub spec_kv_max_bytes: usize,
+    /// Most credentials accepted on one request.
+    pub max_credentials: usize,
+    /// Largest accepted credential, in bytes.
+    pub credential_max_bytes: usize,
+    /// Time a client has to complete the TLS handshake.
+    #[serde(with = "duration")]
+    pub handshake_timeout: Duration,
+    /// TLS handshakes in progress at once; further connections wait to be accepted.
+    pub max_pending_handshakes: usize,
+}
+
+/// `[audit]`: audit store settings.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// How long a decision may wait for its audit entry to become durable (SPEC §7 row 26).
+    #[serde(with = "duration")]
+    pub durable_timeout: Duration,
+}
+
+/// Why a configuration cannot be used. Displays as one line naming the file and the field.
+#[derive(Debug)]
+pub struct ConfigError {
+    file: PathBuf,
+    detail: String,
+}
+
+/// The file exactly as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    listen: String,
+    #[serde(default = "default_database_url")]
+    database_url: String,
+    key_set: PathBuf,
+    tls: RawTls,
+    signing: Option<RawSigning>,
+    #[serde(default)]
+    roles: Vec<RawRoleBinding>,
+    #[serde(default)]
+    environments: Vec<EnvironmentConfig>,
+    #[serde(default)]
+    limits: Limits,
+    #[serde(default)]
+    audit: AuditConfig,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert: PathBuf,
+    key: PathBuf,
+    client_ca: PathBuf,
+    #[serde(default)]
+    crls: Vec<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSigning {
+    kid: String,
+    private_key: PathBuf,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoleBinding {
+    identity: String,
+    roles: Vec<Role>,
+    #[serde(default)]
+    environments: Vec<String>,
+}
+
+fn default_database_url() -> String {
+    "sqlite://admission.db".to_owned()
+}
+
+// === impl Config ===
+
+impl Config {
+    /// Reads, parses and validates the config file at `path`, including its TLS files.
+    pub fn load(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::new(path, format!("cannot read: {e}")))?;
+        Self::from_toml(path, &text)
+    }
+
+    /// Parses and validates `text` as if read from `path` (relative paths resolve against its
+    /// directory).
+    pub fn from_toml(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        let raw: RawConfig =
+            toml::from_str(text).map_err(|e| ConfigError::new(path, toml_error(&e, text)))?;
+        let base = path.parent().unwrap_or(Path::new("")).to_path_buf();
+        let base = if base.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            base
+        };
+        let err = |detail: String| ConfigError::new(path, detail);
+
+        let listen = raw.listen.parse::<SocketAddr>().map_err(|_| {
+            err(format!(
+                "listen: {:?} is not an ip:port socket address",
+                raw.listen
+            ))
+        })?;
+        let tls = TlsPaths {
+            cert: base.join(&raw.tls.cert),
+            key: base.join(&raw.tls.key),
+            client_ca: base.join(&raw.tls.client_ca),
+            crls: raw.tls.crls.iter().map(|crl| base.join(crl)).collect(),
+        };
+        let material = TlsMaterial::read(&tls).map_err(err)?;
+        let server_tls = tls::server_config(material).map_err(|e| err(e.to_string()))?;
+        let signing = raw
+            .signing
+            .map(|signing| read_signing(&base, signing))
+            .transpose()
+            .map_err(err)?;
+        let roles = role_bindings(raw.roles).map_err(err)?;
+        validate_environments(&raw.environments).map_err(err)?;
+        validate_limits(&raw.limits).map_err(err)?;
+
+        Ok(Self {
+            path: path.to_path_buf(),
+            listen,
+            database_url: resolve_database_url(&base, &raw.database_url),
+            key_set: base.join(raw.key_set),
+            tls,
+            server_tls,
+            signing,
+            roles,
+            environments: raw.environments,
+            limits: raw.limits,
+            audit: raw.audit,
+        })
+    }
+
+    /// The environment with this `org/project/env` key, if configured.
+    pub fn environment(&self, org: &str, project: &str, env: &str) -> Option<&EnvironmentConfig> {
+        self.environments
+            .iter()
+            .find(|e| e.org_id == org && e.project_id == project && e.environment_id == env)
+    }
+}
+
+// === impl TlsMaterial ===
+
+impl TlsMaterial {
+    /// Reads and parses every `[tls]` file; the error names the field and the file.
+    pub fn read(paths: &TlsPaths) -> Result<Self, String> {
+        let cert_chain = read_certificates(&paths.cert).map_err(|e| format!("[tls] cert: {e}"))?;
+        let key = read_private_key(&paths.key).map_err(|e| format!("[tls] key: {e}"))?;
+        let client_ca =
+            read_certificates(&paths.client_ca).map_err(|e| format!("[tls] client_ca: {e}"))?;
+        let crls = paths
+            .crls
+            .iter()
+            .map(|crl| read_crls(crl).map_err(|e| format!("[tls] crls: {e}")))
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter()
+            .flatten()
+            .collect();
+        Ok(Self {
+            cert_chain,
+            key,
+            client_ca,
+            crls,
+        })
+    }
+}
+
+fn read_file(path: &Path) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let bytes = read_file(path)?;
+    let certs = CertificateDer::pem_slice_iter(&bytes)
+        .collect::<Result<Vec<_>, pem::Error>>()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{}: no certificate found", path.display()));
+    }
+    Ok(certs)
+}
+
+fn read_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
+    let bytes = read_file(path)?;
+    PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| match e {
+        pem::Error::NoItemsFound => format!("{}: no private key found", path.display()),
+        other => format!("{}: {other}", path.display()),
+    })
+}
+
+fn read_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, String> {
+    let bytes = read_file(path)?;
+    if !bytes.starts_with(b"-----BEGIN") {
+        return Ok(vec![CertificateRevocationListDer::from(bytes)]);
+    }
+    let crls = CertificateRevocationListDer::pem_slice_iter(&bytes)
+        .collect::<Result<Vec<_>, pem::Error>>()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if crls.is_empty() {
+        return Err(format!(
+            "{}: no certificate revocation list found",
+            path.display()
+        ));
+    }
+    Ok(crls)
+}
+
+/// Checks that the signing key is an Ed25519 PKCS#8 PEM key, so a bad key fails at startup
+/// rather than on the first approval.
+fn read_signing(base: &Path, raw: RawSigning) -> Result<SigningConfig, String> {
+    if raw.kid.trim().is_empty() {
+        return Err("[signing] kid: must not be empty".to_owned());
+    }
+    let private_key = base.join(raw.private_key);
+    let bytes = read_file(&private_key).map_err(|e| format!("[signing] private_key: {e}"))?;
+    let der = PrivateKeyDer::from_pem_slice(&bytes)
+        .map_err(|e| format!("[signing] private_key: {}: {e}", private_key.display()))?;
+    let PrivateKeyDer::Pkcs8(pkcs8) = der else {
+        return Err(format!(
+            "[signing] private_key: {}: not a PKCS#8 key",
+            private_key.display()
+        ));
+    };
+    ring::signature::Ed25519KeyPair::from_pkcs8_maybe_unchecked(pkcs8.secret_pkcs8_der()).map_err(
+        |_| {
+            format!(
+                "[signing] private_key: {}: not an Ed25519 PKCS#8 key",
+                private_key.display()
+            )
+        },
+    )?;
+    Ok(SigningConfig {
+        kid: raw.kid,
+        private_key,
+    })
+}
+
+fn role_bindings(raw: Vec<RawRoleBinding>) -> Result<RoleBindings, String> {
+    let mut bindings = RoleBindings::default();
+    for (index, binding) in raw.into_iter().enumerate() {
+        let at = format!("[[roles]] #{}", index + 1);
+        let identity =
+            IdentityPattern::parse(&binding.identity).map_err(|e| format!("{at} identity: {e}"))?;
+        if binding.roles.is_empty() {
+            return Err(format!("{at} roles: must name at least one role"));
+        }
+        let environments = binding
+            .environments
+            .iter()
+            .map(|p| EnvironmentPattern::parse(p).map_err(|e| format!("{at} environments: {e}")))
+            .collect::<Result<Vec<_>, _>>()?;
+        bindings.push(identity, binding.roles, environments);
+    }
+    Ok(bindings)
+}
+
+fn validate_environments(environments: &[EnvironmentConfig]) -> Result<(), String> {
+    let mut seen = HashSet::new();
+    for (index, env) in environments.iter().enumerate() {
+        let at = format!("[[environments]] #{}", index + 1);
+        for (field, value) in [
+            ("org_id", &env.org_id),
+            ("project_id", &env.project_id),
+            ("environment_id", &env.environment_id),
+        ] {
+            if !is_environment_segment(value) {
+                return Err(format!(
+                    "{at} {field}: {value:?} must be non-empty without '/', '*' or whitespace"
+                ));
+            }
+        }
+        let key = format!("{}/{}/{}", env.org_id, env.project_id, env.environment_id);
+        if !seen.insert(key.clone()) {
+            return Err(format!("{at}: duplicate environment {key}"));
+        }
+        if env.required_approvals == Some(0) {
+            return Err(format!("{at} required_approvals: must be at least 1"));
+        }
+        if env.max_uses == Some(0) {
+            return Err(format!("{at} max_uses: must be at least 1"));
+        }
+    }
+    Ok(())
+}
+
+/// An id usable as one segment of `org/project/env`.
+pub(crate) fn is_environment_segment(value: &str) -> bool {
+    !value.is_empty()
+        && !value
+            .chars()
+            .any(|c| c == '/' || c == '*' || c.is_whitespace())
+}
+
+fn validate_limits(limits: &Limits) -> Result<(), String> {
+    for (field, value) in [
+        ("spec_kv_max_bytes", limits.spec_kv_max_bytes),
+        ("max_credentials", limits.max_credentials),
+        ("credential_max_bytes", limits.credential_max_bytes),
+        ("max_pending_handshakes", limits.max_pending_handshakes),
+    ] {
+        if value == 0 {
+            return Err(format!("[limits] {field}: must be at least 1"));
+        }
+    }
+    Ok(())
+}
+
+/// `sqlite://relative.db` resolves against the config directory, so the database sits beside
+/// the config file whatever the working directory; other URLs are used as written.
+fn resolve_database_url(base: &Path, url: &str) -> String {
+    let Some(rest) = url.strip_prefix("sqlite://") else {
+        return url.to_owned();
+    };
+    let (file, query) = match rest.split_once('?') {
+        Some((file, query)) => (file, Some(query)),
+        None => (rest, None),
+    };
+    if file.is_empty() || file.starts_with('/') || file.starts_with(':') {
+        return url.to_owned();
+    }
+    let absolute = std::path::absolute(base.join(file)).unwrap_or_else(|_| base.join(file));
+    match query {
+        Some(query) => format!("sqlite://{}?{query}", absolute.display()),
+        None => format!("sqlite://{}", absolute.display()),
+    }
+}
+
+/// The toml error's message with the line it points at, on one line.
+fn toml_error(error: &toml::de::Error, text: &str) -> String {
+    let message = error.message().trim().replace('\n', " ");
+    match error.span() {
+        Some(span) => {
+            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+            format!("{message} at line {line}")
+        }
+        None => message,
+    }
+}
+
+// === impl Limits ===
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            spec_kv_max_bytes: 1024 * 1024,
+            max_credentials: 8,
+            credential_max_bytes: 16 * 1024,
+            handshake_timeout: Duration::from_secs(10),
+            max_pending_handshakes: 1024,
+        }
+    }
+}
+
+// === impl AuditConfig ===
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            durable_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+// === impl ConfigError ===
+
+impl ConfigError {
+    /// An error about `file`; `detail` names the field.
+    pub fn new(file: &Path, detail: impl Into<String>) -> Self {
+        Self {
+            file: file.to_path_buf(),
+            detail: detail.into().replace('\n', " "),
+        }
+    }
+
+    /// The config file the error is about.
+    pub fn file(&self) -> &Path {
+        &self.file
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.file.display(), self.detail)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Durations written as `"90s"`, `"15m"`, `"1h"`, `"2h30m"`.
+mod duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text)
+            .map_err(|e| serde::de::Error::custom(format!("invalid duration {text:?}: {e}")))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_errors_name_the_line() {
+        let text = "listen = \"127.0.0.1:1\"\nlisen = 1\n";
+        let error = toml::from_str::<RawConfig>(text).unwrap_err();
+        let message = toml_error(&error, text);
+        assert!(message.starts_with("unknown field `lisen`"), "{message}");
+        assert!(message.ends_with("at line 2"), "{message}");
+    }
+
+    #[test]
+    fn relative_sqlite_urls_resolve_against_the_config_directory() {
+        let base = Path::new("/etc/admission");
+        assert_eq!(
+            resolve_database_url(base, "sqlite://admission.db?mode=rwc"),
+            "sqlite:///etc/admission/admission.db?mode=rwc"
+        );
+        assert_eq!(
+            resolve_database_url(base, "sqlite:///var/lib/a.db"),
+            "sqlite:///var/lib/a.db"
+        );
+        assert_eq!(
+            resolve_database_url(base, "postgres://u@h/db"),
+            "postgres://u@h/db"
+        );
+    }
+
+    #[test]
+    fn limits_default_to_the_spec() {
+        let limits = Limits::default();
+        assert_eq!(limits.spec_kv_max_bytes, 1_048_576);
+        assert_eq!(limits.max_credentials, 8);
+        assert_eq!(limits.credential_max_bytes, 16_384);
+        assert_eq!(
+            AuditConfig::default().durable_timeout,
+            Duration::from_secs(2)
+        );
+    }
+}

@@ -1,1 +1,160 @@
-fn main() {}
+//! `admission-server`: serve, check a config, or run a local dev environment.
+#![forbid(unsafe_code)]
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::ExitCode,
+};
+
+use admission_server::{
+    config::{Config, ConfigError},
+    dev,
+    serve::{self, AppState},
+    telemetry::{self, LogFormat},
+};
+use clap::{Parser, Subcommand};
+use tokio::net::TcpListener;
+
+/// The ByteOr admission service.
+#[derive(Debug, Parser)]
+#[command(
+    name = "admission-server",
+    version,
+    about,
+    subcommand_negates_reqs = true
+)]
+struct Cli {
+    /// Config file to serve with (SPEC §8).
+    #[arg(long, value_name = "FILE", required = true)]
+    config: Option<PathBuf>,
+    /// Log line format.
+    #[arg(long, global = true, default_value = "text", value_name = "text|json")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Validate a config file (and the files it names) without serving.
+    CheckConfig {
+        /// The config file.
+        file: PathBuf,
+    },
+    /// Create a local CA, certificates, signing key and config, then serve on loopback.
+    Dev {
+        /// Directory for the generated files; existing files are reused.
+        #[arg(long, default_value = dev::DEFAULT_DIR)]
+        dir: PathBuf,
+        /// Address to serve on.
+        #[arg(long, default_value = dev::DEFAULT_LISTEN)]
+        listen: SocketAddr,
+    },
+}
+
+/// Exit status for an unusable config or dev directory.
+const EXIT_CONFIG: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init(cli.log_format);
+    match cli.command {
+        Some(Command::CheckConfig { file }) => check_config(&file),
+        Some(Command::Dev { dir, listen }) => block_on(run_dev(dir, listen)),
+        None => match cli.config {
+            Some(file) => block_on(run_config(file)),
+            // clap enforces `--config` when no subcommand is given.
+            None => ExitCode::from(EXIT_CONFIG),
+        },
+    }
+}
+
+fn block_on(future: impl Future<Output = ExitCode>) -> ExitCode {
+    match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime.block_on(future),
+        Err(error) => {
+            eprintln!("admission-server: cannot start the async runtime: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn config_failure(error: &ConfigError) -> ExitCode {
+    eprintln!("{error}");
+    ExitCode::from(EXIT_CONFIG)
+}
+
+fn check_config(file: &Path) -> ExitCode {
+    match Config::load(file) {
+        Ok(config) => {
+            println!(
+                "config ok: {} environments, {} role bindings",
+                config.environments.len(),
+                config.roles.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(error) => config_failure(&error),
+    }
+}
+
+async fn run_config(file: PathBuf) -> ExitCode {
+    let config = match Config::load(&file) {
+        Ok(config) => config,
+        Err(error) => return config_failure(&error),
+    };
+    match serve::run(config, serve::shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(%error, "server failed");
+            eprintln!("admission-server: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run_dev(dir: PathBuf, listen: SocketAddr) -> ExitCode {
+    let env = match dev::prepare(&dir) {
+        Ok(env) => env,
+        Err(error) => {
+            eprintln!("admission-server dev: {error}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let mut config = match Config::load(&env.config) {
+        Ok(config) => config,
+        Err(error) => return config_failure(&error),
+    };
+    config.listen = listen;
+    let listener = match TcpListener::bind(listen).await {
+        Ok(listener) => listener,
+        Err(error) => {
+            eprintln!("admission-server dev: cannot listen on {listen}: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let addr = listener.local_addr().unwrap_or(listen);
+    print!("{}", dev::instructions(&env, addr));
+    tracing::info!(%addr, dir = %env.dir.display(), created = env.created.len(), "dev server serving");
+    let state = AppState::new(config).await;
+    match serve::serve_with_listener(listener, state, serve::shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("admission-server dev: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,203 @@
+//! `admissionctl`: the operator CLI. Each command group lives in its own file here; to add
+//! one, add a variant to [`Command`] and a match arm in [`run`].
+
+pub mod health;
+pub mod spec;
+
+use std::{fmt, path::PathBuf, process::ExitCode};
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::AdmissionClient;
+
+/// Operator CLI for the ByteOr admission service.
+#[derive(Debug, Parser)]
+#[command(name = "admissionctl", version, about)]
+pub struct Cli {
+    /// How to reach the service.
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+    /// Print JSON instead of human-readable text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Endpoint and mTLS files, from flags or the environment.
+#[derive(Clone, Debug, Args)]
+pub struct ConnectionArgs {
+    /// Service URL, e.g. https://localhost:50051.
+    #[arg(long, global = true, env = "ADMISSION_ENDPOINT")]
+    pub endpoint: Option<String>,
+    /// CA certificate (PEM) the server certificate chains to.
+    #[arg(long, global = true, env = "ADMISSION_CA")]
+    pub ca: Option<PathBuf>,
+    /// Client certificate (PEM).
+    #[arg(long, global = true, env = "ADMISSION_CERT")]
+    pub cert: Option<PathBuf>,
+    /// Client private key (PEM).
+    #[arg(long, global = true, env = "ADMISSION_KEY")]
+    pub key: Option<PathBuf>,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check the service health (exit status 0 only when SERVING).
+    Health(health::HealthArgs),
+    /// Print the spec hash of a spec_kv file (SPEC §4).
+    SpecHash(spec::SpecHashArgs),
+}
+
+/// A command failure: a one-line message and the exit status.
+#[derive(Debug)]
+pub struct CliError {
+    message: String,
+    status: u8,
+}
+
+/// Exit status for bad input: flags, files, specs.
+pub const EXIT_USAGE: u8 = 2;
+
+/// Exit status for a failed or refused call.
+pub const EXIT_FAILURE: u8 = 1;
+
+/// Runs the parsed command line and returns the process exit status.
+pub async fn run(cli: Cli) -> ExitCode {
+    let output = Output { json: cli.json };
+    let result = match cli.command {
+        Command::Health(args) => health::run(&cli.connection, &output, args).await,
+        Command::SpecHash(args) => spec::run(&output, args),
+    };
+    match result {
+        Ok(status) => status,
+        Err(error) => {
+            eprintln!("admissionctl: {error}");
+            ExitCode::from(error.status)
+        }
+    }
+}
+
+/// Where results go: text or JSON on stdout.
+#[derive(Clone, Copy, Debug)]
+pub struct Output {
+    /// Whether to print JSON.
+    pub json: bool,
+}
+
+// === impl Output ===
+
+impl Output {
+    /// Prints `text`, or `value` as one JSON line with `--json`.
+    pub fn print(&self, text: impl fmt::Display, value: serde_json::Value) {
+        if self.json {
+            println!("{value}");
+        } else {
+            println!("{text}");
+        }
+    }
+}
+
+// === impl ConnectionArgs ===
+
+impl ConnectionArgs {
+    /// Connects with the configured endpoint, CA and client identity.
+    pub async fn connect(&self) -> Result<AdmissionClient, CliError> {
+        let endpoint = self.endpoint.as_ref().ok_or_else(|| {
+            CliError::usage("no endpoint: pass --endpoint or set ADMISSION_ENDPOINT")
+        })?;
+        let ca = self
+            .ca
+            .as_ref()
+            .ok_or_else(|| CliError::usage("no CA: pass --ca or set ADMISSION_CA"))?;
+        let (Some(cert), Some(key)) = (&self.cert, &self.key) else {
+            return Err(CliError::usage(
+                "no client certificate: pass --cert and --key or set ADMISSION_CERT and ADMISSION_KEY",
+            ));
+        };
+        AdmissionClient::builder()
+            .endpoint(endpoint)
+            .ca_file(ca)
+            .identity_files(cert, key)
+            .connect()
+            .await
+            .map_err(|error| match error {
+                crate::ClientError::Connect { .. } => CliError::failure(error_chain(&error)),
+                other => CliError::usage(error_chain(&other)),
+            })
+    }
+}
+
+// === impl CliError ===
+
+impl CliError {
+    /// Bad input (exit status 2).
+    pub fn usage(message: impl fmt::Display) -> Self {
+        Self {
+            message: one_line(message),
+            status: EXIT_USAGE,
+        }
+    }
+
+    /// A failed or refused call (exit status 1).
+    pub fn failure(message: impl fmt::Display) -> Self {
+        Self {
+            message: one_line(message),
+            status: EXIT_FAILURE,
+        }
+    }
+
+    /// A failed call, with the typed rejection when the status carries one.
+    pub fn from_status(status: &tonic::Status) -> Self {
+        match crate::Rejection::from_status(status) {
+            Some(rejection) => Self::failure(rejection),
+            None => Self::failure(format_args!("{:?}: {}", status.code(), status.message())),
+        }
+    }
+}
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for CliError {}
+
+/// The error and its sources, e.g. `cannot connect to …: transport error: connection refused`.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.ends_with(&cause_text) {
+            text = format!("{text}: {cause_text}");
+        }
+        source = cause.source();
+    }
+    text
+}
+
+fn one_line(message: impl fmt::Display) -> String {
+    let text = message.to_string();
+    // Transport errors nest their causes; the chain reads better on one line.
+    text.split('\n')
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+}

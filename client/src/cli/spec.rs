@@ -1,0 +1,29 @@
+//! `admissionctl spec-hash`.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::Args;
+
+use super::{CliError, Output};
+use crate::SpecHash;
+
+/// Arguments of `spec-hash`.
+#[derive(Debug, Args)]
+pub struct SpecHashArgs {
+    /// The spec_kv file.
+    pub file: PathBuf,
+}
+
+/// Validates the spec (SPEC §4) and prints `sha256:…`, the same as `sha256sum FILE`.
+pub fn run(output: &Output, args: SpecHashArgs) -> Result<ExitCode, CliError> {
+    let file = args.file.display();
+    let bytes = std::fs::read(&args.file)
+        .map_err(|e| CliError::usage(format_args!("cannot read {file}: {e}")))?;
+    let hash =
+        SpecHash::of_spec(&bytes).map_err(|e| CliError::usage(format_args!("{file}: {e}")))?;
+    output.print(
+        &hash,
+        serde_json::json!({ "file": file.to_string(), "spec_hash": hash.as_str() }),
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,198 @@
+//! The gRPC adapters: the four API services of SPEC §3, plus health and reflection.
+//!
+//! [`Api`] holds one value per API service. [`services`] says which implementation this build
+//! serves for each; to put a real service in place of [`Unimplemented`], change its type
+//! parameter in [`ServedApi`] and the matching `with_*` call in [`services`].
+
+pub mod unimplemented;
+
+use admission_contract::pb::{
+    self,
+    approvals_server::{Approvals, ApprovalsServer},
+    audit_server::{Audit, AuditServer},
+    deploy_admission_server::{DeployAdmission, DeployAdmissionServer},
+    replay_admission_server::{ReplayAdmission, ReplayAdmissionServer},
+};
+use tonic::service::Routes;
+use tonic_health::{pb::health_server::HealthServer, server::HealthService};
+
+use crate::{
+    roles::{Role, RoleBindings},
+    serve::AppState,
+    tls::{Caller, caller},
+};
+
+pub use unimplemented::Unimplemented;
+
+/// The four API services, each a value that can be swapped independently.
+#[derive(Clone, Debug)]
+pub struct Api<D, R, A, U> {
+    /// `byteor.admission.v1.DeployAdmission`.
+    pub deploy: D,
+    /// `byteor.admission.v1.ReplayAdmission`.
+    pub replay: R,
+    /// `byteor.admission.v1.Approvals`.
+    pub approvals: A,
+    /// `byteor.admission.v1.Audit`.
+    pub audit: U,
+}
+
+/// The implementations this build serves.
+pub type ServedApi = Api<Unimplemented, Unimplemented, Unimplemented, Unimplemented>;
+
+/// Every RPC of the API, for role checks (SPEC §2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rpc {
+    /// DeployAdmission.Admit.
+    DeployAdmit,
+    /// DeployAdmission.Preview.
+    DeployPreview,
+    /// ReplayAdmission.Admit.
+    ReplayAdmit,
+    /// ReplayAdmission.Preview.
+    ReplayPreview,
+    /// Approvals.Create.
+    ApprovalsCreate,
+    /// Approvals.Decide.
+    ApprovalsDecide,
+    /// Approvals.Get.
+    ApprovalsGet,
+    /// Approvals.ListEligible.
+    ApprovalsListEligible,
+    /// Approvals.Revoke.
+    ApprovalsRevoke,
+    /// Audit.List.
+    AuditList,
+    /// Audit.Verify.
+    AuditVerify,
+}
+
+/// Why the router cannot be assembled.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot build the reflection service: {0}")]
+pub struct RouterError(#[from] tonic_reflection::server::Error);
+
+/// The API services this build serves, over `state`.
+pub fn services(state: &AppState) -> ServedApi {
+    let unimplemented = Unimplemented::new(state);
+    Api {
+        deploy: unimplemented.clone(),
+        replay: unimplemented.clone(),
+        approvals: unimplemented.clone(),
+        audit: unimplemented,
+    }
+}
+
+/// Checks that the caller of `request` holds a role `rpc` needs, without an environment;
+/// returns the caller for the handler to use.
+pub fn authorize_rpc<T>(
+    roles: &RoleBindings,
+    request: &tonic::Request<T>,
+    rpc: Rpc,
+) -> Result<Caller, tonic::Status> {
+    let caller = caller(request)?;
+    roles.authorize_any(&caller.identity, rpc.roles(), None)?;
+    Ok(caller)
+}
+
+// === impl Api ===
+
+impl<D, R, A, U> Api<D, R, A, U>
+where
+    D: DeployAdmission,
+    R: ReplayAdmission,
+    A: Approvals,
+    U: Audit,
+{
+    /// Serves `deploy` for DeployAdmission.
+    pub fn with_deploy<T: DeployAdmission>(self, deploy: T) -> Api<T, R, A, U> {
+        Api {
+            deploy,
+            replay: self.replay,
+            approvals: self.approvals,
+            audit: self.audit,
+        }
+    }
+
+    /// Serves `replay` for ReplayAdmission.
+    pub fn with_replay<T: ReplayAdmission>(self, replay: T) -> Api<D, T, A, U> {
+        Api {
+            deploy: self.deploy,
+            replay,
+            approvals: self.approvals,
+            audit: self.audit,
+        }
+    }
+
+    /// Serves `approvals` for Approvals.
+    pub fn with_approvals<T: Approvals>(self, approvals: T) -> Api<D, R, T, U> {
+        Api {
+            deploy: self.deploy,
+            replay: self.replay,
+            approvals,
+            audit: self.audit,
+        }
+    }
+
+    /// Serves `audit` for Audit.
+    pub fn with_audit<T: Audit>(self, audit: T) -> Api<D, R, A, T> {
+        Api {
+            deploy: self.deploy,
+            replay: self.replay,
+            approvals: self.approvals,
+            audit,
+        }
+    }
+
+    /// The routes: the four API services, `grpc.health.v1.Health` and `grpc.reflection.v1`.
+    pub fn into_routes(self, state: &AppState) -> Result<Routes, RouterError> {
+        let health = HealthServer::new(HealthService::from_health_reporter(
+            state.health().reporter(),
+        ));
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        Ok(Routes::new(health)
+            .add_service(reflection)
+            .add_service(DeployAdmissionServer::new(self.deploy))
+            .add_service(ReplayAdmissionServer::new(self.replay))
+            .add_service(ApprovalsServer::new(self.approvals))
+            .add_service(AuditServer::new(self.audit)))
+    }
+}
+
+// === impl Rpc ===
+
+impl Rpc {
+    /// Roles any one of which allows the call (SPEC §2).
+    pub fn roles(self) -> &'static [Role] {
+        match self {
+            Rpc::DeployAdmit
+            | Rpc::DeployPreview
+            | Rpc::ReplayAdmit
+            | Rpc::ReplayPreview
+            | Rpc::ApprovalsCreate => &[Role::Orchestrator],
+            Rpc::ApprovalsGet | Rpc::ApprovalsListEligible => &[Role::Orchestrator, Role::Reviewer],
+            Rpc::ApprovalsDecide | Rpc::ApprovalsRevoke => &[Role::Reviewer],
+            Rpc::AuditList | Rpc::AuditVerify => &[Role::Auditor],
+        }
+    }
+
+    /// `Service.Method` as written in SPEC §3.
+    pub fn name(self) -> &'static str {
+        match self {
+            Rpc::DeployAdmit => "DeployAdmission.Admit",
+            Rpc::DeployPreview => "DeployAdmission.Preview",
+            Rpc::ReplayAdmit => "ReplayAdmission.Admit",
+            Rpc::ReplayPreview => "ReplayAdmission.Preview",
+            Rpc::ApprovalsCreate => "Approvals.Create",
+            Rpc::ApprovalsDecide => "Approvals.Decide",
+            Rpc::ApprovalsGet => "Approvals.Get",
+            Rpc::ApprovalsListEligible => "Approvals.ListEligible",
+            Rpc::ApprovalsRevoke => "Approvals.Revoke",
+            Rpc::AuditList => "Audit.List",
+            Rpc::AuditVerify => "Audit.Verify",
+        }
+    }
+}

@@ -1,0 +1,81 @@
+//! Dev mode files (SPEC §8) serve real mTLS: every generated identity reaches its role.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use admission_client::{AdmissionClient, pb};
+use admission_server::{
+    config::Config,
+    dev,
+    serve::{self, AppState},
+};
+use tokio::net::TcpListener;
+use tonic::Code;
+use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
+
+async fn client_as(env: &dev::DevEnvironment, port: u16, stem: &str) -> AdmissionClient {
+    AdmissionClient::builder()
+        .endpoint(format!("https://localhost:{port}"))
+        .ca_file(env.dir.join("ca.pem"))
+        .identity_files(
+            env.dir.join(format!("{stem}.pem")),
+            env.dir.join(format!("{stem}.key")),
+        )
+        .connect()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn dev_files_serve_every_identity_with_its_role() {
+    let tmp = tempfile::tempdir().unwrap();
+    let env = dev::prepare(&tmp.path().join("dev")).unwrap();
+    let config = Config::load(&env.config).unwrap();
+    assert!(config.signing.is_some());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let state = AppState::new(config).await;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(serve::serve_with_listener(listener, state, async move {
+        let _ = stopped.await;
+    }));
+
+    let orchestrator = client_as(&env, port, "orchestrator").await;
+    let status = orchestrator
+        .health()
+        .check(HealthCheckRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .status;
+    assert_eq!(status, ServingStatus::Serving as i32);
+
+    let auditor = client_as(&env, port, "auditor").await;
+    let status = auditor
+        .audit()
+        .verify(pb::VerifyAuditRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unimplemented, "{status:?}");
+
+    // Both reviewers match the `spiffe://dev.local/reviewer/*` binding.
+    for stem in ["reviewer", "reviewer2"] {
+        let reviewer = client_as(&env, port, stem).await;
+        let status = reviewer
+            .approvals()
+            .decide(pb::DecideApprovalRequest::default())
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::Unimplemented, "{stem}: {status:?}");
+    }
+
+    let status = orchestrator
+        .audit()
+        .list(pb::ListAuditRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
+}
