@@ -49,7 +49,14 @@ fn valid_config_loads_with_defaults_and_resolved_paths() {
         Role::Reviewer,
         Some(("acme", "payments", "prod"))
     ));
-    assert!(config.signing.is_none());
+    let signing = config
+        .signing
+        .as_ref()
+        .expect("[signing] is written by the test config");
+    assert_eq!(signing.key.kid(), common::SERVICE_KID);
+    assert_eq!(signing.private_key, dir.path().join("signing.key"));
+    assert_eq!(config.key_ring.current().len(), 1);
+    assert_eq!(config.policies.len(), 1);
     assert_eq!(
         config.server_tls.alpn_protocols,
         vec![b"h2".to_vec()],

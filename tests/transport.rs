@@ -138,25 +138,21 @@ async fn roles_gate_each_service_before_it_answers() {
     let reviewer = server.client(REVIEWER).await;
     let orchestrator = server.client(ORCHESTRATOR).await;
 
-    let status = auditor
+    auditor
         .audit()
         .list(pb::ListAuditRequest::default())
         .await
-        .unwrap_err();
-    assert_eq!(status.code(), Code::Unimplemented, "{status:?}");
+        .expect("auditor may list the trail");
 
-    let status = reviewer
-        .approvals()
-        .get(pb::GetApprovalRequest::default())
-        .await
-        .unwrap_err();
-    assert_eq!(status.code(), Code::Unimplemented, "{status:?}");
-    let status = orchestrator
-        .approvals()
-        .get(pb::GetApprovalRequest::default())
-        .await
-        .unwrap_err();
-    assert_eq!(status.code(), Code::Unimplemented, "{status:?}");
+    // Past the role gate, an empty approval id is the request's fault.
+    for client in [&reviewer, &orchestrator] {
+        let status = client
+            .approvals()
+            .get(pb::GetApprovalRequest::default())
+            .await
+            .unwrap_err();
+        assert_reason(&status, Code::InvalidArgument, "REQUEST_INVALID");
+    }
 
     let status = reviewer
         .approvals()
@@ -170,18 +166,42 @@ async fn roles_gate_each_service_before_it_answers() {
         .await
         .unwrap_err();
     assert_caller_not_authorized(&status);
-    let status = reviewer
-        .deploy()
-        .preview(pb::DeployRequest::default())
-        .await
-        .unwrap_err();
+    // Admissions validate the request first (SPEC §7 row 1), then the caller (row 3).
+    let status = reviewer.deploy().preview(valid_deploy()).await.unwrap_err();
     assert_caller_not_authorized(&status);
     let status = orchestrator
         .replay()
         .admit(pb::ReplayRequest::default())
         .await
         .unwrap_err();
-    assert_eq!(status.code(), Code::Unimplemented, "{status:?}");
+    assert_reason(&status, Code::InvalidArgument, "REQUEST_INVALID");
+}
+
+fn valid_deploy() -> pb::DeployRequest {
+    pb::DeployRequest {
+        request_id: "transport-1".into(),
+        environment: Some(pb::EnvironmentRef {
+            org_id: "acme".into(),
+            project_id: "payments".into(),
+            environment_id: "prod".into(),
+        }),
+        pipeline_version: "v1".into(),
+        spec_kv: b"a=1\n".to_vec(),
+        config_bundle: Some(pb::ConfigBundle {
+            bundle_id: "b1".into(),
+            digest: format!("sha256:{}", "0".repeat(64)),
+            environment_id: "prod".into(),
+        }),
+        initiated_by: "alice@acme.example".into(),
+        ..Default::default()
+    }
+}
+
+fn assert_reason(status: &tonic::Status, code: Code, reason: &str) {
+    assert_eq!(status.code(), code, "{status:?}");
+    let info = status.get_details_error_info().expect("error info");
+    assert_eq!(info.reason, reason, "{status:?}");
+    assert_eq!(info.domain, "byteor.admission.v1");
 }
 
 #[tokio::test]

@@ -2,10 +2,12 @@
 //! service clients, and typed rejections decoded from `google.rpc.ErrorInfo`.
 #![forbid(unsafe_code)]
 
+pub mod admit;
 pub mod channel;
 pub mod cli;
 pub mod rejection;
 
 pub use admission_contract::{ERROR_DOMAIN, Reason, SpecHash, pb};
+pub use admit::AdmitError;
 pub use channel::{AdmissionClient, AdmissionClientBuilder, ClientError};
 pub use rejection::{Rejection, RejectionReason};

@@ -19,8 +19,11 @@ use rustls_pki_types::{
 };
 use serde::Deserialize;
 
+use admission_contract::credential::SigningKey;
+
 use crate::{
-    policy::EnvironmentConfig,
+    credential::KeyRing,
+    policy::{EnvironmentConfig, Policies},
     roles::{EnvironmentPattern, IdentityPattern, Role, RoleBindings},
     tls,
 };
@@ -46,6 +49,10 @@ pub struct Config {
     pub roles: RoleBindings,
     /// Configured environments, in file order.
     pub environments: Vec<EnvironmentConfig>,
+    /// The environments' policies with defaults applied (SPEC §6).
+    pub policies: Arc<Policies>,
+    /// The trusted key set, reloadable on SIGHUP.
+    pub key_ring: Arc<KeyRing>,
     /// Request size limits and transport limits.
     pub limits: Limits,
     /// Audit store settings.
@@ -79,12 +86,14 @@ pub struct TlsMaterial {
 }
 
 /// `[signing]`: the key the service issues approval credentials with.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct SigningConfig {
     /// Key id; must be an active key of the key set.
     pub kid: String,
-    /// Ed25519 PKCS#8 PEM private key.
+    /// Ed25519 PKCS#8 PEM private key file.
     pub private_key: PathBuf,
+    /// The loaded key, checked against the key set.
+    pub key: Arc<SigningKey>,
 }
 
 /// `[limits]`: request and transport limits (SPEC §3 defaults).
@@ -208,25 +217,31 @@ impl Config {
         };
         let material = TlsMaterial::read(&tls).map_err(err)?;
         let server_tls = tls::server_config(material).map_err(|e| err(e.to_string()))?;
+        let key_set = base.join(raw.key_set);
+        let key_ring = KeyRing::load(&key_set).map_err(|e| err(format!("key_set: {e}")))?;
         let signing = raw
             .signing
-            .map(|signing| read_signing(&base, signing))
+            .map(|signing| read_signing(&base, signing, &key_ring))
             .transpose()
             .map_err(err)?;
         let roles = role_bindings(raw.roles).map_err(err)?;
         validate_environments(&raw.environments).map_err(err)?;
+        let policies = Policies::from_configs(raw.environments.clone())
+            .map_err(|e| err(format!("[[environments]] {e}")))?;
         validate_limits(&raw.limits).map_err(err)?;
 
         Ok(Self {
             path: path.to_path_buf(),
             listen,
             database_url: resolve_database_url(&base, &raw.database_url),
-            key_set: base.join(raw.key_set),
+            key_set,
             tls,
             server_tls,
             signing,
             roles,
             environments: raw.environments,
+            policies: Arc::new(policies),
+            key_ring: Arc::new(key_ring),
             limits: raw.limits,
             audit: raw.audit,
         })
@@ -306,33 +321,25 @@ fn read_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, 
     Ok(crls)
 }
 
-/// Checks that the signing key is an Ed25519 PKCS#8 PEM key, so a bad key fails at startup
-/// rather than on the first approval.
-fn read_signing(base: &Path, raw: RawSigning) -> Result<SigningConfig, String> {
+/// Loads the signing key and checks it is an active key of the key set with the same public
+/// key, so a bad key fails at startup rather than on the first approval.
+fn read_signing(base: &Path, raw: RawSigning, key_ring: &KeyRing) -> Result<SigningConfig, String> {
     if raw.kid.trim().is_empty() {
         return Err("[signing] kid: must not be empty".to_owned());
     }
     let private_key = base.join(raw.private_key);
-    let bytes = read_file(&private_key).map_err(|e| format!("[signing] private_key: {e}"))?;
-    let der = PrivateKeyDer::from_pem_slice(&bytes)
+    let pem = std::fs::read_to_string(&private_key)
         .map_err(|e| format!("[signing] private_key: {}: {e}", private_key.display()))?;
-    let PrivateKeyDer::Pkcs8(pkcs8) = der else {
-        return Err(format!(
-            "[signing] private_key: {}: not a PKCS#8 key",
-            private_key.display()
-        ));
-    };
-    ring::signature::Ed25519KeyPair::from_pkcs8_maybe_unchecked(pkcs8.secret_pkcs8_der()).map_err(
-        |_| {
-            format!(
-                "[signing] private_key: {}: not an Ed25519 PKCS#8 key",
-                private_key.display()
-            )
-        },
-    )?;
+    let key = SigningKey::from_pkcs8_pem(&raw.kid, &pem)
+        .map_err(|e| format!("[signing] private_key: {}: {e}", private_key.display()))?;
+    key_ring
+        .current()
+        .check_signing_key(&key)
+        .map_err(|e| format!("[signing] kid: {e}"))?;
     Ok(SigningConfig {
         kid: raw.kid,
         private_key,
+        key: Arc::new(key),
     })
 }
 

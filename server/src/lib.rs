@@ -5,6 +5,7 @@
 //! `policy` and `credential`, and `audit` makes every decision durable before it is answered.
 #![forbid(unsafe_code)]
 
+pub mod approvals;
 pub mod audit;
 pub mod config;
 pub mod credential;

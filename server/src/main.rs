@@ -9,8 +9,7 @@ use std::{
 
 use admission_server::{
     config::{Config, ConfigError},
-    dev,
-    serve::{self, AppState},
+    dev, serve,
     telemetry::{self, LogFormat},
 };
 use clap::{Parser, Subcommand};
@@ -104,8 +103,19 @@ async fn run_config(file: PathBuf) -> ExitCode {
         Ok(config) => config,
         Err(error) => return config_failure(&error),
     };
-    match serve::run(config, serve::shutdown_signal()).await {
+    let path = config.path.clone();
+    serve_failure(&path, serve::run(config, serve::shutdown_signal()).await)
+}
+
+/// A store that cannot be opened is a config problem (exit 2, naming the file); anything else
+/// failing while serving exits 1.
+fn serve_failure(config: &std::path::Path, result: Result<(), serve::ServeError>) -> ExitCode {
+    match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(error @ serve::ServeError::Store(_)) => {
+            eprintln!("{}: {error}", config.display());
+            ExitCode::from(EXIT_CONFIG)
+        }
         Err(error) => {
             tracing::error!(%error, "server failed");
             eprintln!("admission-server: {error}");
@@ -137,14 +147,11 @@ async fn run_dev(dir: PathBuf, listen: SocketAddr) -> ExitCode {
     let addr = listener.local_addr().unwrap_or(listen);
     print!("{}", dev::instructions(&env, addr));
     tracing::info!(%addr, dir = %env.dir.display(), created = env.created.len(), "dev server serving");
-    let state = AppState::new(config).await;
-    match serve::serve_with_listener(listener, state, serve::shutdown_signal()).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("admission-server dev: {error}");
-            ExitCode::FAILURE
-        }
-    }
+    let path = config.path.clone();
+    serve_failure(
+        &path,
+        serve::run_on(listener, config, serve::shutdown_signal()).await,
+    )
 }
 
 #[cfg(test)]

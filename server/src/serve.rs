@@ -12,18 +12,27 @@ use tokio::net::TcpListener;
 use tonic::server::NamedService;
 use tonic_health::{ServingStatus, server::HealthReporter};
 
+use tokio::sync::watch;
+
 use crate::{
+    approvals::ApprovalService,
+    audit::{AuditStore, StoreError, StoreOptions},
     config::Config,
+    decision::{Engine, request::RequestLimits},
     grpc::{self, Api, RouterError},
     roles::RoleBindings,
     tls::{self, AcceptSettings, TransportMetrics},
 };
 
-/// What every service shares: the config, role bindings, health, transport metrics.
-#[derive(Clone, Debug)]
+/// What every service shares: the config, role bindings, the audit store and the decision
+/// engine built over them, health, transport metrics.
+#[derive(Clone)]
 pub struct AppState {
     config: Arc<Config>,
     roles: Arc<RoleBindings>,
+    store: AuditStore,
+    engine: Engine,
+    approvals: ApprovalService,
     health: Health,
     transport: TransportMetrics,
 }
@@ -51,29 +60,79 @@ pub enum ServeError {
     /// The gRPC server failed.
     #[error("grpc server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// The audit store could not be opened.
+    #[error("database_url: {0}")]
+    Store(#[from] StoreError),
 }
 
 /// The fully-qualified names of the API services, as health and reflection report them.
 pub const API_SERVICE_NAMES: [&str; 4] = [
-    <DeployAdmissionServer<grpc::Unimplemented> as NamedService>::NAME,
-    <ReplayAdmissionServer<grpc::Unimplemented> as NamedService>::NAME,
-    <ApprovalsServer<grpc::Unimplemented> as NamedService>::NAME,
-    <AuditServer<grpc::Unimplemented> as NamedService>::NAME,
+    <DeployAdmissionServer<grpc::DeployService> as NamedService>::NAME,
+    <ReplayAdmissionServer<grpc::ReplayService> as NamedService>::NAME,
+    <ApprovalsServer<grpc::ApprovalsService> as NamedService>::NAME,
+    <AuditServer<grpc::AuditService> as NamedService>::NAME,
 ];
+
+/// Decisions evaluated at once before new ones are refused with OVERLOADED (SPEC §7 row 27).
+const MAX_IN_FLIGHT_DECISIONS: usize = 4096;
 
 // === impl AppState ===
 
 impl AppState {
-    /// State for `config`; health starts SERVING.
-    pub async fn new(config: Config) -> Self {
+    /// State for `config`: opens (and migrates) the audit store; health follows the store.
+    pub async fn new(config: Config) -> Result<Self, ServeError> {
+        let options = StoreOptions {
+            durable_timeout: config.audit.durable_timeout,
+            ..StoreOptions::default()
+        };
+        let store = AuditStore::open(&config.database_url, options).await?;
+        let roles = Arc::new(config.roles.clone());
+        let limits = RequestLimits {
+            spec_kv_max_bytes: config.limits.spec_kv_max_bytes,
+            max_credentials: config.limits.max_credentials,
+            credential_max_bytes: config.limits.credential_max_bytes,
+        };
+        let engine = Engine::new(
+            config.policies.clone(),
+            roles.clone(),
+            config.key_ring.clone(),
+            store.clone(),
+            limits,
+            MAX_IN_FLIGHT_DECISIONS,
+        );
+        let approvals = ApprovalService::new(
+            config.policies.clone(),
+            roles.clone(),
+            store.clone(),
+            config.signing.as_ref().map(|s| s.key.clone()),
+        );
         let health = Health::new();
-        health.set_serving(true).await;
-        Self {
-            roles: Arc::new(config.roles.clone()),
+        health.set_serving(*store.health().borrow()).await;
+        health.follow(store.health());
+        Ok(Self {
+            roles,
             config: Arc::new(config),
+            store,
+            engine,
+            approvals,
             health,
             transport: TransportMetrics::new(),
-        }
+        })
+    }
+
+    /// The audit store.
+    pub fn store(&self) -> &AuditStore {
+        &self.store
+    }
+
+    /// The decision engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The approval lifecycle.
+    pub fn approvals(&self) -> &ApprovalService {
+        &self.approvals
     }
 
     /// The loaded configuration.
@@ -119,6 +178,22 @@ impl Health {
         }
     }
 
+    /// Mirrors the audit store's health: NOT_SERVING while it cannot make entries durable.
+    fn follow(&self, mut store_health: watch::Receiver<bool>) {
+        let health = self.clone();
+        tokio::spawn(async move {
+            while store_health.changed().await.is_ok() {
+                let healthy = *store_health.borrow_and_update();
+                if healthy {
+                    tracing::info!("audit store recovered; reporting SERVING");
+                } else {
+                    tracing::warn!("audit store is failing; reporting NOT_SERVING");
+                }
+                health.set_serving(healthy).await;
+            }
+        });
+    }
+
     /// The reporter the health service reads from.
     pub fn reporter(&self) -> HealthReporter {
         self.reporter.clone()
@@ -133,8 +208,23 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|source| ServeError::Bind { addr, source })?;
-    let state = AppState::new(config).await;
-    tracing::info!(addr = %listener.local_addr().unwrap_or(addr), "serving");
+    run_on(listener, config, shutdown).await
+}
+
+/// Opens the store, starts the SIGHUP key-set reloader and serves on `listener` until
+/// `shutdown` completes.
+pub async fn run_on(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    let addr = listener.local_addr().unwrap_or(config.listen);
+    let state = AppState::new(config).await?;
+    #[cfg(unix)]
+    if let Err(error) = state.config.key_ring.clone().spawn_sighup_reloader() {
+        tracing::warn!(%error, "cannot listen for SIGHUP; the key set reloads only on restart");
+    }
+    tracing::info!(%addr, "serving");
     serve_with_listener(listener, state, shutdown).await
 }
 

@@ -9,6 +9,7 @@ use std::{
 };
 
 use admission_client::{AdmissionClient, AdmissionClientBuilder};
+use admission_contract::credential::{Jwk, KeyStatus, SigningKey};
 use admission_server::{
     config::Config,
     serve::{self, AppState, ServeError},
@@ -168,14 +169,48 @@ fn client_params(identity: &str) -> CertificateParams {
     params
 }
 
-/// Writes the PKI files and an `admission.toml` with `extra` appended (roles, environments,
-/// `[limits]`…) into `dir`; `crls` are written as `crl-N.pem` and listed under `[tls]`.
+/// Kid of the service's own signing key, written by [`write_config`] as `signing.key`.
+pub const SERVICE_KID: &str = "test-service-2026";
+
+/// Key material and options beyond the defaults of [`write_config`].
+#[derive(Default)]
+pub struct ConfigOptions {
+    /// Leave out `[signing]`: the service verifies but cannot issue credentials.
+    pub without_signing: bool,
+    /// More entries for the key set, after the service key.
+    pub extra_keys: Vec<Jwk>,
+}
+
+/// Writes the PKI files, a signing key with its key set, and an `admission.toml` with `extra`
+/// appended (roles, environments, `[limits]`…) into `dir`; `crls` are written as `crl-N.pem`
+/// and listed under `[tls]`.
 pub fn write_config(dir: &Path, pki: &Pki, crls: &[String], extra: &str) -> PathBuf {
+    write_config_with(dir, pki, crls, extra, &ConfigOptions::default())
+}
+
+/// [`write_config`] with options.
+pub fn write_config_with(
+    dir: &Path,
+    pki: &Pki,
+    crls: &[String],
+    extra: &str,
+    options: &ConfigOptions,
+) -> PathBuf {
     let server = pki.server();
     std::fs::write(dir.join("server.pem"), &server.cert_pem).unwrap();
     std::fs::write(dir.join("server.key"), &server.key_pem).unwrap();
     std::fs::write(dir.join("clients-ca.pem"), pki.ca_pem()).unwrap();
-    std::fs::write(dir.join("signing_keys.json"), r#"{"keys":[]}"#).unwrap();
+    let (service_key, service_pem) = SigningKey::generate(SERVICE_KID).unwrap();
+    std::fs::write(dir.join("signing.key"), service_pem).unwrap();
+    let mut keys = vec![service_key.public_jwk(KeyStatus::Active)];
+    keys.extend(options.extra_keys.iter().cloned());
+    let key_set = serde_json::json!({ "keys": keys });
+    std::fs::write(dir.join("signing_keys.json"), key_set.to_string()).unwrap();
+    let signing = if options.without_signing {
+        String::new()
+    } else {
+        format!("[signing]\nkid = {SERVICE_KID:?}\nprivate_key = \"signing.key\"\n")
+    };
     let mut crl_names = Vec::new();
     for (index, crl) in crls.iter().enumerate() {
         let name = format!("crl-{index}.pem");
@@ -191,6 +226,7 @@ cert = "server.pem"
 key = "server.key"
 client_ca = "clients-ca.pem"
 crls = [{}]
+{signing}
 {extra}"#,
         crl_names.join(", ")
     );
@@ -228,11 +264,26 @@ impl TestServer {
         Self::serve(config, pki, dir).await
     }
 
+    /// Starts a server with config options.
+    pub async fn start_opts(extra: &str, options: &ConfigOptions) -> Self {
+        let pki = Pki::new("test clients CA");
+        let dir = tempfile::tempdir().unwrap();
+        let path = write_config_with(dir.path(), &pki, &[], extra, options);
+        let config = Config::load(&path).unwrap();
+        Self::serve(config, pki, dir).await
+    }
+
+    /// The service's signing key, as written to `signing.key`.
+    pub fn service_key(&self) -> SigningKey {
+        let pem = std::fs::read_to_string(self.dir.path().join("signing.key")).unwrap();
+        SigningKey::from_pkcs8_pem(SERVICE_KID, &pem).unwrap()
+    }
+
     /// Serves `config` on an ephemeral loopback port.
     pub async fn serve(config: Config, pki: Pki, dir: TempDir) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let state = AppState::new(config).await;
+        let state = AppState::new(config).await.expect("state");
         let (shutdown, stop) = oneshot::channel::<()>();
         let task = tokio::spawn(serve::serve_with_listener(
             listener,

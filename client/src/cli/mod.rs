@@ -1,7 +1,12 @@
 //! `admissionctl`: the operator CLI. Each command group lives in its own file here; to add
 //! one, add a variant to [`Command`] and a match arm in [`run`].
 
+pub mod admit;
+pub mod approvals;
+pub mod audit;
 pub mod health;
+pub mod keys;
+pub mod output;
 pub mod spec;
 
 use std::{fmt, path::PathBuf, process::ExitCode};
@@ -49,6 +54,22 @@ pub enum Command {
     Health(health::HealthArgs),
     /// Print the spec hash of a spec_kv file (SPEC §4).
     SpecHash(spec::SpecHashArgs),
+    /// Generate an Ed25519 signing key (PKCS#8 PEM) and add it to a JWKS key set.
+    Keygen(keys::KeygenArgs),
+    /// Sign an approval credential offline (approval-credentials-v1).
+    Sign(keys::SignArgs),
+    /// Preview or admit a deployment.
+    #[command(subcommand)]
+    Deploy(admit::DeployCommand),
+    /// Preview or admit a replay.
+    #[command(subcommand)]
+    Replay(admit::ReplayCommand),
+    /// Request, review, list and revoke approvals.
+    #[command(subcommand)]
+    Approvals(approvals::ApprovalsCommand),
+    /// List and verify the audit trail.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
 }
 
 /// A command failure: a one-line message and the exit status.
@@ -70,6 +91,42 @@ pub async fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Health(args) => health::run(&cli.connection, &output, args).await,
         Command::SpecHash(args) => spec::run(&output, args),
+        Command::Keygen(args) => keys::run_keygen(&args)
+            .map(|()| ExitCode::SUCCESS)
+            .map_err(CliError::usage),
+        Command::Sign(args) => keys::run_sign(&args)
+            .map(|credential| {
+                println!("{credential}");
+                ExitCode::SUCCESS
+            })
+            .map_err(CliError::usage),
+        Command::Deploy(command) => match cli.connection.connect().await {
+            Ok(client) => admit::run_deploy(&client, command, cli.json)
+                .await
+                .map_err(CliError::usage),
+            Err(error) => Err(error),
+        },
+        Command::Replay(command) => match cli.connection.connect().await {
+            Ok(client) => admit::run_replay(&client, command, cli.json)
+                .await
+                .map_err(CliError::usage),
+            Err(error) => Err(error),
+        },
+        Command::Approvals(command) => match cli.connection.connect().await {
+            Ok(client) => approvals::run(&client, command, cli.json)
+                .await
+                .map_err(CliError::usage),
+            Err(error) => Err(error),
+        },
+        Command::Audit(command) => match cli.connection.connect().await {
+            Ok(client) => audit::run(client.channel(), command, cli.json)
+                .await
+                .map_err(|error| match error {
+                    audit::AuditCliError::Usage(message) => CliError::usage(message),
+                    audit::AuditCliError::Rpc(status) => CliError::from_status(&status),
+                }),
+            Err(error) => Err(error),
+        },
     };
     match result {
         Ok(status) => status,

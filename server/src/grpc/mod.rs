@@ -1,10 +1,11 @@
 //! The gRPC adapters: the four API services of SPEC §3, plus health and reflection.
 //!
-//! [`Api`] holds one value per API service. [`services`] says which implementation this build
-//! serves for each; to put a real service in place of [`Unimplemented`], change its type
-//! parameter in [`ServedApi`] and the matching `with_*` call in [`services`].
+//! [`Api`] holds one value per API service; [`services`] builds the ones this build serves.
+//! Each adapter converts wire types, names the caller and hands over to the domain.
 
-pub mod unimplemented;
+pub mod admission;
+pub mod approvals;
+pub mod audit;
 
 use admission_contract::pb::{
     self,
@@ -22,7 +23,11 @@ use crate::{
     tls::{Caller, caller},
 };
 
-pub use unimplemented::Unimplemented;
+pub use self::{
+    admission::{DeployService, ReplayService},
+    approvals::ApprovalsService,
+    audit::AuditService,
+};
 
 /// The four API services, each a value that can be swapped independently.
 #[derive(Clone, Debug)]
@@ -38,7 +43,7 @@ pub struct Api<D, R, A, U> {
 }
 
 /// The implementations this build serves.
-pub type ServedApi = Api<Unimplemented, Unimplemented, Unimplemented, Unimplemented>;
+pub type ServedApi = Api<DeployService, ReplayService, ApprovalsService, AuditService>;
 
 /// Every RPC of the API, for role checks (SPEC §2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -74,12 +79,11 @@ pub struct RouterError(#[from] tonic_reflection::server::Error);
 
 /// The API services this build serves, over `state`.
 pub fn services(state: &AppState) -> ServedApi {
-    let unimplemented = Unimplemented::new(state);
     Api {
-        deploy: unimplemented.clone(),
-        replay: unimplemented.clone(),
-        approvals: unimplemented.clone(),
-        audit: unimplemented,
+        deploy: DeployService::new(state.engine().clone()),
+        replay: ReplayService::new(state.engine().clone()),
+        approvals: ApprovalsService::new(state.roles(), state.approvals().clone()),
+        audit: AuditService::new(state.roles(), state.store().clone()),
     }
 }
 

@@ -1,0 +1,362 @@
+//! `admissionctl deploy|replay preview|admit`.
+
+use std::{path::PathBuf, process::ExitCode, time::SystemTime};
+
+use admission_contract::SpecHash;
+use clap::{Args, Subcommand, ValueEnum};
+use serde_json::{Value, json};
+
+use super::output;
+use crate::{AdmissionClient, AdmitError, pb};
+
+/// `admissionctl deploy …`.
+#[derive(Debug, Subcommand)]
+pub enum DeployCommand {
+    /// Evaluate a deployment without credentials and without consuming anything.
+    Preview(DeployArgs),
+    /// Ask for admission of a deployment.
+    Admit(DeployArgs),
+}
+
+/// `admissionctl replay …`.
+#[derive(Debug, Subcommand)]
+pub enum ReplayCommand {
+    /// Evaluate a replay without credentials and without consuming anything.
+    Preview(ReplayArgs),
+    /// Ask for admission of a replay.
+    Admit(ReplayArgs),
+}
+
+/// What deploy and replay requests share.
+#[derive(Debug, Args)]
+pub struct CommonArgs {
+    /// Target environment as ORG/PROJECT/ENV.
+    #[arg(long = "env")]
+    pub environment: String,
+    /// The canonical spec file (key=value lines).
+    #[arg(long)]
+    pub spec: PathBuf,
+    /// Capability needed beyond the environment's required set (repeatable).
+    #[arg(long = "capability")]
+    pub capabilities: Vec<String>,
+    /// Approval credential (repeatable).
+    #[arg(long = "credential")]
+    pub credentials: Vec<String>,
+    /// File holding one credential per line (repeatable).
+    #[arg(long = "credential-file")]
+    pub credential_files: Vec<PathBuf>,
+    /// Attach the credentials of this approval, fetched from the service (repeatable).
+    #[arg(long = "approval")]
+    pub approvals: Vec<String>,
+    /// On whose behalf this runs (person or system).
+    #[arg(long, env = "ADMISSION_INITIATED_BY")]
+    pub initiated_by: String,
+    /// Idempotency key; generated when omitted. Reuse it to retry safely.
+    #[arg(long)]
+    pub request_id: Option<String>,
+}
+
+/// `deploy preview|admit` flags.
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// The pipeline version being deployed.
+    #[arg(long)]
+    pipeline_version: String,
+    /// Config bundle id.
+    #[arg(long)]
+    bundle_id: String,
+    /// Config bundle digest (sha256:…); or give --bundle-file to compute it.
+    #[arg(long, required_unless_present = "bundle_file")]
+    bundle_digest: Option<String>,
+    /// Config bundle file whose SHA-256 is the digest.
+    #[arg(long, conflicts_with = "bundle_digest")]
+    bundle_file: Option<PathBuf>,
+    /// Environment id the bundle was made for (default: the target's).
+    #[arg(long)]
+    bundle_env: Option<String>,
+    /// Request break-glass admission with this justification.
+    #[arg(long)]
+    break_glass: Option<String>,
+}
+
+/// Replay mode flag.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum Mode {
+    /// Simulate only.
+    DryRun,
+    /// Execute side effects.
+    Execute,
+}
+
+/// `replay preview|admit` flags.
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// dry-run or execute.
+    #[arg(long, value_enum)]
+    mode: Mode,
+    /// The incident being investigated.
+    #[arg(long)]
+    incident: String,
+    /// Source artifact id.
+    #[arg(long)]
+    artifact_id: String,
+    /// Source artifact digest (sha256:…).
+    #[arg(long)]
+    artifact_digest: String,
+    /// Environment id the artifact was captured in (default: the target's).
+    #[arg(long)]
+    artifact_env: Option<String>,
+}
+
+/// Runs `admissionctl deploy …`.
+pub async fn run_deploy(
+    client: &AdmissionClient,
+    command: DeployCommand,
+    json: bool,
+) -> Result<ExitCode, String> {
+    let (args, admit) = match command {
+        DeployCommand::Preview(args) => (args, false),
+        DeployCommand::Admit(args) => (args, true),
+    };
+    let (environment, spec_kv, credentials) = args.common.resolve(client).await?;
+    let bundle_digest = match (&args.bundle_digest, &args.bundle_file) {
+        (Some(digest), _) => digest.clone(),
+        (None, Some(path)) => {
+            let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            SpecHash::of_bytes(&bytes).to_string()
+        }
+        (None, None) => return Err("--bundle-digest or --bundle-file is required".to_owned()),
+    };
+    let request = pb::DeployRequest {
+        request_id: args.common.request_id(),
+        config_bundle: Some(pb::ConfigBundle {
+            bundle_id: args.bundle_id,
+            digest: bundle_digest,
+            environment_id: args
+                .bundle_env
+                .unwrap_or_else(|| environment.environment_id.clone()),
+        }),
+        environment: Some(environment),
+        pipeline_version: args.pipeline_version,
+        spec_kv,
+        required_capabilities: args.common.capabilities,
+        credentials,
+        initiated_by: args.common.initiated_by,
+        break_glass: args
+            .break_glass
+            .map(|justification| pb::BreakGlass { justification }),
+    };
+    if admit {
+        Ok(print_admission(client.admit_deploy(request).await, json))
+    } else {
+        Ok(print_preview(client.preview_deploy(request).await, json))
+    }
+}
+
+/// Runs `admissionctl replay …`.
+pub async fn run_replay(
+    client: &AdmissionClient,
+    command: ReplayCommand,
+    json: bool,
+) -> Result<ExitCode, String> {
+    let (args, admit) = match command {
+        ReplayCommand::Preview(args) => (args, false),
+        ReplayCommand::Admit(args) => (args, true),
+    };
+    let (environment, spec_kv, credentials) = args.common.resolve(client).await?;
+    let mode = match args.mode {
+        Mode::DryRun => pb::ReplayMode::DryRun,
+        Mode::Execute => pb::ReplayMode::Execute,
+    };
+    let request = pb::ReplayRequest {
+        request_id: args.common.request_id(),
+        source_artifact: Some(pb::SourceArtifact {
+            artifact_id: args.artifact_id,
+            digest: args.artifact_digest,
+            environment_id: args
+                .artifact_env
+                .unwrap_or_else(|| environment.environment_id.clone()),
+        }),
+        environment: Some(environment),
+        mode: mode as i32,
+        incident_id: args.incident,
+        spec_kv,
+        required_capabilities: args.common.capabilities,
+        credentials,
+        initiated_by: args.common.initiated_by,
+    };
+    if admit {
+        Ok(print_admission(client.admit_replay(request).await, json))
+    } else {
+        Ok(print_preview(client.preview_replay(request).await, json))
+    }
+}
+
+// === impl CommonArgs ===
+
+impl CommonArgs {
+    /// Environment, spec bytes and every credential (flags, files, then fetched approvals).
+    async fn resolve(
+        &self,
+        client: &AdmissionClient,
+    ) -> Result<(pb::EnvironmentRef, Vec<u8>, Vec<String>), String> {
+        let environment = parse_environment(&self.environment)?;
+        let spec_kv =
+            std::fs::read(&self.spec).map_err(|e| format!("{}: {e}", self.spec.display()))?;
+        let mut credentials = self.credentials.clone();
+        for path in &self.credential_files {
+            let text =
+                std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            credentials.extend(
+                text.lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .map(str::to_owned),
+            );
+        }
+        for approval_id in &self.approvals {
+            let approval = client
+                .get_approval(approval_id)
+                .await
+                .map_err(|e| format!("fetching approval {approval_id}: {e}"))?;
+            if approval.credentials.is_empty() {
+                return Err(format!(
+                    "approval {approval_id} has no credentials yet (state {})",
+                    output::approval_state(approval.state)
+                ));
+            }
+            credentials.extend(approval.credentials);
+        }
+        Ok((environment, spec_kv, credentials))
+    }
+
+    fn request_id(&self) -> String {
+        self.request_id.clone().unwrap_or_else(|| {
+            let nanos = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos();
+            format!("admissionctl-{nanos:x}-{}", std::process::id())
+        })
+    }
+}
+
+/// Parses `ORG/PROJECT/ENV`.
+pub fn parse_environment(text: &str) -> Result<pb::EnvironmentRef, String> {
+    let parts: Vec<&str> = text.split('/').collect();
+    match parts.as_slice() {
+        [org, project, env] if !org.is_empty() && !project.is_empty() && !env.is_empty() => {
+            Ok(pb::EnvironmentRef {
+                org_id: (*org).to_owned(),
+                project_id: (*project).to_owned(),
+                environment_id: (*env).to_owned(),
+            })
+        }
+        _ => Err(format!("--env {text:?} must be ORG/PROJECT/ENV")),
+    }
+}
+
+fn print_admission(result: Result<pb::Admission, AdmitError>, json: bool) -> ExitCode {
+    match result {
+        Ok(admission) => {
+            if json {
+                output::print_json(&admission_json(&admission));
+            } else {
+                let verdict = if admission.break_glass {
+                    "ADMITTED (break-glass)"
+                } else if admission.shadow_reason.is_empty() {
+                    "ADMITTED"
+                } else {
+                    "ADMITTED (shadow mode)"
+                };
+                println!("{verdict}");
+                println!("  decision_id:  {}", admission.decision_id);
+                println!("  action:       {}", output::action(admission.action));
+                println!("  spec_hash:    {}", admission.spec_hash);
+                if !admission.approval_ids.is_empty() {
+                    println!("  approvals:    {}", admission.approval_ids.join(", "));
+                }
+                if !admission.shadow_reason.is_empty() {
+                    println!("  would reject: {}", admission.shadow_reason);
+                }
+                println!("  audit entry:  {}", admission.audit_entry_hash);
+            }
+            ExitCode::SUCCESS
+        }
+        Err(error) => output::print_error(&error, json),
+    }
+}
+
+fn print_preview(result: Result<pb::Preview, AdmitError>, json: bool) -> ExitCode {
+    match result {
+        Ok(preview) => {
+            if json {
+                output::print_json(&json!({
+                    "decision_id": preview.decision_id,
+                    "action": output::action(preview.action),
+                    "spec_hash": preview.spec_hash,
+                    "policy_decision": output::policy_decision(preview.policy_decision),
+                    "posture": output::posture(preview.posture),
+                    "required_capabilities": preview.required_capabilities,
+                    "required_approvals": preview.required_approvals,
+                    "eligible_approvals": preview.eligible_approvals.iter().map(output::approval_json).collect::<Vec<_>>(),
+                }));
+            } else {
+                println!(
+                    "policy decision: {}",
+                    output::policy_decision(preview.policy_decision)
+                );
+                println!(
+                    "  action:                {}",
+                    output::action(preview.action)
+                );
+                println!(
+                    "  posture:               {}",
+                    output::posture(preview.posture)
+                );
+                println!("  spec_hash:             {}", preview.spec_hash);
+                println!(
+                    "  required capabilities: {}",
+                    preview.required_capabilities.join(", ")
+                );
+                println!("  required approvals:    {}", preview.required_approvals);
+                if preview.eligible_approvals.is_empty() {
+                    println!("  eligible approvals:    none");
+                } else {
+                    println!("  eligible approvals:");
+                    for approval in &preview.eligible_approvals {
+                        println!(
+                            "    {}  expires {}  uses {}/{}  approved by {}",
+                            approval.approval_id,
+                            output::time(approval.expires_at.as_ref()),
+                            approval.uses,
+                            approval.max_uses,
+                            approval.approvers.join(", ")
+                        );
+                    }
+                }
+                println!("  decision_id:           {}", preview.decision_id);
+            }
+            ExitCode::SUCCESS
+        }
+        Err(error) => output::print_error(&error, json),
+    }
+}
+
+fn admission_json(admission: &pb::Admission) -> Value {
+    json!({
+        "admitted": true,
+        "decision_id": admission.decision_id,
+        "action": output::action(admission.action),
+        "spec_hash": admission.spec_hash,
+        "approval_ids": admission.approval_ids,
+        "decided_at": output::time(admission.decided_at.as_ref()),
+        "audit_entry_hash": admission.audit_entry_hash,
+        "shadow_reason": admission.shadow_reason,
+        "break_glass": admission.break_glass,
+    })
+}

@@ -1,0 +1,80 @@
+//! `Approvals`: a thin adapter from the wire to [`ApprovalService`].
+
+use std::sync::Arc;
+
+use admission_contract::pb::{self, approvals_server::Approvals};
+use tonic::{Request, Response, Status};
+
+use super::{Rpc, authorize_rpc};
+use crate::{approvals::ApprovalService, roles::RoleBindings};
+
+/// The `Approvals` service. Callers without any role for the RPC are refused before the request
+/// is read; the domain then checks the role for the approval's environment.
+#[derive(Clone)]
+pub struct ApprovalsService {
+    roles: Arc<RoleBindings>,
+    approvals: ApprovalService,
+}
+
+// === impl ApprovalsService ===
+
+impl ApprovalsService {
+    /// The service over `approvals`.
+    pub fn new(roles: Arc<RoleBindings>, approvals: ApprovalService) -> Self {
+        Self { roles, approvals }
+    }
+}
+
+#[tonic::async_trait]
+impl Approvals for ApprovalsService {
+    async fn create(
+        &self,
+        request: Request<pb::CreateApprovalRequest>,
+    ) -> Result<Response<pb::Approval>, Status> {
+        let caller = authorize_rpc(&self.roles, &request, Rpc::ApprovalsCreate)?;
+        let approval = self.approvals.create(&caller, request.into_inner()).await?;
+        Ok(Response::new(approval))
+    }
+
+    async fn decide(
+        &self,
+        request: Request<pb::DecideApprovalRequest>,
+    ) -> Result<Response<pb::Approval>, Status> {
+        let caller = authorize_rpc(&self.roles, &request, Rpc::ApprovalsDecide)?;
+        let approval = self.approvals.decide(&caller, request.into_inner()).await?;
+        Ok(Response::new(approval))
+    }
+
+    async fn get(
+        &self,
+        request: Request<pb::GetApprovalRequest>,
+    ) -> Result<Response<pb::Approval>, Status> {
+        let caller = authorize_rpc(&self.roles, &request, Rpc::ApprovalsGet)?;
+        let approval = self
+            .approvals
+            .get(&caller, &request.get_ref().approval_id)
+            .await?;
+        Ok(Response::new(approval))
+    }
+
+    async fn list_eligible(
+        &self,
+        request: Request<pb::ListEligibleRequest>,
+    ) -> Result<Response<pb::ListEligibleResponse>, Status> {
+        let caller = authorize_rpc(&self.roles, &request, Rpc::ApprovalsListEligible)?;
+        let response = self
+            .approvals
+            .list_eligible(&caller, request.into_inner())
+            .await?;
+        Ok(Response::new(response))
+    }
+
+    async fn revoke(
+        &self,
+        request: Request<pb::RevokeApprovalRequest>,
+    ) -> Result<Response<pb::Approval>, Status> {
+        let caller = authorize_rpc(&self.roles, &request, Rpc::ApprovalsRevoke)?;
+        let approval = self.approvals.revoke(&caller, request.into_inner()).await?;
+        Ok(Response::new(approval))
+    }
+}
