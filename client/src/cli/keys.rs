@@ -35,8 +35,8 @@ pub struct KeygenArgs {
 /// `admissionctl sign`: issue an approval credential with a local signing key.
 #[derive(Clone, Debug, clap::Args)]
 pub struct SignArgs {
-    /// PKCS#8 PEM Ed25519 private key file.
-    #[arg(long)]
+    /// PKCS#8 PEM Ed25519 private key file (not the client key of --key).
+    #[arg(long = "signing-key")]
     pub key: PathBuf,
     /// Key id of that key in the trusted key set.
     #[arg(long)]
@@ -320,7 +320,7 @@ mod tests {
         let key = dir.join("signing.key");
         let mut argv = vec![
             "sign",
-            "--key",
+            "--signing-key",
             key.to_str().unwrap(),
             "--kid",
             "org-2026-11",
@@ -461,7 +461,7 @@ mod tests {
              2026-11-23T10:00:00Z"
         );
         assert!(
-            Sign::try_parse_from(["sign", "--key", "k", "--kid", "k"]).is_err(),
+            Sign::try_parse_from(["sign", "--signing-key", "k", "--kid", "k"]).is_err(),
             "required flags are enforced by clap"
         );
         let key_missing = sign_args(dir.path(), &["--spec-hash", SPEC_HASH]);

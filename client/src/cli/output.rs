@@ -4,6 +4,8 @@ use std::process::ExitCode;
 
 use serde_json::{Value, json};
 
+use admission_contract::reason::code_name;
+
 use crate::{AdmitError, pb};
 
 /// Prints a JSON value on one line.
@@ -19,16 +21,16 @@ pub fn print_error(error: &AdmitError, json: bool) -> ExitCode {
                 print_json(&json!({
                     "admitted": false,
                     "reason": rejection.reason.as_str(),
-                    "code": format!("{:?}", rejection.code),
+                    "code": code_name(rejection.code),
                     "message": rejection.message,
                     "decision_id": rejection.decision_id,
                     "metadata": rejection.metadata,
                 }));
             } else {
                 println!(
-                    "REJECTED {} ({:?})",
+                    "REJECTED {} ({})",
                     rejection.reason.as_str(),
-                    rejection.code
+                    code_name(rejection.code)
                 );
                 println!("  {}", rejection.message);
                 if let Some(decision_id) = &rejection.decision_id {
@@ -48,10 +50,10 @@ pub fn print_error(error: &AdmitError, json: bool) -> ExitCode {
         AdmitError::Call(status) => {
             if json {
                 print_json(
-                    &json!({"error": status.message(), "code": format!("{:?}", status.code())}),
+                    &json!({"error": status.message(), "code": code_name(status.code())}),
                 );
             } else {
-                eprintln!("error: {:?}: {}", status.code(), status.message());
+                eprintln!("error: {}: {}", code_name(status.code()), status.message());
             }
         }
     }
