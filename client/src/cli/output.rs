@@ -49,9 +49,7 @@ pub fn print_error(error: &AdmitError, json: bool) -> ExitCode {
         }
         AdmitError::Call(status) => {
             if json {
-                print_json(
-                    &json!({"error": status.message(), "code": code_name(status.code())}),
-                );
+                print_json(&json!({"error": status.message(), "code": code_name(status.code())}));
             } else {
                 eprintln!("error: {}: {}", code_name(status.code()), status.message());
             }
