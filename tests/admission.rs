@@ -13,7 +13,7 @@ use std::{
 use admission_client::{AdmissionClient, AdmitError, Rejection, pb};
 use admission_contract::{
     Reason, SpecHash,
-    credential::{Claims, KeyStatus, SigningKey, format_time},
+    credential::{Claims, KeyStatus, SigningKey},
 };
 use admission_server::audit::{AuditEntry, ListFilter};
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
@@ -564,9 +564,9 @@ fn claim_case_for(
     deploy_case(row, request, code, reason, expected)
 }
 
-/// Makes an approval through the Approvals service, approves it and revokes it; returns the
-/// credential the service signed and the approval id.
-async fn revoked_approval(h: &Harness) -> (String, String) {
+/// Makes an approval for a deploy of [`SPEC_KV`] through the Approvals service and has the
+/// reviewer approve it; returns the approval with the credential the service signed.
+async fn approved_approval(h: &Harness) -> pb::Approval {
     let created = h
         .orchestrator
         .client
@@ -595,15 +595,21 @@ async fn revoked_approval(h: &Harness) -> (String, String) {
         .await
         .unwrap();
     assert_eq!(approved.state, pb::ApprovalState::Approved as i32);
-    let token = approved.credentials[0].clone();
+    assert_eq!(approved.credentials.len(), 1);
+    approved
+}
+
+/// An approved approval, then revoked by the reviewer; returns its credential and id.
+async fn revoked_approval(h: &Harness) -> (String, String) {
+    let approved = approved_approval(h).await;
     let revoked = h
         .reviewer
         .client
-        .revoke_approval(&created.approval_id, "release pulled")
+        .revoke_approval(&approved.approval_id, "release pulled")
         .await
         .unwrap();
     assert_eq!(revoked.state, pb::ApprovalState::Revoked as i32);
-    (token, created.approval_id)
+    (approved.credentials[0].clone(), approved.approval_id)
 }
 
 /// Calls Admit; returns the answer, the audit action and the target environment id.
@@ -1043,5 +1049,952 @@ async fn every_row_of_the_decision_table() {
     }
     // Nothing above consumed the single-use approval a second time.
     assert_eq!(uses(&h.server, &single_use_id).await, 1);
+    assert_chain_ok(&h).await;
+}
+
+// === precedence ===
+
+#[tokio::test]
+async fn the_first_failing_check_wins() {
+    let h = harness().await;
+    let keys = &h.keys;
+    let client = &h.orchestrator.client;
+
+    // Row 17 comes before row 18.
+    let (expired_elsewhere, _) = credential(&keys.service, "prod", |c| {
+        c.environment_id = "staging".into();
+        c.issued_at -= Duration::from_secs(2 * 3600);
+        c.expires_at = c.issued_at + Duration::from_secs(3600);
+    });
+    rejected(
+        client
+            .admit_deploy(deploy_with("prod", vec![expired_elsewhere]))
+            .await,
+        Code::FailedPrecondition,
+        Reason::EnvironmentMismatch,
+    );
+
+    // Row 12 comes before row 14.
+    let (unknown, _) = credential(&keys.stranger, "prod", |_| {});
+    let rejection = rejected(
+        client
+            .admit_deploy(deploy_with("prod", vec![break_signature(&unknown)]))
+            .await,
+        Code::Unauthenticated,
+        Reason::SigningKeyUnknown,
+    );
+    assert_eq!(rejection.metadata["kid"], "stranger");
+
+    // Credentials are checked in the order given: a valid first one does not excuse the second.
+    let (fine, fine_id) = credential(&keys.service, "prod", |_| {});
+    rejected(
+        client
+            .admit_deploy(deploy_with("prod", vec![fine.clone(), "x.y".into()]))
+            .await,
+        Code::Unauthenticated,
+        Reason::CredentialMalformed,
+    );
+    let (expired, _) = credential(&keys.service, "prod", |c| {
+        c.issued_at -= Duration::from_secs(2 * 3600);
+        c.expires_at = c.issued_at + Duration::from_secs(3600);
+    });
+    rejected(
+        client
+            .admit_deploy(deploy_with("prod", vec![fine.clone(), expired.clone()]))
+            .await,
+        Code::Unauthenticated,
+        Reason::CredentialExpired,
+    );
+    // The first credential's failing row wins over a lower row of the second.
+    let (wrong_spec, _) = credential(&keys.service, "prod", |c| {
+        c.spec_hash = SpecHash::of_bytes(OTHER_SPEC_KV).to_string();
+    });
+    rejected(
+        client
+            .admit_deploy(deploy_with("prod", vec![wrong_spec, "x.y".into()]))
+            .await,
+        Code::FailedPrecondition,
+        Reason::SpecHashMismatch,
+    );
+    // None of this consumed the valid credential.
+    assert_eq!(uses(&h.server, &fine_id).await, 0);
+
+    // Rows 1 and 2 come before row 3, row 3 before row 4.
+    rejected(
+        h.nobody
+            .client
+            .admit_deploy(pb::DeployRequest {
+                request_id: "has spaces".into(),
+                ..deploy("qa")
+            })
+            .await,
+        Code::InvalidArgument,
+        Reason::RequestInvalid,
+    );
+    rejected(
+        h.nobody
+            .client
+            .admit_deploy(pb::DeployRequest {
+                spec_kv: b"no-newline=1".to_vec(),
+                ..deploy("qa")
+            })
+            .await,
+        Code::InvalidArgument,
+        Reason::SpecMalformed,
+    );
+    rejected(
+        h.nobody.client.admit_deploy(deploy("qa")).await,
+        Code::PermissionDenied,
+        Reason::CallerNotAuthorized,
+    );
+
+    // Row 6 comes before rows 8–25.
+    rejected(
+        client
+            .admit_deploy(pb::DeployRequest {
+                config_bundle: Some(pb::ConfigBundle {
+                    bundle_id: "b".into(),
+                    digest: bundle_digest(),
+                    environment_id: "prod".into(),
+                }),
+                ..deploy_with("frozen", vec!["x.y".into()])
+            })
+            .await,
+        Code::PermissionDenied,
+        Reason::PolicyDenied,
+    );
+    // Row 7 comes before row 9.
+    rejected(
+        client
+            .admit_replay(pb::ReplayRequest {
+                source_artifact: Some(pb::SourceArtifact {
+                    artifact_id: "capture-9".into(),
+                    digest: bundle_digest(),
+                    environment_id: "prod".into(),
+                }),
+                ..replay("staging", pb::ReplayMode::Execute)
+            })
+            .await,
+        Code::PermissionDenied,
+        Reason::ReplayExecuteNotPermitted,
+    );
+    // Row 8 comes before row 10 and the credential rows.
+    rejected(
+        client
+            .admit_deploy(pb::DeployRequest {
+                config_bundle: Some(pb::ConfigBundle {
+                    bundle_id: "b".into(),
+                    digest: bundle_digest(),
+                    environment_id: "staging".into(),
+                }),
+                ..deploy_with("prod", vec!["x.y".into()])
+            })
+            .await,
+        Code::FailedPrecondition,
+        Reason::ConfigBundleEnvironmentMismatch,
+    );
+    assert_chain_ok(&h).await;
+}
+
+#[tokio::test]
+async fn request_id_reuse_is_row_five_after_rows_three_and_four() {
+    let h = harness().await;
+    let first = deploy("dev");
+    let admission = h.limited.client.admit_deploy(first.clone()).await.unwrap();
+
+    // Row 5 comes before rows 6–25: the new content would be denied, expired, ….
+    let (expired, _) = credential(&h.keys.service, "prod", |c| {
+        c.issued_at -= Duration::from_secs(2 * 3600);
+        c.expires_at = c.issued_at + Duration::from_secs(3600);
+    });
+    for request in [
+        pb::DeployRequest {
+            required_capabilities: vec!["db.migrate".into()],
+            ..first.clone()
+        },
+        pb::DeployRequest {
+            credentials: vec![expired],
+            ..first.clone()
+        },
+    ] {
+        let before = entry_count(&h.server).await;
+        let rejection = rejected(
+            h.limited.client.admit_deploy(request).await,
+            Code::AlreadyExists,
+            Reason::RequestIdConflict,
+        );
+        assert_ne!(
+            rejection.decision_id.as_deref(),
+            Some(&*admission.decision_id)
+        );
+        assert_audited(
+            &h.server,
+            before,
+            rejection.decision_id.as_deref().unwrap(),
+            &Audited {
+                caller: &h.limited,
+                env: "dev",
+                action: "deploy.admit",
+                outcome: "rejected",
+                reason: "REQUEST_ID_CONFLICT",
+                grpc_code: "ALREADY_EXISTS",
+            },
+        )
+        .await;
+    }
+
+    // Rows 3 and 4 come before row 5, and are audited as what they are.
+    let used_by_orchestrator = deploy("dev");
+    h.orchestrator
+        .client
+        .admit_deploy(used_by_orchestrator.clone())
+        .await
+        .unwrap();
+    let rows_three_and_four = [
+        (
+            &h.limited,
+            &first,
+            "prod",
+            Code::PermissionDenied,
+            Reason::CallerNotAuthorized,
+        ),
+        (
+            &h.orchestrator,
+            &used_by_orchestrator,
+            "qa",
+            Code::NotFound,
+            Reason::EnvironmentUnknown,
+        ),
+    ];
+    for (who, used, env, code, reason) in rows_three_and_four {
+        let mut request = deploy(env);
+        request.request_id.clone_from(&used.request_id);
+        let before = entry_count(&h.server).await;
+        let rejection = rejected(who.client.admit_deploy(request).await, code, reason);
+        assert_audited(
+            &h.server,
+            before,
+            rejection.decision_id.as_deref().unwrap(),
+            &Audited {
+                caller: who,
+                env,
+                action: "deploy.admit",
+                outcome: "rejected",
+                reason: reason.as_str(),
+                grpc_code: reason.code_name(),
+            },
+        )
+        .await;
+    }
+
+    // The original admission still answers its retry.
+    let retried = h.limited.client.admit_deploy(first).await.unwrap();
+    assert_eq!(retried.decision_id, admission.decision_id);
+    assert_chain_ok(&h).await;
+}
+
+// === key rotation ===
+
+#[tokio::test]
+async fn retired_keys_verify_revoked_keys_do_not_and_active_keys_coexist() {
+    let h = harness().await;
+    let keys = &h.keys;
+    let client = &h.orchestrator.client;
+
+    for key in [&keys.retired, &keys.service, &keys.second] {
+        let (token, id) = credential(key, "prod", |_| {});
+        let before = entry_count(&h.server).await;
+        let admission = client
+            .admit_deploy(deploy_with("prod", vec![token]))
+            .await
+            .unwrap_or_else(|e| panic!("key {} must verify: {e}", key.kid()));
+        assert_eq!(admission.approval_ids, [id.clone()]);
+        assert_eq!(admission.action, pb::Action::Deploy as i32);
+        assert_eq!(admission.spec_hash, spec_hash().to_string());
+        assert!(admission.shadow_reason.is_empty());
+        let entry = assert_audited(
+            &h.server,
+            before,
+            &admission.decision_id,
+            &Audited {
+                caller: &h.orchestrator,
+                env: "prod",
+                action: "deploy.admit",
+                outcome: "admitted",
+                reason: "",
+                grpc_code: "OK",
+            },
+        )
+        .await;
+        assert_eq!(entry.entry_hash, admission.audit_entry_hash);
+        assert_eq!(entry.entry.approval_ids, [id.clone()]);
+        assert_eq!(entry.entry.approvers, [BOB]);
+        assert_eq!(uses(&h.server, &id).await, 1);
+    }
+
+    // Both active keys at once, in one quorum.
+    let (by_service, _) = credential(&keys.service, "quorum", |_| {});
+    let (by_second, _) = credential(&keys.second, "quorum", |c| c.issued_by = CAROL.into());
+    client
+        .admit_deploy(deploy_with("quorum", vec![by_service, by_second]))
+        .await
+        .unwrap();
+
+    let (token, id) = credential(&keys.revoked, "prod", |_| {});
+    let rejection = rejected(
+        client.admit_deploy(deploy_with("prod", vec![token])).await,
+        Code::Unauthenticated,
+        Reason::SigningKeyRevoked,
+    );
+    assert_eq!(rejection.metadata["kid"], "revoked-2024");
+    assert_eq!(rejection.metadata["approval_id"], id);
+    assert_chain_ok(&h).await;
+}
+
+// === replay ===
+
+#[tokio::test]
+async fn dry_run_replay_needs_no_credentials_execute_replay_does() {
+    let h = harness().await;
+    let client = &h.orchestrator.client;
+
+    let before = entry_count(&h.server).await;
+    let admission = client
+        .admit_replay(replay("prod", pb::ReplayMode::DryRun))
+        .await
+        .unwrap();
+    assert_eq!(admission.action, pb::Action::ReplayDryRun as i32);
+    assert!(admission.approval_ids.is_empty());
+    assert_audited(
+        &h.server,
+        before,
+        &admission.decision_id,
+        &Audited {
+            caller: &h.orchestrator,
+            env: "prod",
+            action: "replay.admit",
+            outcome: "admitted",
+            reason: "",
+            grpc_code: "OK",
+        },
+    )
+    .await;
+    // Dry-run is allowed where only dry-run is.
+    client
+        .admit_replay(replay("staging", pb::ReplayMode::DryRun))
+        .await
+        .unwrap();
+
+    let rejection = rejected(
+        client
+            .admit_replay(replay("prod", pb::ReplayMode::Execute))
+            .await,
+        Code::PermissionDenied,
+        Reason::ApprovalRequired,
+    );
+    assert!(rejection.message.contains("replay.execute"), "{rejection}");
+
+    // A credential for deploy does not cover execute replay.
+    let (deploy_only, _) = credential(&h.keys.service, "prod", |_| {});
+    let rejection = rejected(
+        client
+            .admit_replay(pb::ReplayRequest {
+                credentials: vec![deploy_only],
+                ..replay("prod", pb::ReplayMode::Execute)
+            })
+            .await,
+        Code::PermissionDenied,
+        Reason::CapabilitiesInsufficient,
+    );
+    assert_eq!(rejection.metadata["missing"], "replay.execute");
+
+    let (token, id) = credential(&h.keys.service, "prod", |c| {
+        c.capabilities = vec!["replay.execute".into()];
+    });
+    let admission = client
+        .admit_replay(pb::ReplayRequest {
+            credentials: vec![token],
+            ..replay("prod", pb::ReplayMode::Execute)
+        })
+        .await
+        .unwrap();
+    assert_eq!(admission.action, pb::Action::ReplayExecute as i32);
+    assert_eq!(admission.approval_ids, [id]);
+    assert_chain_ok(&h).await;
+}
+
+// === quorum ===
+
+#[tokio::test]
+async fn quorum_counts_distinct_issuers() {
+    let h = harness().await;
+    let keys = &h.keys;
+    let client = &h.orchestrator.client;
+
+    // Two reviewers sign the same approval.
+    let (by_bob, id) = credential(&keys.service, "quorum", |_| {});
+    let mut carol_claims = claims(&keys.service, "quorum");
+    carol_claims.issued_by = CAROL.into();
+    carol_claims.approval_id.clone_from(&id);
+    let by_carol = keys.service.sign(&carol_claims);
+    let before = entry_count(&h.server).await;
+    let admission = client
+        .admit_deploy(deploy_with("quorum", vec![by_bob, by_carol]))
+        .await
+        .unwrap();
+    assert_eq!(admission.approval_ids, [id.clone()]);
+    let entry = assert_audited(
+        &h.server,
+        before,
+        &admission.decision_id,
+        &Audited {
+            caller: &h.orchestrator,
+            env: "quorum",
+            action: "deploy.admit",
+            outcome: "admitted",
+            reason: "",
+            grpc_code: "OK",
+        },
+    )
+    .await;
+    assert_eq!(entry.entry.approvers, [BOB, CAROL]);
+    assert_eq!(uses(&h.server, &id).await, 1);
+
+    // Two separate approvals from two reviewers.
+    let (first, first_id) = credential(&keys.service, "quorum", |_| {});
+    let (second, second_id) = credential(&keys.second, "quorum", |c| c.issued_by = CAROL.into());
+    let admission = client
+        .admit_deploy(deploy_with("quorum", vec![first, second]))
+        .await
+        .unwrap();
+    assert_eq!(
+        admission.approval_ids,
+        [first_id.clone(), second_id.clone()]
+    );
+    assert_eq!(uses(&h.server, &first_id).await, 1);
+    assert_eq!(uses(&h.server, &second_id).await, 1);
+
+    // Two credentials, one issuer.
+    let (one, one_id) = credential(&keys.service, "quorum", |_| {});
+    let (again, again_id) = credential(&keys.second, "quorum", |_| {});
+    let rejection = rejected(
+        client
+            .admit_deploy(deploy_with("quorum", vec![one, again]))
+            .await,
+        Code::PermissionDenied,
+        Reason::QuorumNotMet,
+    );
+    assert_eq!(rejection.metadata["expected"], "2");
+    assert_eq!(rejection.metadata["actual"], "1");
+    assert_eq!(uses(&h.server, &one_id).await, 0);
+    assert_eq!(uses(&h.server, &again_id).await, 0);
+    assert_chain_ok(&h).await;
+}
+
+// === shadow mode ===
+
+#[tokio::test]
+async fn shadow_mode_admits_reports_and_consumes_nothing() {
+    let h = harness().await;
+    let client = &h.orchestrator.client;
+
+    let before = entry_count(&h.server).await;
+    let admission = client.admit_deploy(deploy("shadow")).await.unwrap();
+    assert_eq!(admission.shadow_reason, "APPROVAL_REQUIRED");
+    assert!(admission.approval_ids.is_empty());
+    assert!(!admission.break_glass);
+    let entry = assert_audited(
+        &h.server,
+        before,
+        &admission.decision_id,
+        &Audited {
+            caller: &h.orchestrator,
+            env: "shadow",
+            action: "deploy.admit",
+            outcome: "admitted_shadow",
+            reason: "APPROVAL_REQUIRED",
+            grpc_code: "OK",
+        },
+    )
+    .await;
+    assert_eq!(entry.entry_hash, admission.audit_entry_hash);
+
+    // A valid credential next to an expired one: the would-be rejection is reported and the
+    // valid one is not consumed.
+    let (valid, valid_id) = credential(&h.keys.service, "shadow", |_| {});
+    let (expired, _) = credential(&h.keys.service, "shadow", |c| {
+        c.issued_at -= Duration::from_secs(2 * 3600);
+        c.expires_at = c.issued_at + Duration::from_secs(3600);
+    });
+    let before = entry_count(&h.server).await;
+    let admission = client
+        .admit_deploy(deploy_with("shadow", vec![valid.clone(), expired]))
+        .await
+        .unwrap();
+    assert_eq!(admission.shadow_reason, "CREDENTIAL_EXPIRED");
+    assert!(admission.approval_ids.is_empty());
+    let entry = assert_audited(
+        &h.server,
+        before,
+        &admission.decision_id,
+        &Audited {
+            caller: &h.orchestrator,
+            env: "shadow",
+            action: "deploy.admit",
+            outcome: "admitted_shadow",
+            reason: "CREDENTIAL_EXPIRED",
+            grpc_code: "OK",
+        },
+    )
+    .await;
+    assert!(entry.entry.approval_ids.is_empty());
+    assert_eq!(uses(&h.server, &valid_id).await, 0);
+
+    // A request that passes is admitted normally in shadow mode, and consumes its use.
+    let admission = client
+        .admit_deploy(deploy_with("shadow", vec![valid.clone()]))
+        .await
+        .unwrap();
+    assert!(admission.shadow_reason.is_empty());
+    assert_eq!(admission.approval_ids, [valid_id.clone()]);
+    assert_eq!(uses(&h.server, &valid_id).await, 1);
+
+    // Using it again would be APPROVAL_CONSUMED: reported, not consumed again.
+    let admission = client
+        .admit_deploy(deploy_with("shadow", vec![valid]))
+        .await
+        .unwrap();
+    assert_eq!(admission.shadow_reason, "APPROVAL_CONSUMED");
+    assert_eq!(uses(&h.server, &valid_id).await, 1);
+    assert_chain_ok(&h).await;
+}
+
+// === break-glass ===
+
+fn break_glass(env: &str, justification: &str) -> pb::DeployRequest {
+    pb::DeployRequest {
+        break_glass: Some(pb::BreakGlass {
+            justification: justification.into(),
+        }),
+        ..deploy(env)
+    }
+}
+
+#[tokio::test]
+async fn break_glass_needs_role_environment_and_justification() {
+    let h = harness().await;
+
+    let before = entry_count(&h.server).await;
+    let admission = h
+        .oncall
+        .client
+        .admit_deploy(break_glass("emergency", "payments are down, INC-1001"))
+        .await
+        .unwrap();
+    assert!(admission.break_glass);
+    assert!(admission.approval_ids.is_empty());
+    assert!(admission.shadow_reason.is_empty());
+    let entry = assert_audited(
+        &h.server,
+        before,
+        &admission.decision_id,
+        &Audited {
+            caller: &h.oncall,
+            env: "emergency",
+            action: "deploy.admit",
+            outcome: "admitted_break_glass",
+            reason: "",
+            grpc_code: "OK",
+        },
+    )
+    .await;
+    assert!(
+        entry.entry.detail.contains("payments are down, INC-1001"),
+        "{}",
+        entry.entry.detail
+    );
+
+    // Break-glass skips the credential rows: a broken credential does not matter.
+    h.oncall
+        .client
+        .admit_deploy(pb::DeployRequest {
+            credentials: vec!["x.y".into()],
+            ..break_glass("emergency", "still down")
+        })
+        .await
+        .unwrap();
+
+    // Without break_glass the environment requires approval as usual.
+    rejected(
+        h.oncall.client.admit_deploy(deploy("emergency")).await,
+        Code::PermissionDenied,
+        Reason::ApprovalRequired,
+    );
+
+    let cases = [
+        (
+            &h.orchestrator,
+            break_glass("emergency", "on call"),
+            Code::PermissionDenied,
+            Reason::CallerNotAuthorized,
+        ),
+        (
+            &h.oncall,
+            break_glass("prod", "on call"),
+            Code::PermissionDenied,
+            Reason::PolicyDenied,
+        ),
+        (
+            &h.oncall,
+            break_glass("emergency", "  "),
+            Code::InvalidArgument,
+            Reason::RequestInvalid,
+        ),
+    ];
+    for (who, request, code, reason) in cases {
+        let env = request.environment.clone().unwrap().environment_id;
+        let before = entry_count(&h.server).await;
+        let rejection = rejected(who.client.admit_deploy(request).await, code, reason);
+        if reason == Reason::RequestInvalid {
+            assert_eq!(
+                rejection.field_violations[0].field,
+                "break_glass.justification"
+            );
+        }
+        assert_audited(
+            &h.server,
+            before,
+            rejection.decision_id.as_deref().unwrap(),
+            &Audited {
+                caller: who,
+                env: &env,
+                action: "deploy.admit",
+                outcome: "rejected",
+                reason: reason.as_str(),
+                grpc_code: reason.code_name(),
+            },
+        )
+        .await;
+    }
+    assert_chain_ok(&h).await;
+}
+
+// === idempotency ===
+
+/// The fields of the original admission a retry answers again.
+fn assert_same_admission(retried: &pb::Admission, first: &pb::Admission) {
+    assert_eq!(retried.decision_id, first.decision_id);
+    assert_eq!(retried.action, first.action);
+    assert_eq!(retried.spec_hash, first.spec_hash);
+    assert_eq!(retried.approval_ids, first.approval_ids);
+    assert_eq!(retried.decided_at, first.decided_at);
+    assert_eq!(retried.shadow_reason, first.shadow_reason);
+    assert_eq!(retried.break_glass, first.break_glass);
+}
+
+#[tokio::test]
+async fn retry_returns_the_original_admission_and_consumes_nothing() {
+    let h = harness().await;
+    let client = &h.orchestrator.client;
+    let (token, id) = credential(&h.keys.service, "prod", |_| {});
+    let request = deploy_with("prod", vec![token.clone()]);
+
+    let before = entry_count(&h.server).await;
+    let first = client.admit_deploy(request.clone()).await.unwrap();
+    assert_audited(
+        &h.server,
+        before,
+        &first.decision_id,
+        &Audited {
+            caller: &h.orchestrator,
+            env: "prod",
+            action: "deploy.admit",
+            outcome: "admitted",
+            reason: "",
+            grpc_code: "OK",
+        },
+    )
+    .await;
+    let recorded = entry_count(&h.server).await;
+
+    // The single-use credential is admitted again, through the retry only.
+    for _ in 0..2 {
+        let retried = client.admit_deploy(request.clone()).await.unwrap();
+        assert_same_admission(&retried, &first);
+    }
+    assert_eq!(
+        entry_count(&h.server).await,
+        recorded,
+        "a retry is not a decision"
+    );
+    assert_eq!(uses(&h.server, &id).await, 1);
+
+    // Same request_id, different content.
+    let before = entry_count(&h.server).await;
+    let rejection = rejected(
+        client
+            .admit_deploy(pb::DeployRequest {
+                pipeline_version: "pipeline-8".into(),
+                ..request.clone()
+            })
+            .await,
+        Code::AlreadyExists,
+        Reason::RequestIdConflict,
+    );
+    assert_audited(
+        &h.server,
+        before,
+        rejection.decision_id.as_deref().unwrap(),
+        &Audited {
+            caller: &h.orchestrator,
+            env: "prod",
+            action: "deploy.admit",
+            outcome: "rejected",
+            reason: "REQUEST_ID_CONFLICT",
+            grpc_code: "ALREADY_EXISTS",
+        },
+    )
+    .await;
+
+    // A new request_id, or the same one from another caller, is a new decision: used up.
+    for (who, request_id) in [
+        (&h.orchestrator, unique("deploy")),
+        (&h.oncall, request.request_id.clone()),
+    ] {
+        let rejection = rejected(
+            who.client
+                .admit_deploy(pb::DeployRequest {
+                    request_id,
+                    ..request.clone()
+                })
+                .await,
+            Code::FailedPrecondition,
+            Reason::ApprovalConsumed,
+        );
+        assert_eq!(rejection.metadata["approval_id"], id);
+    }
+    assert_eq!(uses(&h.server, &id).await, 1);
+    // The original still answers its retry.
+    assert_same_admission(&client.admit_deploy(request).await.unwrap(), &first);
+    assert_chain_ok(&h).await;
+}
+
+// === audit over gRPC ===
+
+#[tokio::test]
+async fn audit_list_shows_each_decision_to_the_auditor() {
+    let h = harness().await;
+    let admitted = h
+        .orchestrator
+        .client
+        .admit_deploy(deploy("dev"))
+        .await
+        .unwrap();
+    let rejection = rejected(
+        h.orchestrator.client.admit_deploy(deploy("frozen")).await,
+        Code::PermissionDenied,
+        Reason::PolicyDenied,
+    );
+
+    let list = |env: &str, outcome: &str| {
+        let request = pb::ListAuditRequest {
+            environment: env_ref(env),
+            outcome: outcome.into(),
+            since: None,
+            page_size: 0,
+            page_token: String::new(),
+        };
+        let client = h.auditor.client.clone();
+        async move { client.audit().list(request).await.unwrap().into_inner() }
+    };
+    let dev = list("dev", "").await;
+    assert_eq!(dev.entries.len(), 1);
+    assert!(dev.next_page_token.is_empty());
+    let entry = &dev.entries[0];
+    assert_eq!(entry.entry_id, admitted.decision_id);
+    assert_eq!(entry.entry_hash, admitted.audit_entry_hash);
+    assert_eq!(entry.actor, ORCHESTRATOR);
+    assert_eq!(entry.actor_cert_sha256, h.orchestrator.cert_sha256);
+    assert_eq!(entry.initiated_by, INITIATOR);
+    assert_eq!(entry.outcome, "admitted");
+    assert_eq!(entry.grpc_code, "OK");
+    assert_eq!(entry.spec_hash, spec_hash().to_string());
+    assert_eq!(entry.resource_scope, env_ref("dev"));
+
+    let frozen = list("frozen", "rejected").await;
+    assert_eq!(frozen.entries.len(), 1);
+    let entry = &frozen.entries[0];
+    assert_eq!(Some(&entry.entry_id), rejection.decision_id.as_ref());
+    assert_eq!(entry.reason, "POLICY_DENIED");
+    assert_eq!(entry.grpc_code, "PERMISSION_DENIED");
+    assert!(list("dev", "rejected").await.entries.is_empty());
+
+    // Only the auditor reads the trail.
+    let status = h
+        .orchestrator
+        .client
+        .audit()
+        .verify(pb::VerifyAuditRequest {})
+        .await
+        .unwrap_err();
+    let denied = Rejection::from_status(&status).unwrap();
+    assert_eq!(
+        (denied.code, denied.reason.as_str()),
+        (Code::PermissionDenied, "CALLER_NOT_AUTHORIZED")
+    );
+    assert_chain_ok(&h).await;
+}
+
+// === preview ===
+
+/// Calls Preview for a deploy and checks its one audit entry.
+async fn preview_deploy(h: &Harness, request: pb::DeployRequest) -> pb::Preview {
+    let env = request.environment.clone().unwrap().environment_id;
+    let before = entry_count(&h.server).await;
+    let preview = h.orchestrator.client.preview_deploy(request).await.unwrap();
+    assert_eq!(preview.spec_hash, spec_hash().to_string());
+    assert_eq!(preview.action, pb::Action::Deploy as i32);
+    assert_audited(
+        &h.server,
+        before,
+        &preview.decision_id,
+        &Audited {
+            caller: &h.orchestrator,
+            env: &env,
+            action: "deploy.preview",
+            outcome: "previewed",
+            reason: "",
+            grpc_code: "OK",
+        },
+    )
+    .await;
+    preview
+}
+
+#[tokio::test]
+async fn preview_reports_the_policy_and_consumes_nothing() {
+    let h = harness().await;
+    let (token, id) = credential(&h.keys.service, "prod", |c| {
+        c.capabilities = vec!["db.migrate".into(), "deploy".into()];
+    });
+    let migrate = pb::DeployRequest {
+        required_capabilities: vec!["db.migrate".into()],
+        credentials: vec![token],
+        ..deploy("prod")
+    };
+
+    let preview = preview_deploy(&h, migrate.clone()).await;
+    assert_eq!(
+        preview.policy_decision,
+        pb::PolicyDecision::RequireApproval as i32
+    );
+    assert_eq!(preview.posture, pb::Posture::Prod as i32);
+    assert_eq!(preview.required_capabilities, ["db.migrate", "deploy"]);
+    assert_eq!(preview.required_approvals, 1);
+    assert!(preview.eligible_approvals.is_empty());
+    assert_eq!(uses(&h.server, &id).await, 0);
+    // The credential previewed with is still good for one admission.
+    let admission = h.orchestrator.client.admit_deploy(migrate).await.unwrap();
+    assert_eq!(admission.approval_ids, [id.clone()]);
+    assert_eq!(uses(&h.server, &id).await, 1);
+
+    // Approvals made through the service show up as eligible.
+    let approval = approved_approval(&h).await;
+    let preview = preview_deploy(&h, deploy("prod")).await;
+    let eligible: Vec<_> = preview
+        .eligible_approvals
+        .iter()
+        .map(|a| a.approval_id.as_str())
+        .collect();
+    assert_eq!(eligible, [approval.approval_id.as_str()]);
+    assert_eq!(uses(&h.server, &approval.approval_id).await, 0);
+
+    let dev = preview_deploy(&h, deploy("dev")).await;
+    assert_eq!(dev.policy_decision, pb::PolicyDecision::Allow as i32);
+    assert_eq!(dev.posture, pb::Posture::Dev as i32);
+    assert_eq!(dev.required_capabilities, ["deploy"]);
+    assert_eq!(dev.required_approvals, 0);
+
+    let gated_dev = preview_deploy(
+        &h,
+        pb::DeployRequest {
+            required_capabilities: vec!["db.migrate".into()],
+            ..deploy("dev")
+        },
+    )
+    .await;
+    assert_eq!(
+        gated_dev.policy_decision,
+        pb::PolicyDecision::RequireApproval as i32
+    );
+    assert_eq!(gated_dev.required_approvals, 1);
+
+    let quorum = preview_deploy(&h, deploy("quorum")).await;
+    assert_eq!(quorum.required_approvals, 2);
+
+    let frozen = preview_deploy(&h, deploy("frozen")).await;
+    assert_eq!(frozen.policy_decision, pb::PolicyDecision::Deny as i32);
+    assert_eq!(frozen.required_approvals, 0);
+
+    let before = entry_count(&h.server).await;
+    let staging = h
+        .orchestrator
+        .client
+        .preview_replay(replay("staging", pb::ReplayMode::Execute))
+        .await
+        .unwrap();
+    assert_eq!(staging.action, pb::Action::ReplayExecute as i32);
+    assert_eq!(
+        staging.policy_decision,
+        pb::PolicyDecision::DryRunOnly as i32
+    );
+    assert_eq!(staging.posture, pb::Posture::Staging as i32);
+    assert_eq!(staging.required_capabilities, ["replay.execute"]);
+    assert_audited(
+        &h.server,
+        before,
+        &staging.decision_id,
+        &Audited {
+            caller: &h.orchestrator,
+            env: "staging",
+            action: "replay.preview",
+            outcome: "previewed",
+            reason: "",
+            grpc_code: "OK",
+        },
+    )
+    .await;
+
+    let dry_run = h
+        .orchestrator
+        .client
+        .preview_replay(replay("prod", pb::ReplayMode::DryRun))
+        .await
+        .unwrap();
+    assert_eq!(dry_run.policy_decision, pb::PolicyDecision::Allow as i32);
+    assert!(dry_run.required_capabilities.is_empty());
+    assert_eq!(dry_run.required_approvals, 0);
+
+    // Preview checks the caller's role, and that rejection is audited too.
+    let before = entry_count(&h.server).await;
+    let rejection = rejected(
+        h.nobody.client.preview_deploy(deploy("prod")).await,
+        Code::PermissionDenied,
+        Reason::CallerNotAuthorized,
+    );
+    assert_audited(
+        &h.server,
+        before,
+        rejection.decision_id.as_deref().unwrap(),
+        &Audited {
+            caller: &h.nobody,
+            env: "prod",
+            action: "deploy.admit",
+            outcome: "rejected",
+            reason: "CALLER_NOT_AUTHORIZED",
+            grpc_code: "PERMISSION_DENIED",
+        },
+    )
+    .await;
     assert_chain_ok(&h).await;
 }
