@@ -1308,7 +1308,7 @@ async fn retired_keys_verify_revoked_keys_do_not_and_active_keys_coexist() {
             .admit_deploy(deploy_with("prod", vec![token]))
             .await
             .unwrap_or_else(|e| panic!("key {} must verify: {e}", key.kid()));
-        assert_eq!(admission.approval_ids, [id.clone()]);
+        assert_eq!(admission.approval_ids, std::slice::from_ref(&id));
         assert_eq!(admission.action, pb::Action::Deploy as i32);
         assert_eq!(admission.spec_hash, spec_hash().to_string());
         assert!(admission.shadow_reason.is_empty());
@@ -1327,7 +1327,7 @@ async fn retired_keys_verify_revoked_keys_do_not_and_active_keys_coexist() {
         )
         .await;
         assert_eq!(entry.entry_hash, admission.audit_entry_hash);
-        assert_eq!(entry.entry.approval_ids, [id.clone()]);
+        assert_eq!(entry.entry.approval_ids, std::slice::from_ref(&id));
         assert_eq!(entry.entry.approvers, [BOB]);
         assert_eq!(uses(&h.server, &id).await, 1);
     }
@@ -1442,7 +1442,7 @@ async fn quorum_counts_distinct_issuers() {
         .admit_deploy(deploy_with("quorum", vec![by_bob, by_carol]))
         .await
         .unwrap();
-    assert_eq!(admission.approval_ids, [id.clone()]);
+    assert_eq!(admission.approval_ids, std::slice::from_ref(&id));
     let entry = assert_audited(
         &h.server,
         before,
@@ -1556,7 +1556,7 @@ async fn shadow_mode_admits_reports_and_consumes_nothing() {
         .await
         .unwrap();
     assert!(admission.shadow_reason.is_empty());
-    assert_eq!(admission.approval_ids, [valid_id.clone()]);
+    assert_eq!(admission.approval_ids, std::slice::from_ref(&valid_id));
     assert_eq!(uses(&h.server, &valid_id).await, 1);
 
     // Using it again would be APPROVAL_CONSUMED: reported, not consumed again.
@@ -1895,7 +1895,7 @@ async fn preview_reports_the_policy_and_consumes_nothing() {
     assert_eq!(uses(&h.server, &id).await, 0);
     // The credential previewed with is still good for one admission.
     let admission = h.orchestrator.client.admit_deploy(migrate).await.unwrap();
-    assert_eq!(admission.approval_ids, [id.clone()]);
+    assert_eq!(admission.approval_ids, std::slice::from_ref(&id));
     assert_eq!(uses(&h.server, &id).await, 1);
 
     // Approvals made through the service show up as eligible.
