@@ -375,7 +375,7 @@ impl Engine {
             ..NewEntry::default()
         };
         set_rejection(&mut entry, &rejection);
-        let idempotency = (rejection.reason != Reason::RequestIdConflict).then(|| IdempotencyKey {
+        let idempotency = passed_row_five(rejection.reason).then(|| IdempotencyKey {
             caller: caller.identity.as_str().to_owned(),
             request_id: request.request_id.clone(),
             fingerprint: request.fingerprint.clone(),
@@ -411,18 +411,25 @@ impl Engine {
         rejection: Rejection,
     ) -> Rejection {
         let decision_id = entry.entry_id.clone();
-        let append = Append {
-            entry,
-            consume: Vec::new(),
-            on_refused: None,
-            idempotency,
-            admission: None,
-            approval_write: None,
-        };
-        match self.inner.store.append(append).await {
+        let conflict_entry = idempotency.is_some().then(|| entry.clone());
+        match self
+            .inner
+            .store
+            .append(rejection_append(entry, idempotency))
+            .await
+        {
             Ok(Appended::RequestIdConflict { .. }) => {
-                Rejection::new(Reason::RequestIdConflict, rejection.message.clone())
-                    .with("decision_id", decision_id)
+                // Another request took the request_id after row 5 was checked, so row 5 is the
+                // answer now; nothing was written, so record that answer instead.
+                let Some(mut entry) = conflict_entry else {
+                    return audit_unavailable();
+                };
+                let conflict = request_id_conflict(&entry.request_id);
+                set_rejection(&mut entry, &conflict);
+                match self.inner.store.append(rejection_append(entry, None)).await {
+                    Ok(_) => conflict.with("decision_id", decision_id),
+                    Err(_) => audit_unavailable(),
+                }
             }
             Ok(_) => rejection.with("decision_id", decision_id),
             Err(_) => audit_unavailable(),
@@ -557,6 +564,28 @@ fn with_receipt(mut admission: pb::Admission, receipt: &Receipt) -> pb::Admissio
     admission
 }
 
+/// The append of a rejection: no uses consumed, nothing admitted.
+fn rejection_append(entry: NewEntry, idempotency: Option<IdempotencyKey>) -> Append {
+    Append {
+        entry,
+        consume: Vec::new(),
+        on_refused: None,
+        idempotency,
+        admission: None,
+        approval_write: None,
+    }
+}
+
+/// Whether a rejection was decided after row 5 checked the request_id. Only those claim the
+/// request_id: a rejection at rows 3–4 must not, or storing it would turn that answer into
+/// REQUEST_ID_CONFLICT (and leave it unrecorded) when the caller had used the request_id before.
+fn passed_row_five(reason: Reason) -> bool {
+    !matches!(
+        reason,
+        Reason::CallerNotAuthorized | Reason::EnvironmentUnknown | Reason::RequestIdConflict
+    )
+}
+
 fn set_rejection(entry: &mut NewEntry, rejection: &Rejection) {
     entry.outcome = "rejected".to_owned();
     entry.reason = rejection.reason.as_str().to_owned();
@@ -676,5 +705,120 @@ fn pb_posture(policy: &EnvironmentPolicy) -> pb::Posture {
         Posture::Dev => pb::Posture::Dev,
         Posture::Staging => pb::Posture::Staging,
         Posture::Prod => pb::Posture::Prod,
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use admission_contract::credential::{KeySet, KeyStatus, SigningKey};
+
+    use super::*;
+    use crate::audit::{ListFilter, StoreOptions};
+
+    async fn engine(dir: &tempfile::TempDir) -> Engine {
+        let url = format!("sqlite://{}", dir.path().join("audit.db").display());
+        let store = AuditStore::open(&url, StoreOptions::default())
+            .await
+            .unwrap();
+        let (key, _) = SigningKey::generate("k1").unwrap();
+        let jwks = serde_json::json!({ "keys": [key.public_jwk(KeyStatus::Active)] });
+        let keys = KeySet::from_jwks(jwks.to_string().as_bytes()).unwrap();
+        Engine::new(
+            Arc::new(Policies::default()),
+            Arc::new(RoleBindings::default()),
+            Arc::new(KeyRing::from_key_set("signing_keys.json", keys)),
+            store,
+            RequestLimits {
+                spec_kv_max_bytes: 1024,
+                max_credentials: 8,
+                credential_max_bytes: 16 * 1024,
+            },
+            4,
+        )
+    }
+
+    fn entry(entry_id: &str, request_id: &str) -> NewEntry {
+        NewEntry {
+            entry_id: entry_id.to_owned(),
+            actor: "spiffe://acme.example/orchestrator/ci".to_owned(),
+            request_id: request_id.to_owned(),
+            ..NewEntry::default()
+        }
+    }
+
+    fn key(request_id: &str, fingerprint: &str) -> IdempotencyKey {
+        IdempotencyKey {
+            caller: "spiffe://acme.example/orchestrator/ci".to_owned(),
+            request_id: request_id.to_owned(),
+            fingerprint: fingerprint.to_owned(),
+        }
+    }
+
+    /// A request_id taken by another request between row 5 and the append is answered and
+    /// recorded as REQUEST_ID_CONFLICT, under the decision_id the caller is given.
+    #[tokio::test]
+    async fn rejection_racing_a_request_id_is_recorded_as_the_conflict() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = engine(&dir).await;
+        let store = engine.store();
+        let mut admitted = entry("dec_first", "req-1");
+        admitted.outcome = "admitted".to_owned();
+        let append = Append {
+            idempotency: Some(key("req-1", "aaaa")),
+            admission: Some(vec![]),
+            ..rejection_append(admitted, None)
+        };
+        assert!(matches!(
+            store.append(append).await.unwrap(),
+            Appended::Committed(_)
+        ));
+
+        let mut denied = entry("dec_second", "req-1");
+        let policy_denied = Rejection::new(Reason::PolicyDenied, "denied");
+        set_rejection(&mut denied, &policy_denied);
+        let answer = engine
+            .append_rejection(denied, Some(key("req-1", "bbbb")), policy_denied)
+            .await;
+        assert_eq!(answer.reason, Reason::RequestIdConflict);
+        assert_eq!(answer.metadata["decision_id"], "dec_second");
+
+        let (entries, _) = store.list(&ListFilter::default(), 10, "").await.unwrap();
+        let recorded: Vec<_> = entries
+            .iter()
+            .map(|e| {
+                (
+                    e.entry.entry_id.as_str(),
+                    e.entry.reason.as_str(),
+                    e.entry.grpc_code.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            recorded,
+            [
+                ("dec_first", "", ""),
+                ("dec_second", "REQUEST_ID_CONFLICT", "ALREADY_EXISTS")
+            ]
+        );
+    }
+
+    #[test]
+    fn only_rejections_after_row_five_claim_the_request_id() {
+        for reason in [
+            Reason::CallerNotAuthorized,
+            Reason::EnvironmentUnknown,
+            Reason::RequestIdConflict,
+        ] {
+            assert!(!passed_row_five(reason), "{reason}");
+        }
+        for reason in [
+            Reason::PolicyDenied,
+            Reason::ApprovalRequired,
+            Reason::CredentialExpired,
+            Reason::QuorumNotMet,
+        ] {
+            assert!(passed_row_five(reason), "{reason}");
+        }
     }
 }
