@@ -99,6 +99,7 @@ macro_rules! on_both_backends {
 on_both_backends!(
     lifecycle_from_request_to_consumed_credential,
     quorum_needs_two_distinct_reviewers,
+    unapproved_quorum_releases_no_credentials,
     requester_and_initiator_cannot_approve,
     denied_approval_cannot_be_decided_again,
     revoked_approval_is_refused,
@@ -396,6 +397,12 @@ fn claims(token: &str) -> Claims {
     credential::decode(token, 16 * 1024).unwrap().claims
 }
 
+fn whole_seconds(time: SystemTime) -> u64 {
+    time.duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
 fn time(timestamp: Option<&prost_types::Timestamp>) -> SystemTime {
     SystemTime::try_from(timestamp.cloned().unwrap()).unwrap()
 }
@@ -560,7 +567,8 @@ async fn quorum_needs_two_distinct_reviewers(backend: Backend) {
     let first = approve(&alice, &id).await.unwrap();
     assert_eq!(state(&first), pb::ApprovalState::Pending);
     assert_eq!(first.approvers, [REVIEWER]);
-    assert_eq!(first.credentials.len(), 1);
+    // Alice's credential stays inside the service until the quorum is reached.
+    assert!(first.credentials.is_empty(), "{first:?}");
     assert!(eligible_ids(&orchestrator, "quorum").await.is_empty());
 
     let again = rejected(
@@ -571,26 +579,40 @@ async fn quorum_needs_two_distinct_reviewers(backend: Backend) {
     assert_eq!(again.metadata["approval_id"], id);
     assert_eq!(orchestrator.get_approval(&id).await.unwrap(), first);
 
-    // One reviewer's credential alone does not meet the quorum.
-    rejected(
-        orchestrator
-            .admit_deploy(deploy("quorum", "quorum-alice-only", &first.credentials))
-            .await,
-        Code::PermissionDenied,
-        Reason::QuorumNotMet,
-    );
-
+    // Bob signs in a later second than alice, so their credentials' issue times differ.
+    let alice_signed = SystemTime::now();
+    while whole_seconds(SystemTime::now()) <= whole_seconds(alice_signed) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let second = approve(&bob, &id).await.unwrap();
     assert_eq!(state(&second), pb::ApprovalState::Approved);
     assert_eq!(second.approvers, [REVIEWER, BOB]);
     assert_eq!(second.credentials.len(), 2);
-    let issuers: Vec<String> = second
-        .credentials
-        .iter()
-        .map(|c| claims(c).issued_by)
-        .collect();
+    let signed: Vec<Claims> = second.credentials.iter().map(|c| claims(c)).collect();
+    let issuers: Vec<&str> = signed.iter().map(|c| c.issued_by.as_str()).collect();
     assert_eq!(issuers, [REVIEWER, BOB]);
+    // The approval is offered exactly as long as every one of its credentials is valid.
+    for claims in &signed {
+        assert_eq!(
+            claims.expires_at,
+            time(second.expires_at.as_ref()),
+            "{claims:?}"
+        );
+    }
     assert_eq!(eligible_ids(&orchestrator, "quorum").await, [id.as_str()]);
+
+    // One reviewer's credential alone does not meet the quorum.
+    rejected(
+        orchestrator
+            .admit_deploy(deploy(
+                "quorum",
+                "quorum-alice-only",
+                &second.credentials[..1],
+            ))
+            .await,
+        Code::PermissionDenied,
+        Reason::QuorumNotMet,
+    );
 
     // A third reviewer finds nothing left to decide.
     rejected(
@@ -605,6 +627,53 @@ async fn quorum_needs_two_distinct_reviewers(backend: Backend) {
         .unwrap();
     assert_eq!(admission.approval_ids, [id.as_str()]);
     assert_eq!(orchestrator.get_approval(&id).await.unwrap().uses, 1);
+}
+
+async fn unapproved_quorum_releases_no_credentials(backend: Backend) {
+    let Some(fixture) = Fixture::single(backend, "partial_quorum").await else {
+        return;
+    };
+    let orchestrator = fixture.client(ORCHESTRATOR).await;
+    let alice = fixture.client(REVIEWER).await;
+    let bob = fixture.client(BOB).await;
+
+    // Alice approves A, bob denies it; bob approves B, which nobody else approves. Were the
+    // signed credentials handed out, alice's from A and bob's from B would make a quorum of
+    // two for a deploy that no approval passed.
+    let a = orchestrator
+        .create_approval(create_request("quorum"))
+        .await
+        .unwrap();
+    let partial = approve(&alice, &a.approval_id).await.unwrap();
+    assert!(partial.credentials.is_empty(), "{partial:?}");
+    let denied = bob
+        .decide_approval(decide_request(
+            &a.approval_id,
+            pb::Verdict::Deny,
+            "not this one",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(state(&denied), pb::ApprovalState::Denied);
+    assert_eq!(denied.approvers, [REVIEWER]);
+    let b = orchestrator
+        .create_approval(create_request("quorum"))
+        .await
+        .unwrap();
+    approve(&bob, &b.approval_id).await.unwrap();
+
+    for id in [&a.approval_id, &b.approval_id] {
+        for client in [&orchestrator, &alice, &bob] {
+            let approval = client.get_approval(id).await.unwrap();
+            assert!(approval.credentials.is_empty(), "{approval:?}");
+        }
+    }
+    assert!(eligible_ids(&orchestrator, "quorum").await.is_empty());
+    let preview = orchestrator
+        .preview_deploy(deploy("quorum", "partial-preview", &[]))
+        .await
+        .unwrap();
+    assert!(preview.eligible_approvals.is_empty(), "{preview:?}");
 }
 
 async fn requester_and_initiator_cannot_approve(backend: Backend) {
