@@ -37,8 +37,8 @@ const SPEC: &[u8] = b"pipeline=payments-api\nversion=2026.11.3\nreplicas=3\n";
 const BUNDLE_DIGEST: &str =
     "sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
 
-/// Roles and environments: `prod` (defaults: one approval, one use, 1h) and `quorum` (two
-/// distinct reviewers). The generous durable timeout keeps the two loaded test cores from
+/// Roles and environments: `prod` (defaults: one approval, one use, 1h), `quorum` (two
+/// distinct reviewers) and `brief` (1 s of clock skew, for expiry). The generous durable timeout keeps the two loaded test cores from
 /// turning a slow fsync into AUDIT_UNAVAILABLE; no test measures time.
 const CONFIG: &str = r#"
 [audit]
@@ -72,6 +72,13 @@ project_id = "payments"
 environment_id = "quorum"
 posture = "prod"
 required_approvals = 2
+
+[[environments]]
+org_id = "acme"
+project_id = "payments"
+environment_id = "brief"
+posture = "prod"
+clock_skew = "1s"
 "#;
 
 /// Generates one test per backend: `sqlite::<name>` and `postgres::<name>`.
@@ -105,6 +112,7 @@ on_both_backends!(
     revoked_approval_is_refused,
     single_use_approval_is_consumed_once,
     concurrent_admits_consume_a_single_use_approval_once,
+    concurrent_reviews_are_each_counted_once,
     expired_approval_leaves_the_eligible_list,
     decide_without_signing_key_is_refused,
     every_lifecycle_event_is_audited,
@@ -893,6 +901,86 @@ async fn concurrent_admits_consume_a_single_use_approval_once(backend: Backend) 
     assert_eq!(report.entries_checked, entries.len() as u64);
 }
 
+async fn concurrent_reviews_are_each_counted_once(backend: Backend) {
+    // Alice and bob decide at the same moment, on two instances when on PostgreSQL.
+    let instances = match backend {
+        Backend::Sqlite => 1,
+        Backend::Postgres => 2,
+    };
+    let options = ConfigOptions::default();
+    let Some(fixture) = Fixture::start(backend, "review_race", instances, CONFIG, &options).await
+    else {
+        return;
+    };
+    let last = fixture.servers.len() - 1;
+    let orchestrator = fixture.client(ORCHESTRATOR).await;
+    let alice = fixture.servers[0].client(REVIEWER).await;
+    let bob = fixture.servers[last].client(BOB).await;
+    let race = |id: String| {
+        let (alice, bob) = (alice.clone(), bob.clone());
+        async move {
+            let (a, b) = tokio::join!(
+                tokio::spawn({
+                    let id = id.clone();
+                    async move { approve(&alice, &id).await }
+                }),
+                tokio::spawn(async move { approve(&bob, &id).await }),
+            );
+            [a.unwrap(), b.unwrap()]
+        }
+    };
+
+    // One approval needed: one reviewer signs, the other finds it decided.
+    let single = orchestrator
+        .create_approval(create_request("prod"))
+        .await
+        .unwrap();
+    let [a, b] = race(single.approval_id.clone()).await;
+    let (won, lost) = match (a, b) {
+        (Ok(won), lost) | (lost, Ok(won)) => (won, lost),
+        other => panic!("expected one approval to succeed, got {other:?}"),
+    };
+    rejected(lost, Code::FailedPrecondition, Reason::ApprovalNotPending);
+    assert_eq!(state(&won), pb::ApprovalState::Approved);
+    assert_eq!(won.credentials.len(), 1);
+    let stored = orchestrator
+        .get_approval(&single.approval_id)
+        .await
+        .unwrap();
+    assert_eq!(stored, won);
+
+    // Two needed: both sign, neither overwrites the other.
+    let quorum = orchestrator
+        .create_approval(create_request("quorum"))
+        .await
+        .unwrap();
+    for result in race(quorum.approval_id.clone()).await {
+        result.unwrap();
+    }
+    let stored = orchestrator
+        .get_approval(&quorum.approval_id)
+        .await
+        .unwrap();
+    assert_eq!(state(&stored), pb::ApprovalState::Approved);
+    let mut approvers = stored.approvers.clone();
+    approvers.sort();
+    assert_eq!(approvers, [REVIEWER, BOB]);
+    assert_eq!(stored.credentials.len(), 2);
+    orchestrator
+        .admit_deploy(deploy("quorum", "review-race-1", &stored.credentials))
+        .await
+        .unwrap();
+
+    let auditor = fixture.client(AUDITOR).await;
+    let approvals = audit_entries(&auditor)
+        .await
+        .into_iter()
+        .filter(|e| e.outcome == "approval_approved")
+        .count();
+    assert_eq!(approvals, 3);
+    assert!(verify(&auditor).await.ok);
+}
+
 async fn expired_approval_leaves_the_eligible_list(backend: Backend) {
     let Some(fixture) = Fixture::single(backend, "expiry").await else {
         return;
@@ -904,7 +992,7 @@ async fn expired_approval_leaves_the_eligible_list(backend: Backend) {
             seconds: 2,
             nanos: 0,
         }),
-        ..create_request("prod")
+        ..create_request("brief")
     };
 
     // A loaded machine may let a 2 s request expire before the reviewer gets to it; ask again.
@@ -936,7 +1024,7 @@ async fn expired_approval_leaves_the_eligible_list(backend: Backend) {
     // Eventually (well within 30 s) it is no longer offered.
     let mut gone = false;
     for _ in 0..300 {
-        if !eligible_ids(&orchestrator, "prod").await.contains(&id) {
+        if !eligible_ids(&orchestrator, "brief").await.contains(&id) {
             gone = true;
             break;
         }
@@ -951,6 +1039,20 @@ async fn expired_approval_leaves_the_eligible_list(backend: Backend) {
         Code::FailedPrecondition,
         Reason::ApprovalNotPending,
     );
+
+    // Once past its expiry and the environment's clock skew, the credential is refused.
+    let skew = Duration::from_secs(1);
+    while SystemTime::now() <= claims.expires_at + skew {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    rejected(
+        orchestrator
+            .admit_deploy(deploy("brief", "expired-1", &approval.credentials))
+            .await,
+        Code::Unauthenticated,
+        Reason::CredentialExpired,
+    );
+    assert_eq!(orchestrator.get_approval(&id).await.unwrap().uses, 0);
 }
 
 async fn decide_without_signing_key_is_refused(backend: Backend) {
