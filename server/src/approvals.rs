@@ -245,10 +245,17 @@ impl ApprovalService {
         }
         let policy = self.policy(&environment(&row.scope))?;
         let issued_at = whole_seconds(now);
-        let ttl = row
-            .expires_at
-            .duration_since(row.created_at)
-            .unwrap_or_default();
+        // The first approval starts the credential window; later ones (a quorum) end with it,
+        // so the approval expires exactly when its first credential does.
+        let expires_at = if row.approvers.is_empty() {
+            let ttl = row
+                .expires_at
+                .duration_since(row.created_at)
+                .unwrap_or_default();
+            issued_at + ttl
+        } else {
+            row.expires_at
+        };
         let claims = Claims {
             v: 1,
             kid: signer.kid().to_owned(),
@@ -259,7 +266,7 @@ impl ApprovalService {
             spec_hash: row.spec_hash.clone(),
             capabilities: row.capabilities.clone(),
             issued_at,
-            expires_at: issued_at + ttl,
+            expires_at,
             issued_by: reviewer.to_owned(),
             approval_id: row.approval_id.clone(),
             config_bundle_digest: None,
@@ -276,10 +283,9 @@ impl ApprovalService {
         })?;
         row.credentials.push(credential);
         row.approvers.push(reviewer.to_owned());
-        let approved = row.approvers.len() >= row.approvals_required as usize;
-        if approved {
+        row.expires_at = expires_at;
+        if quorum_reached(&row) {
             row.state = "approved".to_owned();
-            row.expires_at = issued_at + ttl;
         }
         row.updated_at = now;
         let mut entry = self.entry(caller, &row, "approval.decide", "approval_approved");
@@ -577,11 +583,22 @@ pub fn to_pb(row: &ApprovalRow, now: SystemTime) -> pb::Approval {
         expires_at: Some(row.expires_at.into()),
         approvals_required: row.approvals_required,
         approvers: row.approvers.clone(),
-        credentials: row.credentials.clone(),
+        credentials: if quorum_reached(row) {
+            row.credentials.clone()
+        } else {
+            Vec::new()
+        },
         uses: row.uses,
         max_uses: row.max_uses,
         decision_reason: row.decision_reason.clone(),
     }
+}
+
+/// Whether enough distinct reviewers approved. Until then the credentials already signed stay
+/// inside the service: handed out one by one, credentials of different pending or denied
+/// approvals could be combined into a quorum that no single approval reached (SPEC §7 row 25).
+fn quorum_reached(row: &ApprovalRow) -> bool {
+    row.approvers.len() >= row.approvals_required as usize
 }
 
 fn derived_state(row: &ApprovalRow, now: SystemTime) -> pb::ApprovalState {
