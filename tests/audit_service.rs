@@ -203,16 +203,20 @@ async fn audit_service(backend: Backend) {
     let orchestrator = server.client(ORCHESTRATOR).await;
     let auditor = server.client(AUDITOR).await;
     let mut payments = Vec::new();
+    let mut first_admission = None;
     for i in 0..3 {
         let request = deploy("dev", &format!("payments-{i}"));
-        payments.push(
-            orchestrator
-                .admit_deploy(request)
-                .await
-                .unwrap()
-                .decision_id,
-        );
+        let admission = orchestrator.admit_deploy(request).await.unwrap();
+        payments.push(admission.decision_id.clone());
+        first_admission.get_or_insert(admission);
     }
+    // A retry answers the original admission, entry hash included, and records nothing.
+    let first_admission = first_admission.unwrap();
+    let retried = orchestrator
+        .admit_deploy(deploy("dev", "payments-0"))
+        .await
+        .unwrap();
+    assert_eq!(retried, first_admission);
     let mut shop = Vec::new();
     for i in 0..2 {
         let mut request = deploy("dev", &format!("shop-{i}"));
@@ -246,6 +250,7 @@ async fn audit_service(backend: Backend) {
     };
     let listed = list_all(&auditor, by_env("acme", "payments", "dev"), 2).await;
     assert_eq!(ids(&listed), payments);
+    assert_eq!(listed[0].entry_hash, first_admission.audit_entry_hash);
     let listed = list_all(&auditor, by_env("acme", "shop", "dev"), 0).await;
     assert_eq!(ids(&listed), shop);
     assert!(listed.iter().all(|e| e.outcome == "admitted"));
