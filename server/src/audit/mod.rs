@@ -225,7 +225,8 @@ pub struct Append {
     pub on_refused: Option<OnRefused>,
     /// The request's idempotency key, stored with the entry.
     pub idempotency: Option<IdempotencyKey>,
-    /// Encoded `pb::Admission` when this decision admits; stored with the idempotency key.
+    /// Encoded `pb::Admission` when this decision admits; stored with the idempotency key,
+    /// with `audit_entry_hash` set to the recorded entry's hash.
     pub admission: Option<Vec<u8>>,
     /// A write to the approvals table.
     pub approval_write: Option<ApprovalWrite>,

@@ -3,6 +3,8 @@
 use std::collections::HashMap;
 use std::time::SystemTime;
 
+use admission_contract::pb;
+use prost::Message;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
@@ -210,10 +212,27 @@ async fn apply(
     head.seq = receipt.seq;
     head.hash.clone_from(&receipt.entry_hash);
     if let Some(key) = &append.idempotency {
-        tx.put_idempotency(key, append.admission.as_deref(), &receipt.entry_id, now)
+        let admission = append
+            .admission
+            .as_deref()
+            .map(|encoded| as_answered(encoded, &receipt.entry_hash));
+        tx.put_idempotency(key, admission.as_deref(), &receipt.entry_id, now)
             .await?;
     }
     Ok(Ok(Appended::Committed(receipt)))
+}
+
+/// The admission as its caller is answered: with the hash of the entry that recorded it, so a
+/// retry returns exactly the original answer (SPEC §7).
+fn as_answered(encoded: &[u8], entry_hash: &str) -> Vec<u8> {
+    match pb::Admission::decode(encoded) {
+        Ok(mut admission) => {
+            admission.audit_entry_hash = entry_hash.to_owned();
+            admission.encode_to_vec()
+        }
+        // Kept as given: whoever reads it back reports the decode failure.
+        Err(_) => encoded.to_vec(),
+    }
 }
 
 /// Checks every use (all or nothing, counting repeats of one approval within the append).
