@@ -1682,14 +1682,9 @@ async fn break_glass_needs_role_environment_and_justification() {
 // === idempotency ===
 
 /// The fields of the original admission a retry answers again.
+/// A retry answers exactly the original admission, audit entry hash included (SPEC §7).
 fn assert_same_admission(retried: &pb::Admission, first: &pb::Admission) {
-    assert_eq!(retried.decision_id, first.decision_id);
-    assert_eq!(retried.action, first.action);
-    assert_eq!(retried.spec_hash, first.spec_hash);
-    assert_eq!(retried.approval_ids, first.approval_ids);
-    assert_eq!(retried.decided_at, first.decided_at);
-    assert_eq!(retried.shadow_reason, first.shadow_reason);
-    assert_eq!(retried.break_glass, first.break_glass);
+    assert_eq!(retried, first);
 }
 
 #[tokio::test]
