@@ -236,7 +236,7 @@ async fn verify_detects_edit_delete_and_reorder(db: &TestDb) {
     drop(store);
 
     // Each case runs on its own copy of the chain.
-    let cases: [(&str, u64, u64); 9] = [
+    let cases: [(&str, u64, u64); 10] = [
         ("", 0, 10),
         (
             "UPDATE audit_entries SET detail = 'edited' WHERE seq = 4",
@@ -266,6 +266,15 @@ async fn verify_detects_edit_delete_and_reorder(db: &TestDb) {
              UPDATE audit_entries SET seq = 3 WHERE seq = 7; \
              UPDATE audit_entries SET seq = 7 WHERE seq = -1;",
             3,
+            10,
+        ),
+        // A forged row appended past the recorded head.
+        (
+            "INSERT INTO audit_entries SELECT 11, 'forged', recorded_at, actor, actor_cert_sha256, \
+             initiated_by, action, org_id, project_id, environment_id, spec_hash, capabilities, \
+             approval_ids, approvers, outcome, reason, grpc_code, request_id, detail, entry_hash, \
+             entry_hash FROM audit_entries WHERE seq = 10",
+            11,
             10,
         ),
     ];

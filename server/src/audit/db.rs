@@ -332,7 +332,18 @@ impl Db {
                 break;
             }
         }
-        Ok(walk.finish(head_seq, &head_hash))
+        let mut report = walk.finish(head_seq, &head_hash);
+        // Rows past the head were never acknowledged by this store: someone inserted them.
+        const PAST_HEAD: &str = "SELECT MIN(seq) FROM audit_entries WHERE seq > $1";
+        let (past_head,): (Option<i64>,) = on_backend!(Db, self, pool => {
+            sqlx::query_as(PAST_HEAD).bind(head_seq).fetch_one(pool).await
+        })
+        .map_err(unavailable)?;
+        if let (true, Some(seq)) = (report.ok, past_head) {
+            report.ok = false;
+            report.first_bad_seq = u64::try_from(seq).unwrap_or_default();
+        }
+        Ok(report)
     }
 }
 

@@ -91,12 +91,14 @@ pub(super) async fn run(
                 }
             }
             Err(error) => {
+                // Either way the store could not make entries durable within the bound, so it
+                // reports unhealthy until a probe succeeds.
                 if let BatchError::Storage(error) = error {
                     tracing::warn!(error = %error, appends = batch.len(), "audit append failed");
-                    set_health(health, false);
                 } else {
                     tracing::warn!(appends = batch.len(), "audit appends expired before commit");
                 }
+                set_health(health, false);
                 for job in batch {
                     let _ = job.reply.send(Err(StoreError::Unavailable));
                 }
