@@ -243,6 +243,7 @@ impl Engine {
                         revoked: row.state == "revoked",
                         uses: row.uses,
                         max_uses: row.max_uses,
+                        approved: row.state == "approved",
                     },
                 );
             }

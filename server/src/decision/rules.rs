@@ -29,6 +29,9 @@ pub struct ApprovalUseState {
     pub uses: u32,
     /// Admissions it may be used for.
     pub max_uses: u32,
+    /// Reviewers completed it. Credentials of a pending or denied approval never count toward
+    /// the quorum, even if they escaped before the review ended.
+    pub approved: bool,
 }
 
 /// Everything the rules look at.
@@ -205,6 +208,13 @@ fn check_credentials(input: &RuleInput<'_>) -> Result<Verdict, Rejection> {
         check_claims(&claims, &check)?;
         // Rows 23–24.
         check_use_state(&claims, input.approvals)?;
+        if input
+            .approvals
+            .get(&claims.approval_id)
+            .is_some_and(|state| !state.approved)
+        {
+            continue;
+        }
         record_use(&mut used, claims);
     }
     // Row 25.
@@ -435,6 +445,7 @@ mod tests {
             revoked,
             uses,
             max_uses,
+            approved: !revoked,
         }
     }
 
@@ -623,5 +634,17 @@ mod tests {
             f.evaluate(&one, &consumed).unwrap_err().reason,
             Reason::ApprovalConsumed
         );
+
+        // Credentials of an approval still pending (or denied) never count toward the quorum.
+        let pending = HashMap::from([(
+            "apr_1".to_owned(),
+            ApprovalUseState {
+                approved: false,
+                ..state(false, 0, 1)
+            },
+        )]);
+        let rejection = f.evaluate(&two_approvals, &pending).unwrap_err();
+        assert_eq!(rejection.reason, Reason::QuorumNotMet);
+        assert_eq!(rejection.metadata["actual"], "1");
     }
 }
