@@ -702,6 +702,24 @@ async fn requester_and_initiator_cannot_approve(backend: Backend) {
         Reason::SelfApproval,
     );
     assert_eq!(refusal.metadata["approval_id"], mine.approval_id);
+    // The refused attempt is itself audited, under the decision_id it answered with.
+    let decision_id = refusal
+        .decision_id
+        .clone()
+        .expect("refusals carry a decision_id");
+    let auditor = fixture.client(AUDITOR).await;
+    let recorded = audit_entries(&auditor)
+        .await
+        .into_iter()
+        .find(|entry| entry.entry_id == decision_id)
+        .expect("the refused self-approval is audited");
+    assert_eq!(recorded.actor, CAROL);
+    assert_eq!(recorded.action, "approval.decide");
+    assert_eq!(recorded.outcome, "rejected");
+    assert_eq!(recorded.reason, "SELF_APPROVAL");
+    assert_eq!(recorded.grpc_code, "PERMISSION_DENIED");
+    assert_eq!(recorded.approval_ids, [mine.approval_id.clone()]);
+    assert_eq!(recorded.spec_hash, mine.spec_hash);
     rejected(
         carol
             .decide_approval(decide_request(&mine.approval_id, pb::Verdict::Deny, "no"))

@@ -37,6 +37,24 @@ pub struct ApprovalService {
     signer: Option<Arc<SigningKey>>,
 }
 
+/// What a refused approval call was about, for its audit entry.
+#[derive(Default)]
+struct Attempt {
+    approval_id: String,
+    scope: Scope,
+    spec_hash: String,
+    initiated_by: String,
+}
+
+impl Attempt {
+    fn of(approval_id: &str) -> Self {
+        Self {
+            approval_id: approval_id.to_owned(),
+            ..Self::default()
+        }
+    }
+}
+
 /// A validated `CreateApprovalRequest`.
 struct NewApproval {
     environment: EnvironmentKey,
@@ -68,6 +86,25 @@ impl ApprovalService {
 
     /// `Approvals.Create`: a pending approval request (orchestrator role).
     pub async fn create(
+        &self,
+        caller: &Caller,
+        request: pb::CreateApprovalRequest,
+    ) -> Result<pb::Approval, Rejection> {
+        let attempted = Attempt {
+            scope: request
+                .environment
+                .as_ref()
+                .map(|env| scope(&environment_from_pb(env)))
+                .unwrap_or_default(),
+            initiated_by: request.initiated_by.clone(),
+            ..Attempt::default()
+        };
+        let result = self.create_checked(caller, request).await;
+        self.record_refusal(caller, "approval.create", attempted, result)
+            .await
+    }
+
+    async fn create_checked(
         &self,
         caller: &Caller,
         request: pb::CreateApprovalRequest,
@@ -161,6 +198,17 @@ impl ApprovalService {
 
     /// `Approvals.Decide` (reviewer role; not the requester nor the initiator).
     pub async fn decide(
+        &self,
+        caller: &Caller,
+        request: pb::DecideApprovalRequest,
+    ) -> Result<pb::Approval, Rejection> {
+        let attempted = Attempt::of(&request.approval_id);
+        let result = self.decide_checked(caller, request).await;
+        self.record_refusal(caller, "approval.decide", attempted, result)
+            .await
+    }
+
+    async fn decide_checked(
         &self,
         caller: &Caller,
         request: pb::DecideApprovalRequest,
@@ -309,6 +357,17 @@ impl ApprovalService {
         caller: &Caller,
         request: pb::RevokeApprovalRequest,
     ) -> Result<pb::Approval, Rejection> {
+        let attempted = Attempt::of(&request.approval_id);
+        let result = self.revoke_checked(caller, request).await;
+        self.record_refusal(caller, "approval.revoke", attempted, result)
+            .await
+    }
+
+    async fn revoke_checked(
+        &self,
+        caller: &Caller,
+        request: pb::RevokeApprovalRequest,
+    ) -> Result<pb::Approval, Rejection> {
         if request.reason.trim().is_empty() {
             return Err(Rejection::invalid_field("reason", "is required to revoke"));
         }
@@ -339,6 +398,57 @@ impl ApprovalService {
             }
         }
         Err(busy())
+    }
+
+    /// Records a refused create, decide or revoke (a self-approval attempt is worth an
+    /// auditor's eyes) and gives the rejection its `decision_id`, as admissions have.
+    async fn record_refusal(
+        &self,
+        caller: &Caller,
+        action: &str,
+        mut attempted: Attempt,
+        result: Result<pb::Approval, Rejection>,
+    ) -> Result<pb::Approval, Rejection> {
+        let rejection = match result {
+            Err(rejection) if rejection.reason != Reason::AuditUnavailable => rejection,
+            other => return other,
+        };
+        if let Ok(Some(row)) = self.store.approval(&attempted.approval_id).await {
+            attempted.scope = row.scope;
+            attempted.spec_hash = row.spec_hash;
+            attempted.initiated_by = row.initiated_by;
+        }
+        let entry = NewEntry {
+            entry_id: new_decision_id(),
+            actor: caller.identity.as_str().to_owned(),
+            actor_cert_sha256: caller.cert_sha256.clone(),
+            initiated_by: attempted.initiated_by,
+            action: action.to_owned(),
+            scope: attempted.scope,
+            spec_hash: attempted.spec_hash,
+            approval_ids: Some(attempted.approval_id)
+                .filter(|id| !id.is_empty())
+                .into_iter()
+                .collect(),
+            outcome: "rejected".to_owned(),
+            reason: rejection.reason.as_str().to_owned(),
+            grpc_code: rejection.reason.code_name().to_owned(),
+            detail: rejection.message.clone(),
+            ..NewEntry::default()
+        };
+        let decision_id = entry.entry_id.clone();
+        let append = Append {
+            entry,
+            consume: Vec::new(),
+            on_refused: None,
+            idempotency: None,
+            admission: None,
+            approval_write: None,
+        };
+        match self.store.append(append).await {
+            Ok(_) => Err(rejection.with("decision_id", decision_id)),
+            Err(_) => Err(unavailable()),
+        }
     }
 
     async fn load(&self, approval_id: &str) -> Result<ApprovalRow, Rejection> {
