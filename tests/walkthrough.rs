@@ -25,30 +25,30 @@ use tokio::net::TcpListener;
 use tonic::Code;
 
 /// The pipeline's canonical spec, saved as `spec.kv`.
-const SPEC_KV: &str = "pipeline=checkout\nversion=1.4.2\nreplicas=3\n";
+const SPEC_KV: &str = "pipeline=payments-api\nversion=2026.11.24\nreplicas=3\n";
 /// `sha256sum spec.kv`, as the service reports it.
-const SPEC_HASH: &str = "sha256:36d78c7d80ed71ec9aeef23f8fc5e6dfe95f419c09934a9b0f8c18445a25c808";
-/// The config bundle for production, saved as `bundle.kv`.
-const BUNDLE: &str = "region=eu-west-1\nlog_level=info\n";
-/// `sha256sum bundle.kv`.
+const SPEC_HASH: &str = "sha256:9855b3ae9b513eba5ba4ac792cfccb479a49d82a0c3531822baba0720c2d6779";
+/// The config bundle for production, saved as `bundle.cfg`.
+const BUNDLE: &str = "db_pool=20\n";
+/// `sha256sum bundle.cfg`.
 const BUNDLE_DIGEST: &str =
-    "sha256:0b355be6844ec62cb52365924d2473c728a32a8fd9d44cd48127614c86b12996";
+    "sha256:e38dbe43eb0702d1ce3ff3cdcde6c35440c8b7ad9ee028cfd9f8204df04eb0e4";
 /// The bundle's id.
-const BUNDLE_ID: &str = "checkout-prod-7";
+const BUNDLE_ID: &str = "payments-config-42";
 /// The pipeline version deployed.
-const PIPELINE_VERSION: &str = "1.4.2";
+const PIPELINE_VERSION: &str = "2026.11.24";
 /// The deploy target, as `--env` takes it.
 const ENVIRONMENT: (&str, &str, &str) = ("dev", "app", "prod");
 /// The person the orchestrator deploys for.
-const INITIATED_BY: &str = "user:sam@dev.local";
+const INITIATED_BY: &str = "alice@example.com";
 /// Why the deploy needs approval.
-const JUSTIFICATION: &str = "release checkout 1.4.2";
+const JUSTIFICATION: &str = "release 2026.11.24 of payments-api";
 /// The reviewer's reason.
-const APPROVE_REASON: &str = "spec hash and bundle checked";
+const APPROVE_REASON: &str = "spec and bundle checked";
 /// The request id of the refused first attempt.
-const FIRST_REQUEST_ID: &str = "checkout-1.4.2-attempt-1";
+const FIRST_REQUEST_ID: &str = "deploy-001";
 /// The request id of the approved deploy.
-const REQUEST_ID: &str = "checkout-1.4.2-attempt-2";
+const REQUEST_ID: &str = "deploy-004";
 
 /// Identities `admission-server dev` issues certificates for.
 const ORCHESTRATOR: &str = "spiffe://dev.local/orchestrator/ci";
@@ -65,7 +65,7 @@ fn environment() -> pb::EnvironmentRef {
 /// The deploy request as `admissionctl deploy preview|admit` builds it from the files.
 fn deploy_request(dir: &Path, request_id: &str, credentials: Vec<String>) -> pb::DeployRequest {
     let spec_kv = std::fs::read(dir.join("spec.kv")).unwrap();
-    let bundle = std::fs::read(dir.join("bundle.kv")).unwrap();
+    let bundle = std::fs::read(dir.join("bundle.cfg")).unwrap();
     pb::DeployRequest {
         request_id: request_id.to_owned(),
         environment: Some(environment()),
@@ -122,7 +122,7 @@ async fn operator_flow_for_a_governed_deploy() {
     let work = tmp.path().join("release");
     std::fs::create_dir(&work).unwrap();
     std::fs::write(work.join("spec.kv"), SPEC_KV).unwrap();
-    std::fs::write(work.join("bundle.kv"), BUNDLE).unwrap();
+    std::fs::write(work.join("bundle.cfg"), BUNDLE).unwrap();
     assert_eq!(
         SpecHash::of_spec(SPEC_KV.as_bytes()).unwrap().to_string(),
         SPEC_HASH
