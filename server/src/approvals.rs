@@ -94,7 +94,7 @@ impl ApprovalService {
             scope: request
                 .environment
                 .as_ref()
-                .map(|env| scope(&environment_from_pb(env)))
+                .map(|env| Scope::from(&EnvironmentKey::from(env)))
                 .unwrap_or_default(),
             initiated_by: request.initiated_by.clone(),
             ..Attempt::default()
@@ -123,7 +123,7 @@ impl ApprovalService {
         let row = ApprovalRow {
             approval_id: format!("apr_{}", uuid::Uuid::now_v7().simple()),
             state: "pending".to_owned(),
-            scope: scope(&new.environment),
+            scope: Scope::from(&new.environment),
             action: action_key(new.action).to_owned(),
             spec_hash: new.spec_hash,
             capabilities: capabilities.into_iter().collect(),
@@ -154,7 +154,7 @@ impl ApprovalService {
         self.authorize(
             caller,
             &[Role::Orchestrator, Role::Reviewer],
-            &environment(&row.scope),
+            &EnvironmentKey::from(&row.scope),
         )?;
         Ok(to_pb(&row, SystemTime::now()))
     }
@@ -168,7 +168,7 @@ impl ApprovalService {
         let env = request
             .environment
             .as_ref()
-            .map(environment_from_pb)
+            .map(EnvironmentKey::from)
             .filter(|e| {
                 !e.org_id.is_empty() && !e.project_id.is_empty() && !e.environment_id.is_empty()
             })
@@ -228,7 +228,7 @@ impl ApprovalService {
         };
         for _ in 0..WRITE_ATTEMPTS {
             let row = self.load(&request.approval_id).await?;
-            let env = environment(&row.scope);
+            let env = EnvironmentKey::from(&row.scope);
             self.authorize(caller, &[Role::Reviewer], &env)?;
             let now = SystemTime::now();
             check_pending(&row, now)?;
@@ -291,7 +291,7 @@ impl ApprovalService {
             )
             .with("approval_id", row.approval_id.clone()));
         }
-        let policy = self.policy(&environment(&row.scope))?;
+        let policy = self.policy(&EnvironmentKey::from(&row.scope))?;
         let issued_at = whole_seconds(now);
         // The first approval starts the credential window; later ones (a quorum) end with it,
         // so the approval expires exactly when its first credential does.
@@ -373,7 +373,7 @@ impl ApprovalService {
         }
         for _ in 0..WRITE_ATTEMPTS {
             let mut row = self.load(&request.approval_id).await?;
-            self.authorize(caller, &[Role::Reviewer], &environment(&row.scope))?;
+            self.authorize(caller, &[Role::Reviewer], &EnvironmentKey::from(&row.scope))?;
             if row.state == "denied" || row.state == "revoked" {
                 return Err(Rejection::new(
                     Reason::ApprovalNotRevocable,
@@ -562,7 +562,7 @@ pub async fn eligible(
     now: SystemTime,
 ) -> Result<Vec<pb::Approval>, Rejection> {
     let rows = store
-        .approvals_for(&scope(env), action_key(action), spec_hash)
+        .approvals_for(&Scope::from(env), action_key(action), spec_hash)
         .await
         .map_err(|_| unavailable())?;
     Ok(rows
@@ -618,7 +618,7 @@ fn validate_create(request: pb::CreateApprovalRequest) -> Result<NewApproval, Re
     let environment = request
         .environment
         .as_ref()
-        .map(environment_from_pb)
+        .map(EnvironmentKey::from)
         .unwrap_or_default();
     for (field, value) in [
         ("environment.org_id", &environment.org_id),
@@ -748,30 +748,6 @@ fn action_from_key(key: &str) -> Option<ActionKind> {
         "replay_dry_run" => Some(ActionKind::ReplayDryRun),
         "replay_execute" => Some(ActionKind::ReplayExecute),
         _ => None,
-    }
-}
-
-fn environment_from_pb(env: &pb::EnvironmentRef) -> EnvironmentKey {
-    EnvironmentKey {
-        org_id: env.org_id.clone(),
-        project_id: env.project_id.clone(),
-        environment_id: env.environment_id.clone(),
-    }
-}
-
-fn environment(scope: &Scope) -> EnvironmentKey {
-    EnvironmentKey {
-        org_id: scope.org_id.clone(),
-        project_id: scope.project_id.clone(),
-        environment_id: scope.environment_id.clone(),
-    }
-}
-
-fn scope(env: &EnvironmentKey) -> Scope {
-    Scope {
-        org_id: env.org_id.clone(),
-        project_id: env.project_id.clone(),
-        environment_id: env.environment_id.clone(),
     }
 }
 

@@ -302,7 +302,7 @@ impl Engine {
             shadow_reason,
             break_glass,
         };
-        let scope = scope(&request.environment);
+        let scope = Scope::from(&request.environment);
         let consume = used
             .iter()
             .map(|u| ApprovalUse {
@@ -369,7 +369,7 @@ impl Engine {
             actor_cert_sha256: caller.cert_sha256.clone(),
             initiated_by: request.initiated_by.clone(),
             action: action_name(request.action).to_owned(),
-            scope: scope(&request.environment),
+            scope: Scope::from(&request.environment),
             spec_hash: request.spec_hash.to_string(),
             capabilities: request.requested_capabilities.clone(),
             request_id: request.request_id.clone(),
@@ -397,7 +397,7 @@ impl Engine {
             actor_cert_sha256: caller.cert_sha256.clone(),
             initiated_by: invalid.initiated_by.clone(),
             action: action_name(invalid.action).to_owned(),
-            scope: scope(&invalid.environment),
+            scope: Scope::from(&invalid.environment),
             request_id: invalid.request_id.clone(),
             ..NewEntry::default()
         };
@@ -451,7 +451,7 @@ impl Engine {
             actor_cert_sha256: caller.cert_sha256.clone(),
             initiated_by: request.initiated_by.clone(),
             action: action_name(request.action).to_owned(),
-            scope: scope(&request.environment),
+            scope: Scope::from(&request.environment),
             spec_hash: request.spec_hash.to_string(),
             capabilities: policy
                 .required_capabilities(request.action, &request.requested_capabilities),
@@ -654,14 +654,6 @@ fn audit_unavailable() -> Rejection {
 /// A fresh decision id: time-ordered and unique across replicas.
 pub fn new_decision_id() -> String {
     format!("dec_{}", uuid::Uuid::now_v7().simple())
-}
-
-fn scope(env: &EnvironmentKey) -> Scope {
-    Scope {
-        org_id: env.org_id.clone(),
-        project_id: env.project_id.clone(),
-        environment_id: env.environment_id.clone(),
-    }
 }
 
 fn action_name(action: ActionKind) -> &'static str {

@@ -7,7 +7,7 @@ use admission_contract::{Reason, SpecHash, pb, spec::is_sha256_digest};
 use prost::Message;
 use sha2::{Digest, Sha256};
 
-use crate::{policy::ActionKind, rejection::Rejection};
+use crate::{audit::Scope, policy::ActionKind, rejection::Rejection};
 
 /// Size limits on requests (SPEC §3, configurable).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -198,11 +198,37 @@ impl std::fmt::Display for EnvironmentKey {
 }
 
 fn environment_key(environment: Option<&pb::EnvironmentRef>) -> EnvironmentKey {
-    environment.map_or_else(EnvironmentKey::default, |e| EnvironmentKey {
-        org_id: e.org_id.clone(),
-        project_id: e.project_id.clone(),
-        environment_id: e.environment_id.clone(),
-    })
+    environment.map(EnvironmentKey::from).unwrap_or_default()
+}
+
+impl From<&pb::EnvironmentRef> for EnvironmentKey {
+    fn from(env: &pb::EnvironmentRef) -> Self {
+        Self {
+            org_id: env.org_id.clone(),
+            project_id: env.project_id.clone(),
+            environment_id: env.environment_id.clone(),
+        }
+    }
+}
+
+impl From<&Scope> for EnvironmentKey {
+    fn from(scope: &Scope) -> Self {
+        Self {
+            org_id: scope.org_id.clone(),
+            project_id: scope.project_id.clone(),
+            environment_id: scope.environment_id.clone(),
+        }
+    }
+}
+
+impl From<&EnvironmentKey> for Scope {
+    fn from(env: &EnvironmentKey) -> Self {
+        Self {
+            org_id: env.org_id.clone(),
+            project_id: env.project_id.clone(),
+            environment_id: env.environment_id.clone(),
+        }
+    }
 }
 
 fn fingerprint(request: &impl Message) -> String {
