@@ -57,26 +57,38 @@ const EXIT_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    telemetry::init(cli.log_format);
     match cli.command {
-        Some(Command::CheckConfig { file }) => check_config(&file),
-        Some(Command::Dev { dir, listen }) => block_on(run_dev(dir, listen)),
+        Some(Command::CheckConfig { file }) => {
+            telemetry::init_logs(cli.log_format);
+            check_config(&file)
+        }
+        Some(Command::Dev { dir, listen }) => block_on(cli.log_format, run_dev(dir, listen)),
         None => match cli.config {
-            Some(file) => block_on(run_config(file)),
+            Some(file) => block_on(cli.log_format, run_config(file)),
             // clap enforces `--config` when no subcommand is given.
             None => ExitCode::from(EXIT_CONFIG),
         },
     }
 }
 
-fn block_on(future: impl Future<Output = ExitCode>) -> ExitCode {
-    match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime.block_on(future),
+/// Runs `future` on a new runtime, with telemetry set up inside it and flushed once it returns.
+fn block_on(log_format: LogFormat, future: impl Future<Output = ExitCode>) -> ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("admission-server: cannot start the async runtime: {error}");
-            ExitCode::FAILURE
+            return ExitCode::FAILURE;
         }
-    }
+    };
+    // The OTLP exporters spawn their connections on this runtime, so it is entered first.
+    let telemetry = {
+        let _entered = runtime.enter();
+        telemetry::init(log_format)
+    };
+    let code = runtime.block_on(future);
+    // Outside `block_on`, so the final export runs on the runtime's still-running workers.
+    drop(telemetry);
+    code
 }
 
 fn config_failure(error: &ConfigError) -> ExitCode {
