@@ -35,13 +35,16 @@ enum BatchError {
 
 type ItemResult = Result<Appended, StoreError>;
 
-/// Reports unhealthy when the writer stops, whatever the reason, so nobody waits on a store
-/// that can no longer write.
+/// Reports unhealthy if the writer dies (a panic), so nobody waits on a store that can no
+/// longer write. A writer that returns because every `AuditStore` is gone (shutdown) leaves
+/// health as it was: nobody can append any more, and a shutdown is not a failure.
 struct UnhealthyOnExit(watch::Sender<bool>);
 
 impl Drop for UnhealthyOnExit {
     fn drop(&mut self) {
-        self.0.send_replace(false);
+        if std::thread::panicking() {
+            self.0.send_replace(false);
+        }
     }
 }
 
