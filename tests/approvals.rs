@@ -718,7 +718,10 @@ async fn requester_and_initiator_cannot_approve(backend: Backend) {
     assert_eq!(recorded.outcome, "rejected");
     assert_eq!(recorded.reason, "SELF_APPROVAL");
     assert_eq!(recorded.grpc_code, "PERMISSION_DENIED");
-    assert_eq!(recorded.approval_ids, std::slice::from_ref(&mine.approval_id));
+    assert_eq!(
+        recorded.approval_ids,
+        std::slice::from_ref(&mine.approval_id)
+    );
     assert_eq!(recorded.spec_hash, mine.spec_hash);
     rejected(
         carol
