@@ -470,6 +470,11 @@ async fn lifecycle_from_request_to_consumed_credential(backend: Backend) {
     assert_eq!(created.requested_by, ORCHESTRATOR);
     assert_eq!(created.initiated_by, INITIATOR);
     assert_eq!(created.approvals_required, 1);
+    assert_eq!(
+        created.posture,
+        pb::Posture::Prod as i32,
+        "reviewers see the posture"
+    );
     assert_eq!((created.uses, created.max_uses), (0, 1));
     assert!(created.approvers.is_empty() && created.credentials.is_empty());
     // No ttl asked: the environment's max_credential_ttl (1h).

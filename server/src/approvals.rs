@@ -18,8 +18,8 @@ use admission_contract::{
 
 use crate::{
     audit::{Append, Appended, ApprovalRow, ApprovalWrite, AuditStore, NewEntry, Scope},
-    decision::{new_decision_id, pb_action, request::EnvironmentKey},
-    policy::{ActionKind, EnvironmentPolicy, Policies},
+    decision::{new_decision_id, pb_action, pb_posture, request::EnvironmentKey},
+    policy::{ActionKind, EnvironmentPolicy, Policies, Posture},
     rejection::Rejection,
     roles::{Role, RoleBindings},
     tls::Caller,
@@ -145,7 +145,7 @@ impl ApprovalService {
         entry.detail = format!("justification: {}", row.justification);
         self.write(entry, ApprovalWrite::Insert(row.clone()))
             .await?;
-        Ok(to_pb(&row, SystemTime::now()))
+        Ok(self.view(&row, SystemTime::now()))
     }
 
     /// `Approvals.Get` (orchestrator or reviewer role).
@@ -156,7 +156,7 @@ impl ApprovalService {
             &[Role::Orchestrator, Role::Reviewer],
             &EnvironmentKey::from(&row.scope),
         )?;
-        Ok(to_pb(&row, SystemTime::now()))
+        Ok(self.view(&row, SystemTime::now()))
     }
 
     /// `Approvals.ListEligible` (orchestrator or reviewer role).
@@ -186,7 +186,7 @@ impl ApprovalService {
         let required = policy.required_capabilities(action, &[]);
         let approvals = eligible(
             &self.store,
-            &env,
+            policy,
             action,
             spec_hash.as_str(),
             &required,
@@ -243,7 +243,7 @@ impl ApprovalService {
                 row: updated.clone(),
             };
             match self.try_write(entry, write).await? {
-                true => return Ok(to_pb(&updated, now)),
+                true => return Ok(self.view(&updated, now)),
                 false => continue,
             }
         }
@@ -394,10 +394,23 @@ impl ApprovalService {
                 expected_version,
             };
             if self.try_write(entry, write).await? {
-                return Ok(to_pb(&row, now));
+                return Ok(self.view(&row, now));
             }
         }
         Err(busy())
+    }
+
+    /// The approval as reviewers see it: with its environment's posture.
+    fn view(&self, row: &ApprovalRow, now: SystemTime) -> pb::Approval {
+        let posture = self
+            .policies
+            .get(
+                &row.scope.org_id,
+                &row.scope.project_id,
+                &row.scope.environment_id,
+            )
+            .map(|policy| policy.posture);
+        to_pb(row, now, posture)
     }
 
     /// Records a refused create, decide or revoke (a self-approval attempt is worth an
@@ -555,20 +568,25 @@ impl ApprovalService {
 /// unexpired, unrevoked, with uses left and capabilities covering `required`.
 pub async fn eligible(
     store: &AuditStore,
-    env: &EnvironmentKey,
+    policy: &EnvironmentPolicy,
     action: ActionKind,
     spec_hash: &str,
     required: &[String],
     now: SystemTime,
 ) -> Result<Vec<pb::Approval>, Rejection> {
+    let scope = Scope {
+        org_id: policy.org_id.clone(),
+        project_id: policy.project_id.clone(),
+        environment_id: policy.environment_id.clone(),
+    };
     let rows = store
-        .approvals_for(&Scope::from(env), action_key(action), spec_hash)
+        .approvals_for(&scope, action_key(action), spec_hash)
         .await
         .map_err(|_| unavailable())?;
     Ok(rows
         .iter()
         .filter(|row| is_eligible(row, required, now))
-        .map(|row| to_pb(row, now))
+        .map(|row| to_pb(row, now, Some(policy.posture)))
         .collect())
 }
 
@@ -674,7 +692,7 @@ fn validate_create(request: pb::CreateApprovalRequest) -> Result<NewApproval, Re
 }
 
 /// The approval as the wire shows it, with `expired` derived from the clock.
-pub fn to_pb(row: &ApprovalRow, now: SystemTime) -> pb::Approval {
+pub fn to_pb(row: &ApprovalRow, now: SystemTime, posture: Option<Posture>) -> pb::Approval {
     pb::Approval {
         approval_id: row.approval_id.clone(),
         state: derived_state(row, now) as i32,
@@ -701,6 +719,7 @@ pub fn to_pb(row: &ApprovalRow, now: SystemTime) -> pb::Approval {
         uses: row.uses,
         max_uses: row.max_uses,
         decision_reason: row.decision_reason.clone(),
+        posture: posture.map_or(pb::Posture::Unspecified, pb_posture) as i32,
     }
 }
 

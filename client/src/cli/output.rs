@@ -115,6 +115,7 @@ pub fn approval_json(approval: &pb::Approval) -> Value {
         "approval_id": approval.approval_id,
         "state": approval_state(approval.state),
         "environment": format!("{}/{}/{}", env.org_id, env.project_id, env.environment_id),
+        "posture": posture(approval.posture),
         "action": action(approval.action),
         "spec_hash": approval.spec_hash,
         "capabilities": approval.capabilities,
@@ -144,6 +145,7 @@ pub fn print_approval(approval: &pb::Approval) {
         "  environment:   {}/{}/{}",
         env.org_id, env.project_id, env.environment_id
     );
+    println!("  posture:       {}", posture(approval.posture));
     println!("  action:        {}", action(approval.action));
     println!("  spec_hash:     {}", approval.spec_hash);
     println!("  capabilities:  {}", approval.capabilities.join(", "));

@@ -490,7 +490,7 @@ impl Engine {
         let eligible = if needs_approval {
             crate::approvals::eligible(
                 &self.inner.store,
-                &request.environment,
+                policy,
                 request.action,
                 request.spec_hash.as_str(),
                 &required,
@@ -523,7 +523,7 @@ impl Engine {
             action: pb_action(request.action) as i32,
             spec_hash: request.spec_hash.to_string(),
             policy_decision: pb_decision(decision) as i32,
-            posture: pb_posture(policy) as i32,
+            posture: pb_posture(policy.posture) as i32,
             required_capabilities: required,
             required_approvals: if needs_approval {
                 policy.required_approvals
@@ -692,9 +692,10 @@ fn decision_name(decision: PolicyDecision) -> &'static str {
     pb_decision(decision).as_str_name()
 }
 
-fn pb_posture(policy: &EnvironmentPolicy) -> pb::Posture {
+/// The wire posture.
+pub fn pb_posture(posture: crate::policy::Posture) -> pb::Posture {
     use crate::policy::Posture;
-    match policy.posture {
+    match posture {
         Posture::Dev => pb::Posture::Dev,
         Posture::Staging => pb::Posture::Staging,
         Posture::Prod => pb::Posture::Prod,
