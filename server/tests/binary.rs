@@ -1,13 +1,20 @@
-//! The `admission-server` binary: exit statuses, one-line config errors, and dev mode.
+//! The `admission-server` binary: exit statuses, one-line config errors, dev mode, and key-set
+//! reload on SIGHUP.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::{
     path::Path,
     process::{Command, Stdio},
+    time::{Duration, SystemTime},
 };
 
-use admission_client::AdmissionClient;
+use admission_client::{AdmissionClient, Reason, pb};
+use admission_contract::{
+    SpecHash,
+    credential::{Claims, KeyStatus, SigningKey},
+};
 use tokio::io::{AsyncBufReadExt, BufReader};
+use tonic::Code;
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
 
 const BIN: &str = env!("CARGO_BIN_EXE_admission-server");
@@ -86,14 +93,26 @@ fn unknown_field_exits_2() {
 /// Starts `admission-server dev` and waits until it has printed its instructions, which it
 /// does once the listener is bound.
 async fn start_dev(dir: &Path, port: u16) -> tokio::process::Child {
+    start_dev_logging(dir, port, "warn", Stdio::inherit()).await
+}
+
+/// [`start_dev`] with a `RUST_LOG` level and where its log lines (stderr) go.
+async fn start_dev_logging(
+    dir: &Path,
+    port: u16,
+    log: &str,
+    stderr: Stdio,
+) -> tokio::process::Child {
     let mut child = tokio::process::Command::new(BIN)
         .arg("dev")
         .arg("--dir")
         .arg(dir)
         .arg("--listen")
         .arg(format!("127.0.0.1:{port}"))
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", log)
+        .env("NO_COLOR", "1")
         .stdout(Stdio::piped())
+        .stderr(stderr)
         .kill_on_drop(true)
         .spawn()
         .unwrap();
@@ -177,4 +196,147 @@ async fn dev_serves_and_a_second_run_reuses_the_directory() {
         orchestrator
     );
     second.kill().await.unwrap();
+}
+
+/// A deploy to dev/app/prod (approval required) carrying `credential`.
+fn prod_deploy(request_id: &str, credential: String) -> pb::DeployRequest {
+    pb::DeployRequest {
+        request_id: request_id.to_owned(),
+        environment: Some(pb::EnvironmentRef {
+            org_id: "dev".to_owned(),
+            project_id: "app".to_owned(),
+            environment_id: "prod".to_owned(),
+        }),
+        pipeline_version: "v1".to_owned(),
+        spec_kv: b"a=1\n".to_vec(),
+        config_bundle: Some(pb::ConfigBundle {
+            bundle_id: "bundle-1".to_owned(),
+            digest: format!("sha256:{}", "0".repeat(64)),
+            environment_id: "prod".to_owned(),
+        }),
+        credentials: vec![credential],
+        initiated_by: "alice@example.com".to_owned(),
+        ..Default::default()
+    }
+}
+
+/// A credential for that deploy, signed by `key`.
+fn prod_credential(key: &SigningKey, approval_id: &str) -> String {
+    let now = SystemTime::UNIX_EPOCH
+        + Duration::from_secs(
+            SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap()
+                .as_secs(),
+        );
+    key.sign(&Claims {
+        v: 1,
+        kid: key.kid().to_owned(),
+        org_id: "dev".to_owned(),
+        project_id: "app".to_owned(),
+        environment_id: "prod".to_owned(),
+        environment_posture: "prod".to_owned(),
+        spec_hash: SpecHash::of_bytes(b"a=1\n").to_string(),
+        capabilities: vec!["deploy".to_owned()],
+        issued_at: now,
+        expires_at: now + Duration::from_secs(600),
+        issued_by: "spiffe://dev.local/reviewer/alice".to_owned(),
+        approval_id: approval_id.to_owned(),
+        config_bundle_digest: None,
+    })
+    .unwrap()
+}
+
+/// Reads log lines until one contains `text` (bounded, so a missing line fails the test).
+async fn wait_for_log(
+    lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStderr>>,
+    text: &str,
+) {
+    let found = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if line.contains(text) {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(found, Ok(true), "no log line containing {text:?}");
+}
+
+fn send_sighup(child: &tokio::process::Child) {
+    let pid = child.id().unwrap().to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[tokio::test]
+async fn sighup_reloads_the_key_set_and_an_invalid_file_keeps_the_old_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("dev");
+    let port = free_port();
+    let mut server = start_dev_logging(&dir, port, "info", Stdio::piped()).await;
+    let mut log = BufReader::new(server.stderr.take().unwrap()).lines();
+    let client = AdmissionClient::builder()
+        .endpoint(format!("https://localhost:{port}"))
+        .ca_file(dir.join("ca.pem"))
+        .identity_files(dir.join("orchestrator.pem"), dir.join("orchestrator.key"))
+        .connect()
+        .await
+        .unwrap();
+    let (rotated, _pem) = SigningKey::generate("rotated-2026-12").unwrap();
+
+    // Not trusted yet.
+    let error = client
+        .admit_deploy(prod_deploy(
+            "rotation-1",
+            prod_credential(&rotated, "apr_rot_1"),
+        ))
+        .await
+        .unwrap_err();
+    let rejection = error.rejection().expect("typed rejection");
+    assert_eq!(rejection.code, Code::Unauthenticated);
+    assert!(rejection.is(Reason::SigningKeyUnknown), "{rejection:?}");
+
+    // Publish the new key next to the dev key and reload without a restart.
+    let key_set_path = dir.join("signing_keys.json");
+    let mut key_set: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&key_set_path).unwrap()).unwrap();
+    key_set["keys"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::to_value(rotated.public_jwk(KeyStatus::Active)).unwrap());
+    std::fs::write(&key_set_path, key_set.to_string()).unwrap();
+    send_sighup(&server);
+    wait_for_log(&mut log, "key set reloaded").await;
+    let admitted = client
+        .admit_deploy(prod_deploy(
+            "rotation-2",
+            prod_credential(&rotated, "apr_rot_2"),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(admitted.approval_ids, ["apr_rot_2"]);
+
+    // A broken file is refused and the service keeps verifying with the set it has.
+    std::fs::write(&key_set_path, "{\"keys\": [").unwrap();
+    send_sighup(&server);
+    wait_for_log(
+        &mut log,
+        "key set reload failed, keeping the previous key set",
+    )
+    .await;
+    let admitted = client
+        .admit_deploy(prod_deploy(
+            "rotation-3",
+            prod_credential(&rotated, "apr_rot_3"),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(admitted.approval_ids, ["apr_rot_3"]);
+
+    server.kill().await.unwrap();
 }
