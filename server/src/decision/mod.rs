@@ -711,6 +711,10 @@ mod tests {
     use crate::audit::{ListFilter, StoreOptions};
 
     async fn engine(dir: &tempfile::TempDir) -> Engine {
+        engine_with_limit(dir, 4).await
+    }
+
+    async fn engine_with_limit(dir: &tempfile::TempDir, max_in_flight: usize) -> Engine {
         let url = format!("sqlite://{}", dir.path().join("audit.db").display());
         let store = AuditStore::open(&url, StoreOptions::default())
             .await
@@ -728,8 +732,42 @@ mod tests {
                 max_credentials: 8,
                 credential_max_bytes: 16 * 1024,
             },
-            4,
+            max_in_flight,
         )
+    }
+
+    /// Row 27: with no in-flight capacity left, admissions and previews are refused before
+    /// anything is read or recorded; the answer carries no decision_id (SPEC §7).
+    #[tokio::test]
+    async fn at_the_in_flight_limit_decisions_are_refused_unrecorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = engine_with_limit(&dir, 0).await;
+        let caller = Caller {
+            identity: crate::tls::Identity::new("spiffe://acme.example/orchestrator/ci"),
+            cert_sha256: "0".repeat(64),
+        };
+        let request = || {
+            let deploy = pb::DeployRequest {
+                request_id: "req-1".into(),
+                ..Default::default()
+            };
+            AdmissionRequest::from_deploy(&deploy, engine.limits())
+        };
+        for answer in [
+            engine.admit(&caller, request()).await.map(|_| ()),
+            engine.preview(&caller, request()).await.map(|_| ()),
+        ] {
+            let rejection = answer.unwrap_err();
+            assert_eq!(rejection.reason, Reason::Overloaded);
+            assert_eq!(rejection.reason.code(), tonic::Code::ResourceExhausted);
+            assert!(!rejection.metadata.contains_key("decision_id"));
+        }
+        let (entries, _) = engine
+            .store()
+            .list(&ListFilter::default(), 10, "")
+            .await
+            .unwrap();
+        assert!(entries.is_empty(), "{entries:?}");
     }
 
     fn entry(entry_id: &str, request_id: &str) -> NewEntry {
