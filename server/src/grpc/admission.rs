@@ -1,15 +1,21 @@
 //! `DeployAdmission` and `ReplayAdmission`: thin adapters from the wire to [`Engine`].
+//!
+//! Both services share [`Admissions`]: name the caller, validate the wire request into an
+//! [`AdmissionRequest`], decide, and record the span and metrics.
+
+use std::time::Instant;
 
 use admission_contract::pb::{
     self, deploy_admission_server::DeployAdmission, replay_admission_server::ReplayAdmission,
 };
-use std::time::Instant;
-
 use tonic::{Request, Response, Status};
 use tracing::{Instrument as _, Span, field::Empty};
 
 use crate::{
-    decision::{Engine, request::AdmissionRequest},
+    decision::{
+        Engine,
+        request::{AdmissionRequest, Invalid, RequestLimits},
+    },
     rejection::Rejection,
     telemetry::DecisionMetrics,
     tls::caller,
@@ -17,27 +23,28 @@ use crate::{
 
 /// The `DeployAdmission` service.
 #[derive(Clone)]
-pub struct DeployService {
+pub struct DeployService(Admissions);
+
+/// The `ReplayAdmission` service.
+#[derive(Clone)]
+pub struct ReplayService(Admissions);
+
+/// What the two admission services share.
+#[derive(Clone)]
+struct Admissions {
     engine: Engine,
     metrics: DecisionMetrics,
 }
 
-/// The `ReplayAdmission` service.
-#[derive(Clone)]
-pub struct ReplayService {
-    engine: Engine,
-    metrics: DecisionMetrics,
-}
+/// Rows 1–2: a wire request validated into the engine's request.
+type Parse<T> = fn(&T, &RequestLimits) -> Result<AdmissionRequest, Box<Invalid>>;
 
 // === impl DeployService ===
 
 impl DeployService {
     /// The service over `engine`.
     pub fn new(engine: Engine) -> Self {
-        Self {
-            engine,
-            metrics: DecisionMetrics::new(),
-        }
+        Self(Admissions::new(engine))
     }
 }
 
@@ -47,48 +54,27 @@ impl DeployAdmission for DeployService {
         &self,
         request: Request<pb::DeployRequest>,
     ) -> Result<Response<pb::Admission>, Status> {
+        let parse: Parse<_> = AdmissionRequest::from_deploy;
         let span = rpc_span(
             "DeployAdmission/Admit",
             request.get_ref().environment.as_ref(),
         );
-        async {
-            let caller = caller(&request)?;
-            let parsed = AdmissionRequest::from_deploy(request.get_ref(), self.engine.limits());
-            let started = Instant::now();
-            let admission = self.engine.admit(&caller, parsed).await;
-            let (outcome, reason) = admission_outcome(&admission);
-            let span = Span::current();
-            self.metrics
-                .record(&span, "deploy", outcome, reason, started.elapsed());
-            Ok(Response::new(admission?))
-        }
-        .instrument(span)
-        .await
+        self.0
+            .admit("deploy", request, parse)
+            .instrument(span)
+            .await
     }
 
     async fn preview(
         &self,
         request: Request<pb::DeployRequest>,
     ) -> Result<Response<pb::Preview>, Status> {
+        let parse: Parse<_> = AdmissionRequest::from_deploy;
         let span = rpc_span(
             "DeployAdmission/Preview",
             request.get_ref().environment.as_ref(),
         );
-        async {
-            let caller = caller(&request)?;
-            let parsed = AdmissionRequest::from_deploy(request.get_ref(), self.engine.limits());
-            let preview = self.engine.preview(&caller, parsed).await;
-            let (outcome, reason) = match &preview {
-                Ok(_) => ("previewed", ""),
-                Err(rejection) => ("rejected", rejection.reason.as_str()),
-            };
-            Span::current()
-                .record("outcome", outcome)
-                .record("reason", reason);
-            Ok(Response::new(preview?))
-        }
-        .instrument(span)
-        .await
+        self.0.preview(request, parse).instrument(span).await
     }
 }
 
@@ -97,10 +83,7 @@ impl DeployAdmission for DeployService {
 impl ReplayService {
     /// The service over `engine`.
     pub fn new(engine: Engine) -> Self {
-        Self {
-            engine,
-            metrics: DecisionMetrics::new(),
-        }
+        Self(Admissions::new(engine))
     }
 }
 
@@ -110,48 +93,74 @@ impl ReplayAdmission for ReplayService {
         &self,
         request: Request<pb::ReplayRequest>,
     ) -> Result<Response<pb::Admission>, Status> {
+        let parse: Parse<_> = AdmissionRequest::from_replay;
         let span = rpc_span(
             "ReplayAdmission/Admit",
             request.get_ref().environment.as_ref(),
         );
-        async {
-            let caller = caller(&request)?;
-            let parsed = AdmissionRequest::from_replay(request.get_ref(), self.engine.limits());
-            let started = Instant::now();
-            let admission = self.engine.admit(&caller, parsed).await;
-            let (outcome, reason) = admission_outcome(&admission);
-            let span = Span::current();
-            self.metrics
-                .record(&span, "replay", outcome, reason, started.elapsed());
-            Ok(Response::new(admission?))
-        }
-        .instrument(span)
-        .await
+        self.0
+            .admit("replay", request, parse)
+            .instrument(span)
+            .await
     }
 
     async fn preview(
         &self,
         request: Request<pb::ReplayRequest>,
     ) -> Result<Response<pb::Preview>, Status> {
+        let parse: Parse<_> = AdmissionRequest::from_replay;
         let span = rpc_span(
             "ReplayAdmission/Preview",
             request.get_ref().environment.as_ref(),
         );
-        async {
-            let caller = caller(&request)?;
-            let parsed = AdmissionRequest::from_replay(request.get_ref(), self.engine.limits());
-            let preview = self.engine.preview(&caller, parsed).await;
-            let (outcome, reason) = match &preview {
-                Ok(_) => ("previewed", ""),
-                Err(rejection) => ("rejected", rejection.reason.as_str()),
-            };
-            Span::current()
-                .record("outcome", outcome)
-                .record("reason", reason);
-            Ok(Response::new(preview?))
+        self.0.preview(request, parse).instrument(span).await
+    }
+}
+
+// === impl Admissions ===
+
+impl Admissions {
+    fn new(engine: Engine) -> Self {
+        Self {
+            engine,
+            metrics: DecisionMetrics::new(),
         }
-        .instrument(span)
-        .await
+    }
+
+    /// Decides an admission; records outcome, reason and duration (in the current span).
+    async fn admit<T>(
+        &self,
+        action: &'static str,
+        request: Request<T>,
+        parse: Parse<T>,
+    ) -> Result<Response<pb::Admission>, Status> {
+        let caller = caller(&request)?;
+        let parsed = parse(request.get_ref(), self.engine.limits());
+        let started = Instant::now();
+        let admission = self.engine.admit(&caller, parsed).await;
+        let (outcome, reason) = admission_outcome(&admission);
+        self.metrics
+            .record(&Span::current(), action, outcome, reason, started.elapsed());
+        Ok(Response::new(admission?))
+    }
+
+    /// Evaluates a preview; records outcome and reason (in the current span).
+    async fn preview<T>(
+        &self,
+        request: Request<T>,
+        parse: Parse<T>,
+    ) -> Result<Response<pb::Preview>, Status> {
+        let caller = caller(&request)?;
+        let parsed = parse(request.get_ref(), self.engine.limits());
+        let preview = self.engine.preview(&caller, parsed).await;
+        let (outcome, reason) = match &preview {
+            Ok(_) => ("previewed", ""),
+            Err(rejection) => ("rejected", rejection.reason.as_str()),
+        };
+        Span::current()
+            .record("outcome", outcome)
+            .record("reason", reason);
+        Ok(Response::new(preview?))
     }
 }
 
