@@ -226,25 +226,38 @@ impl ApprovalService {
                 ));
             }
         };
+        self.update_as_reviewer(caller, &request.approval_id, |row, now| {
+            check_pending(&row, now)?;
+            check_not_self(caller, &row)?;
+            match verdict {
+                pb::Verdict::Deny => Ok(self.deny(caller, row, &request.reason, now)),
+                _ => self.approve(caller, row, &request.reason, now),
+            }
+        })
+        .await
+    }
+
+    /// Applies `change` to the approval for a reviewer of its environment, with its audit entry
+    /// in the same append; re-reads and retries when a concurrent writer moved the row first.
+    async fn update_as_reviewer(
+        &self,
+        caller: &Caller,
+        approval_id: &str,
+        change: impl Fn(ApprovalRow, SystemTime) -> Result<(ApprovalRow, NewEntry), Rejection>,
+    ) -> Result<pb::Approval, Rejection> {
         for _ in 0..WRITE_ATTEMPTS {
-            let row = self.load(&request.approval_id).await?;
+            let row = self.load(approval_id).await?;
             let env = EnvironmentKey::from(&row.scope);
             self.authorize(caller, &[Role::Reviewer], &env)?;
             let now = SystemTime::now();
-            check_pending(&row, now)?;
-            check_not_self(caller, &row)?;
-            let (updated, mut entry) = match verdict {
-                pb::Verdict::Deny => self.deny(caller, row.clone(), &request.reason, now),
-                _ => self.approve(caller, row.clone(), &request.reason, now)?,
-            };
-            entry.entry_id = new_decision_id();
+            let expected_version = row.version;
+            let (updated, entry) = change(row, now)?;
             let write = ApprovalWrite::Update {
-                expected_version: row.version,
                 row: updated.clone(),
+                expected_version,
             };
-            match self.try_write(entry, write).await? {
-                true => return Ok(self.view(&updated, now)),
-                false => continue,
+            if self.try_write(entry, write).await? {
+                return Ok(self.view(&updated, now));
             }
         }
         Err(busy())
@@ -371,9 +384,7 @@ impl ApprovalService {
         if request.reason.trim().is_empty() {
             return Err(Rejection::invalid_field("reason", "is required to revoke"));
         }
-        for _ in 0..WRITE_ATTEMPTS {
-            let mut row = self.load(&request.approval_id).await?;
-            self.authorize(caller, &[Role::Reviewer], &EnvironmentKey::from(&row.scope))?;
+        self.update_as_reviewer(caller, &request.approval_id, |mut row, now| {
             if row.state == "denied" || row.state == "revoked" {
                 return Err(Rejection::new(
                     Reason::ApprovalNotRevocable,
@@ -381,23 +392,14 @@ impl ApprovalService {
                 )
                 .with("approval_id", row.approval_id.clone()));
             }
-            let expected_version = row.version;
-            let now = SystemTime::now();
             row.state = "revoked".to_owned();
             row.decision_reason = request.reason.clone();
             row.updated_at = now;
             let mut entry = self.entry(caller, &row, "approval.revoke", "approval_revoked");
-            entry.entry_id = new_decision_id();
             entry.detail = format!("revoked: {}", request.reason);
-            let write = ApprovalWrite::Update {
-                row: row.clone(),
-                expected_version,
-            };
-            if self.try_write(entry, write).await? {
-                return Ok(self.view(&row, now));
-            }
-        }
-        Err(busy())
+            Ok((row, entry))
+        })
+        .await
     }
 
     /// The approval as reviewers see it: with its environment's posture.
