@@ -13,7 +13,7 @@ use admission_contract::{Reason, pb};
 use admission_server::audit::chain::GENESIS_HASH;
 use admission_server::audit::{
     Append, Appended, ApprovalRow, ApprovalUse, ApprovalWrite, AuditEntry, AuditStore, ListFilter,
-    NewEntry, Receipt, StoreError, UseRefusal, service,
+    Receipt, StoreError, UseRefusal, service,
 };
 use common::{TestDb, entry, key, plain, prod, scope};
 
@@ -768,18 +768,14 @@ impl WriteLock {
     }
 }
 
-/// Environment variable telling the re-invoked test binary to act as the durability child.
-const CHILD_URL_ENV: &str = "AUDIT_DURABILITY_CHILD_URL";
 /// Acknowledgements the parent waits for before it kills the child.
 const ACKS_BEFORE_KILL: usize = 40;
 
 async fn acknowledged_entries_survive_sigkill(db: &TestDb) {
     // Create the schema first so the child starts appending at once.
     drop(db.open().await);
-    let exe = std::env::current_exe().unwrap();
-    let mut child = tokio::process::Command::new(exe)
-        .args(["durability_child", "--exact", "--ignored", "--nocapture"])
-        .env(CHILD_URL_ENV, &db.url)
+    let mut child = tokio::process::Command::new(append_until_killed())
+        .arg(&db.url)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .kill_on_drop(true)
@@ -831,33 +827,18 @@ fn parse_ack(line: &str) -> Option<(u64, String, String)> {
     Some((seq, parts.next()?.to_owned(), parts.next()?.to_owned()))
 }
 
-/// The durability child: appends from 4 tasks until killed, printing each acknowledged receipt.
-/// Run only by `acknowledged_entries_survive_sigkill`, which re-invokes this test binary.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "helper process for acknowledged_entries_survive_sigkill"]
-async fn durability_child() {
-    let Ok(url) = std::env::var(CHILD_URL_ENV) else {
-        println!("durability_child runs only when started by the durability test");
-        return;
-    };
-    let store = AuditStore::open(&url, admission_server::audit::StoreOptions::default())
-        .await
-        .unwrap();
-    let mut writers = Vec::new();
-    for writer in 0..4 {
-        let store = store.clone();
-        writers.push(tokio::spawn(async move {
-            for i in 0.. {
-                let new: NewEntry = entry(&format!("child-{writer}-{i}"), &prod(), "admitted");
-                let receipt = commit(&store, plain(new)).await;
-                println!(
-                    "ack {} {} {}",
-                    receipt.seq, receipt.entry_id, receipt.entry_hash
-                );
-            }
-        }));
-    }
-    for writer in writers {
-        writer.await.unwrap();
-    }
+/// The `audit_append_until_killed` example, which `cargo test` builds next to the test binaries
+/// (`target/<profile>/examples/`).
+fn append_until_killed() -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
+    let path = profile_dir
+        .join("examples")
+        .join("audit_append_until_killed");
+    assert!(
+        path.exists(),
+        "{} is missing; build it with cargo build -p admission-server --examples",
+        path.display()
+    );
+    path
 }
