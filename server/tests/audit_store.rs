@@ -13,7 +13,7 @@ use admission_contract::{Reason, pb};
 use admission_server::audit::chain::GENESIS_HASH;
 use admission_server::audit::{
     Append, Appended, ApprovalRow, ApprovalUse, ApprovalWrite, AuditEntry, AuditStore, ListFilter,
-    Receipt, StoreError, UseRefusal, service,
+    Receipt, StoreError, StoreOptions, UseRefusal, service,
 };
 use common::{TestDb, entry, key, plain, prod, scope};
 
@@ -26,6 +26,7 @@ on_both_backends!(
     approval_writes_compare_and_set,
     idempotency_duplicate_and_conflict,
     unwritable_store_fails_closed_and_recovers,
+    idle_store_reports_failure_without_traffic,
     acknowledged_entries_survive_sigkill,
 );
 
@@ -724,6 +725,25 @@ async fn unwritable_store_fails_closed_and_recovers(db: &TestDb) {
     assert_eq!(receipt.seq, 2);
     let entries = list_all(&store, &ListFilter::default(), 10).await;
     assert_eq!(ids(&entries), ["before", "after"]);
+    assert!(store.verify().await.unwrap().ok);
+}
+
+async fn idle_store_reports_failure_without_traffic(db: &TestDb) {
+    let options = StoreOptions {
+        durable_timeout: Duration::from_millis(500),
+        idle_probe_interval: Duration::from_millis(100),
+        ..StoreOptions::default()
+    };
+    let store = AuditStore::open(&db.url, options).await.unwrap();
+    let mut health = store.health();
+    assert!(*health.borrow());
+
+    // No appends at all: the idle probe finds the store unwritable, then writable again.
+    let lock = hold_write_lock(db).await;
+    health.wait_for(|healthy| !*healthy).await.unwrap();
+    lock.release().await;
+    health.wait_for(|healthy| *healthy).await.unwrap();
+    commit(&store, plain(entry("after", &prod(), "admitted"))).await;
     assert!(store.verify().await.unwrap().ok);
 }
 

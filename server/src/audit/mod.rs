@@ -291,6 +291,9 @@ pub struct StoreOptions {
     pub queue_capacity: usize,
     /// Interval of the recovery probe while unhealthy.
     pub probe_interval: Duration,
+    /// Time without appends after which the writer probes anyway, so a store that fails while
+    /// idle is reported before the next decision finds out.
+    pub idle_probe_interval: Duration,
     /// Connections in the pool.
     pub max_connections: u32,
 }
@@ -341,6 +344,7 @@ impl Default for StoreOptions {
             max_batch: 128,
             queue_capacity: 4096,
             probe_interval: Duration::from_millis(250),
+            idle_probe_interval: Duration::from_secs(5),
             max_connections: 8,
         }
     }

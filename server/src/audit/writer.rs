@@ -59,15 +59,16 @@ pub(super) async fn run(
     let health = &guard.0;
     let max_batch = options.max_batch.max(1);
     loop {
-        let first = if *health.borrow() {
-            jobs.recv().await
+        let probe_after = if *health.borrow() {
+            options.idle_probe_interval
         } else {
-            tokio::select! {
-                job = jobs.recv() => job,
-                () = tokio::time::sleep(options.probe_interval) => {
-                    probe(&db, health, &options).await;
-                    continue;
-                }
+            options.probe_interval
+        };
+        let first = tokio::select! {
+            job = jobs.recv() => job,
+            () = tokio::time::sleep(probe_after) => {
+                probe(&db, health, &options).await;
+                continue;
             }
         };
         let Some(first) = first else {
@@ -303,11 +304,15 @@ async fn record_refusal(
     Ok(Ok(Appended::Refused { refusal, receipt }))
 }
 
-/// While unhealthy: one probe; healthy again when it succeeds.
+/// One write probe while idle or unhealthy: health follows whether it can take the write lock
+/// and write within the bound.
 async fn probe(db: &Db, health: &watch::Sender<bool>, options: &StoreOptions) {
     match db.probe(options.durable_timeout).await {
         Ok(()) => set_health(health, true),
-        Err(error) => tracing::debug!(error = %error, "audit store is still not writable"),
+        Err(error) => {
+            tracing::debug!(error = %error, "audit store is not writable");
+            set_health(health, false);
+        }
     }
 }
 
