@@ -14,7 +14,7 @@ use std::{
 
 use admission_client::{AdmissionClient, AdmitError, Reason, Rejection, pb};
 use admission_server::{
-    audit::{Append, NewEntry, Scope},
+    audit::{Append, AuditStore, ListFilter, NewEntry, Scope, StoreOptions},
     config::Config,
 };
 use common::{AUDITOR, DEFAULT_ROLES, NOBODY, ORCHESTRATOR, Pki, REVIEWER, TestServer};
@@ -143,6 +143,75 @@ async fn fail_closed_and_recover(backend: Backend) {
     assert!(report.ok, "{report:?}");
     assert_eq!(report.entries_checked, entries.len() as u64);
     finish(server, pg).await;
+}
+
+// === graceful shutdown ===
+
+/// A decision in flight when graceful shutdown begins is still decided, recorded and answered
+/// before the server stops. PostgreSQL shows deterministically that the call is in flight: its
+/// write waits on a lock this test holds.
+#[tokio::test]
+async fn postgres_in_flight_admission_finishes_during_graceful_shutdown() {
+    let Some((server, Some(pg))) = start(
+        Backend::Postgres,
+        "graceful_shutdown",
+        "[audit]\ndurable_timeout = \"30s\"\n",
+    )
+    .await
+    else {
+        return;
+    };
+    let orchestrator = server.client(ORCHESTRATOR).await;
+    orchestrator
+        .admit_deploy(deploy("dev", "graceful-0"))
+        .await
+        .unwrap();
+
+    let lock = StoreLock::acquire(Backend::Postgres, &pg.url).await;
+    let call = tokio::spawn({
+        let orchestrator = orchestrator.clone();
+        async move { orchestrator.admit_deploy(deploy("dev", "graceful-1")).await }
+    });
+    wait_for_lock_waiter(&pg.url).await;
+    let stopping = tokio::spawn(server.stop());
+    lock.release().await;
+
+    let admission = call
+        .await
+        .unwrap()
+        .expect("the in-flight admission is answered");
+    stopping.await.unwrap();
+    let store = AuditStore::open(&pg.url, StoreOptions::default())
+        .await
+        .unwrap();
+    let (entries, _) = store.list(&ListFilter::default(), 10, "").await.unwrap();
+    let recorded: Vec<_> = entries.iter().map(|e| e.entry.entry_id.as_str()).collect();
+    assert!(
+        recorded.contains(&admission.decision_id.as_str()),
+        "{recorded:?}"
+    );
+    assert!(store.verify().await.unwrap().ok);
+    drop(store);
+    pg.drop_database().await;
+}
+
+/// Waits until some session waits for a lock in the database at `url`.
+async fn wait_for_lock_waiter(url: &str) {
+    let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+    for _ in 0..POLL_ATTEMPTS {
+        let (waiting,): (i64,) = sqlx::query_as(
+            "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database \
+             WHERE NOT l.granted AND d.datname = current_database()",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        if waiting > 0 {
+            return;
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+    panic!("no write ever waited on the held lock");
 }
 
 // === two replicas, one chain ===
