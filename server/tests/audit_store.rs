@@ -13,7 +13,7 @@ use admission_contract::{Reason, pb};
 use admission_server::audit::chain::GENESIS_HASH;
 use admission_server::audit::{
     Append, Appended, ApprovalRow, ApprovalUse, ApprovalWrite, AuditEntry, AuditStore, ListFilter,
-    Receipt, StoreError, StoreOptions, UseRefusal, service,
+    Receipt, RefusalRecord, StoreError, StoreOptions, UseRefusal, service,
 };
 use common::{TestDb, entry, key, plain, prod, scope};
 
@@ -23,6 +23,7 @@ on_both_backends!(
     two_instances_extend_one_chain,
     single_use_approval_is_consumed_once,
     revoked_approval_is_refused,
+    refused_shadow_admission_is_kept_for_retries,
     approval_writes_compare_and_set,
     idempotency_duplicate_and_conflict,
     unwritable_store_fails_closed_and_recovers,
@@ -361,12 +362,59 @@ fn admit_consuming(entry_id: &str, uses: Vec<ApprovalUse>) -> Append {
             };
             rejected.reason = reason.to_owned();
             rejected.grpc_code = code.to_owned();
-            rejected
+            RefusalRecord {
+                entry: rejected,
+                admission: None,
+            }
         })),
         idempotency: None,
         admission: Some(b"admission".to_vec()),
         approval_write: None,
     }
+}
+
+/// A shadow-mode admission decided inside the append (its use refused) is stored with the
+/// idempotency key like any admission, with the hash of the entry that recorded it.
+async fn refused_shadow_admission_is_kept_for_retries(db: &TestDb) {
+    use prost::Message;
+
+    let store = db.open().await;
+    commit(
+        &store,
+        admit_consuming("first", vec![approval_use("apr_shadow", 1)]),
+    )
+    .await;
+
+    let shadow = pb::Admission {
+        decision_id: "second".to_owned(),
+        shadow_reason: "APPROVAL_CONSUMED".to_owned(),
+        ..pb::Admission::default()
+    };
+    let encoded = shadow.encode_to_vec();
+    let mut append = admit_consuming("second", vec![approval_use("apr_shadow", 1)]);
+    append.idempotency = Some(key("orchestrator", "req-shadow", "fp-1"));
+    append.on_refused = Some(Box::new(move |_: &UseRefusal| RefusalRecord {
+        entry: entry("second", &prod(), "admitted_shadow"),
+        admission: Some(encoded),
+    }));
+    let Ok(Appended::Refused { receipt, .. }) = store.append(append).await else {
+        panic!("the single use is gone, so the append is refused");
+    };
+
+    let (fingerprint, stored) = store
+        .idempotency("orchestrator", "req-shadow")
+        .await
+        .unwrap()
+        .expect("the request id is recorded");
+    assert_eq!(fingerprint, "fp-1");
+    let stored = pb::Admission::decode(stored.expect("admission kept").as_slice()).unwrap();
+    assert_eq!(
+        stored,
+        pb::Admission {
+            audit_entry_hash: receipt.entry_hash,
+            ..shadow
+        }
+    );
 }
 
 async fn single_use_approval_is_consumed_once(db: &TestDb) {

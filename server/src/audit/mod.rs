@@ -212,8 +212,18 @@ pub enum ApprovalWrite {
     },
 }
 
-/// Builds the entry recorded instead when an approval use is refused.
-pub type OnRefused = Box<dyn FnOnce(&UseRefusal) -> NewEntry + Send>;
+/// Builds what is recorded instead when an approval use is refused.
+pub type OnRefused = Box<dyn FnOnce(&UseRefusal) -> RefusalRecord + Send>;
+
+/// What an append records when one of its approval uses is refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RefusalRecord {
+    /// The entry recorded instead of the append's own.
+    pub entry: NewEntry,
+    /// Encoded `pb::Admission` when the decision still admits (shadow mode); stored with the
+    /// idempotency key like [`Append::admission`], so a retry gets the same answer.
+    pub admission: Option<Vec<u8>>,
+}
 
 /// One decision to record, with the state changes that must commit with it.
 pub struct Append {
@@ -221,7 +231,7 @@ pub struct Append {
     pub entry: NewEntry,
     /// Approval uses to consume, all or nothing.
     pub consume: Vec<ApprovalUse>,
-    /// The entry recorded instead when a use is refused (required when `consume` is non-empty).
+    /// What is recorded instead when a use is refused (required when `consume` is non-empty).
     pub on_refused: Option<OnRefused>,
     /// The request's idempotency key, stored with the entry.
     pub idempotency: Option<IdempotencyKey>,

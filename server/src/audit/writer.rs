@@ -9,7 +9,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use super::db::{Db, WriteTx};
-use super::{Append, Appended, ApprovalUse, StoreError, StoreOptions, UseRefusal};
+use super::{Append, Appended, ApprovalUse, RefusalRecord, StoreError, StoreOptions, UseRefusal};
 
 /// Savepoint around one append whose approval write must be undone when a use is refused.
 const SAVEPOINT: &str = "SAVEPOINT audit_item";
@@ -288,7 +288,7 @@ async fn record_refusal(
     let Some(on_refused) = append.on_refused.take() else {
         return Ok(Err(StoreError::MissingRefusalEntry));
     };
-    let entry = on_refused(&refusal);
+    let RefusalRecord { entry, admission } = on_refused(&refusal);
     if entry.entry_id != append.entry.entry_id && tx.entry_exists(&entry.entry_id).await? {
         return Ok(Err(StoreError::DuplicateEntryId));
     }
@@ -298,7 +298,10 @@ async fn record_refusal(
     head.seq = receipt.seq;
     head.hash.clone_from(&receipt.entry_hash);
     if let Some(key) = &append.idempotency {
-        tx.put_idempotency(key, None, &receipt.entry_id, now)
+        let admission = admission
+            .as_deref()
+            .map(|encoded| as_answered(encoded, &receipt.entry_hash));
+        tx.put_idempotency(key, admission.as_deref(), &receipt.entry_id, now)
             .await?;
     }
     Ok(Ok(Appended::Refused { refusal, receipt }))

@@ -20,8 +20,8 @@ use self::{
 };
 use crate::{
     audit::{
-        Append, Appended, ApprovalUse, AuditStore, IdempotencyKey, NewEntry, Receipt, Scope,
-        StoreError, UseRefusal,
+        Append, Appended, ApprovalUse, AuditStore, IdempotencyKey, NewEntry, Receipt,
+        RefusalRecord, Scope, StoreError, UseRefusal,
     },
     credential::KeyRing,
     policy::{ActionKind, Enforcement, EnvironmentPolicy, Policies, PolicyDecision},
@@ -317,11 +317,12 @@ impl Engine {
             .collect();
         let refused_entry = entry.clone();
         let shadow = policy.enforcement == Enforcement::AuditOnly;
+        let shadow_admission = shadow.then(|| admission.clone());
         let append = Append {
             entry,
             consume,
             on_refused: Some(Box::new(move |refusal: &UseRefusal| {
-                refused(refused_entry, refusal, shadow)
+                refused(refused_entry, refusal, shadow_admission)
             })),
             idempotency: Some(IdempotencyKey {
                 caller: caller.identity.as_str().to_owned(),
@@ -334,10 +335,7 @@ impl Engine {
         match self.inner.store.append(append).await? {
             Appended::Committed(receipt) => Ok(with_receipt(admission, &receipt)),
             Appended::Refused { refusal, receipt } if shadow => {
-                let mut admission = with_receipt(admission, &receipt);
-                admission.approval_ids.clear();
-                admission.shadow_reason = refusal_rejection(&refusal).reason.as_str().to_owned();
-                Ok(admission)
+                Ok(with_receipt(shadow_refused(admission, &refusal), &receipt))
             }
             Appended::Refused { refusal, receipt } => Err(Outcome::Reject(
                 refusal_rejection(&refusal).with("decision_id", receipt.entry_id),
@@ -594,17 +592,35 @@ fn set_rejection(entry: &mut NewEntry, rejection: &Rejection) {
     entry.detail = rejection.message.clone();
 }
 
-/// The entry recorded when the store refuses a use inside the append transaction: a rejection,
-/// or in shadow mode an admission reporting the would-be rejection.
-fn refused(mut entry: NewEntry, refusal: &UseRefusal, shadow: bool) -> NewEntry {
+/// What is recorded when the store refuses a use inside the append transaction: a rejection,
+/// or in shadow mode an admission reporting the would-be rejection (stored for retries).
+fn refused(
+    mut entry: NewEntry,
+    refusal: &UseRefusal,
+    shadow_admission: Option<pb::Admission>,
+) -> RefusalRecord {
     let rejection = refusal_rejection(refusal);
     set_rejection(&mut entry, &rejection);
-    if shadow {
-        entry.outcome = "admitted_shadow".to_owned();
-        entry.grpc_code = GRPC_OK.to_owned();
-        entry.approval_ids.clear();
+    let Some(admission) = shadow_admission else {
+        return RefusalRecord {
+            entry,
+            admission: None,
+        };
+    };
+    entry.outcome = "admitted_shadow".to_owned();
+    entry.grpc_code = GRPC_OK.to_owned();
+    entry.approval_ids.clear();
+    RefusalRecord {
+        entry,
+        admission: Some(shadow_refused(admission, refusal).encode_to_vec()),
     }
-    entry
+}
+
+/// The shadow-mode admission when a use was refused: nothing consumed, the reason reported.
+fn shadow_refused(mut admission: pb::Admission, refusal: &UseRefusal) -> pb::Admission {
+    admission.approval_ids.clear();
+    admission.shadow_reason = refusal_rejection(refusal).reason.as_str().to_owned();
+    admission
 }
 
 fn refusal_rejection(refusal: &UseRefusal) -> Rejection {
