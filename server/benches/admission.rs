@@ -6,7 +6,9 @@
 //! `grpc.health.v1.Health/Check` over the same connections at the same concurrency: the transport
 //! cost without a decision or a durable write. Every other scenario makes one durable audit
 //! append per call; at the end the bench checks that the chain verifies and holds exactly the
-//! decisions it made, so it measures real decisions.
+//! decisions it made, so it measures real decisions. Last, it appends straight into fresh
+//! SQLite audit stores with one COMMIT per append and with the default group commit, which
+//! isolates what batching is worth on this disk.
 //!
 //! Settings, from the environment:
 //! - `BENCH_CALLS`: calls per scenario (default 2000);
@@ -35,7 +37,9 @@ use std::{
 use admission_client::{AdmissionClient, Reason, SpecHash, pb};
 use admission_contract::credential::{Claims, SigningKey};
 use admission_server::{
-    audit::{ListFilter, MAX_PAGE_SIZE},
+    audit::{
+        Append, Appended, AuditStore, ListFilter, MAX_PAGE_SIZE, NewEntry, Scope, StoreOptions,
+    },
     config::Config,
     dev::{self, DevEnvironment},
     serve::{self, AppState, ServeError},
@@ -117,6 +121,17 @@ struct Measurement {
     latencies: Vec<Duration>,
 }
 
+/// Appends per second straight into an [`AuditStore`], one COMMIT per append against group
+/// commit: the batching evidence the end-to-end numbers cannot isolate.
+#[derive(Clone, Copy, Debug)]
+struct StoreBatching {
+    concurrency: usize,
+    appends: usize,
+    single_per_second: f64,
+    grouped_per_second: f64,
+    max_batch: usize,
+}
+
 /// A measurement next to the baseline measured at the same concurrency.
 #[derive(Clone, Debug)]
 struct Row {
@@ -155,13 +170,18 @@ async fn main() -> Result<(), BenchError> {
         postgres.stop().await?;
     }
 
+    let batching = store_batching(&dev_env.dir, &settings).await?;
+
     print_table(&rows);
-    print_group_commit(&rows, fsync_per_second);
+    print_group_commit(&rows, fsync_per_second, &batching);
     println!("audit trail: sqlite verified {sqlite_entries} entries, one per decision");
     if let Some(entries) = postgres_entries {
         println!("audit trail: postgres verified {entries} new entries, one per decision");
     }
-    println!("{}", json_line(&settings, &rows, fsync_per_second));
+    println!(
+        "{}",
+        json_line(&settings, &rows, fsync_per_second, &batching)
+    );
     Ok(())
 }
 
@@ -301,6 +321,97 @@ fn fsync_rate(dir: &Path) -> std::io::Result<f64> {
     Ok(rate)
 }
 
+/// Appends straight into fresh SQLite stores in `dir` at the highest concurrency, first with
+/// one append per transaction, then with the default group commit.
+async fn store_batching(dir: &Path, settings: &Settings) -> Result<StoreBatching, BenchError> {
+    let concurrency = settings.concurrency.iter().copied().max().unwrap_or(1);
+    let grouped = StoreOptions::default();
+    let max_batch = grouped.max_batch;
+    let single = StoreOptions {
+        max_batch: 1,
+        ..StoreOptions::default()
+    };
+    let (appends, single_per_second) =
+        appends_per_second(&dir.join("batch-1.db"), single, settings, concurrency).await?;
+    let (_, grouped_per_second) = appends_per_second(
+        &dir.join("batch-default.db"),
+        grouped,
+        settings,
+        concurrency,
+    )
+    .await?;
+    Ok(StoreBatching {
+        concurrency,
+        appends,
+        single_per_second,
+        grouped_per_second,
+        max_batch,
+    })
+}
+
+/// Up to `settings.calls` appends from `concurrency` tasks into a new store at `file`; returns
+/// how many were made and their rate.
+async fn appends_per_second(
+    file: &Path,
+    options: StoreOptions,
+    settings: &Settings,
+    concurrency: usize,
+) -> Result<(usize, f64), BenchError> {
+    let store = AuditStore::open(&format!("sqlite://{}", file.display()), options).await?;
+    let next = Arc::new(AtomicUsize::new(0));
+    let (calls, deadline) = (settings.calls, Instant::now() + settings.max_time);
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (store, next) = (store.clone(), next.clone());
+            tokio::spawn(async move {
+                let mut made = 0usize;
+                loop {
+                    let index = next.fetch_add(1, Ordering::Relaxed);
+                    if index >= calls || Instant::now() >= deadline {
+                        return Ok::<_, BenchError>(made);
+                    }
+                    match store.append(bench_append(index)).await? {
+                        Appended::Committed(_) => made += 1,
+                        other => return Err(format!("append refused: {other:?}").into()),
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut made = 0;
+    for task in tasks {
+        made += task.await??;
+    }
+    Ok((made, made as f64 / started.elapsed().as_secs_f64()))
+}
+
+/// A plain decision entry, as the admit path records for `dev/app/dev`.
+fn bench_append(index: usize) -> Append {
+    Append {
+        entry: NewEntry {
+            entry_id: format!("store-bench-{index}"),
+            actor: "spiffe://dev.local/orchestrator/ci".to_owned(),
+            actor_cert_sha256: "0".repeat(64),
+            initiated_by: "bench@example.com".to_owned(),
+            action: "deploy.admit".to_owned(),
+            scope: Scope {
+                org_id: "dev".to_owned(),
+                project_id: "app".to_owned(),
+                environment_id: "dev".to_owned(),
+            },
+            outcome: "admitted".to_owned(),
+            grpc_code: "OK".to_owned(),
+            ..NewEntry::default()
+        },
+        consume: Vec::new(),
+        on_refused: None,
+        idempotency: None,
+        admission: None,
+        approval_write: None,
+    }
+}
+
 /// The service's own signing key, as `admission-server dev` configured it.
 fn signing_key(config: &Path) -> Result<Arc<SigningKey>, BenchError> {
     let config = Config::load(config)?;
@@ -346,12 +457,14 @@ fn print_table(rows: &[Row]) {
     println!();
 }
 
-/// How admit throughput scales with concurrency, next to the disk's fsync rate: more entries
-/// per second than fsyncs per second means several entries share one COMMIT.
-fn print_group_commit(rows: &[Row], fsync_per_second: f64) {
-    println!("disk: {fsync_per_second:.0} fsync/s (4 KiB appends in the bench's directory)");
-    let stores = ["sqlite", "postgres"];
-    for store in stores {
+/// How admit throughput scales with concurrency, the disk's fsync rate, and the store alone
+/// with one COMMIT per append against group commit.
+fn print_group_commit(rows: &[Row], fsync_per_second: f64, batching: &StoreBatching) {
+    println!(
+        "disk: {fsync_per_second:.0} fsync/s (4 KiB appends in the bench's directory); \
+         one COMMIT per entry cannot exceed this"
+    );
+    for store in ["sqlite", "postgres"] {
         let admits: Vec<&Measurement> = rows
             .iter()
             .map(|row| &row.measured)
@@ -361,18 +474,32 @@ fn print_group_commit(rows: &[Row], fsync_per_second: f64) {
             continue;
         };
         println!(
-            "group commit ({store}): admit at concurrency {} = {:.2}x admit at {}; \
-             {:.2} durable entries per disk fsync at {}",
+            "admit dev ({store}): {:.0}/s at concurrency {} = {:.2}x the {:.0}/s at {}",
+            last.throughput(),
             last.concurrency,
             last.throughput() / first.throughput(),
-            first.concurrency,
-            last.throughput() / fsync_per_second,
-            last.concurrency
+            first.throughput(),
+            first.concurrency
         );
     }
+    println!(
+        "audit store alone (sqlite, {} appends from {} tasks): {:.0}/s with max_batch 1, \
+         {:.0}/s with max_batch {} = {:.2}x from group commit",
+        batching.appends,
+        batching.concurrency,
+        batching.single_per_second,
+        batching.grouped_per_second,
+        batching.max_batch,
+        batching.grouped_per_second / batching.single_per_second
+    );
 }
 
-fn json_line(settings: &Settings, rows: &[Row], fsync_per_second: f64) -> serde_json::Value {
+fn json_line(
+    settings: &Settings,
+    rows: &[Row],
+    fsync_per_second: f64,
+    batching: &StoreBatching,
+) -> serde_json::Value {
     let results: Vec<serde_json::Value> = rows
         .iter()
         .map(|row| {
@@ -402,6 +529,14 @@ fn json_line(settings: &Settings, rows: &[Row], fsync_per_second: f64) -> serde_
         "calls_per_scenario": settings.calls,
         "max_seconds_per_scenario": settings.max_time.as_secs_f64(),
         "fsync_per_s": fsync_per_second,
+        "store_batching": {
+            "store": "sqlite",
+            "concurrency": batching.concurrency,
+            "appends": batching.appends,
+            "max_batch_1_per_s": batching.single_per_second,
+            "grouped_per_s": batching.grouped_per_second,
+            "max_batch": batching.max_batch,
+        },
         "results": results,
     })
 }
