@@ -11,7 +11,8 @@
 //! isolates what batching is worth on this disk.
 //!
 //! Settings, from the environment:
-//! - `BENCH_CALLS`: calls per scenario (default 2000);
+//! - `BENCH_CALLS`: calls per scenario (default 2000; 10 when run as a smoke check by
+//!   `cargo test --benches`, which does not pass `--bench`);
 //! - `BENCH_SECONDS`: time cap per scenario (default 20);
 //! - `BENCH_CONCURRENCY`: comma-separated concurrency levels (default `1,8,64`); the credential
 //!   and rejection scenarios run at 8, or at the highest level when 8 is not listed;
@@ -567,6 +568,13 @@ fn now_whole_seconds() -> SystemTime {
 
 impl Settings {
     fn from_env() -> Result<Self, BenchError> {
+        // `cargo bench` passes `--bench`; `cargo test --benches` does not, and only needs to see
+        // every scenario work.
+        let default_calls = if env::args().any(|arg| arg == "--bench") {
+            2000
+        } else {
+            10
+        };
         let concurrency = match env::var("BENCH_CONCURRENCY") {
             Ok(text) => text
                 .split(',')
@@ -585,7 +593,7 @@ impl Settings {
             concurrency.iter().copied().max().unwrap_or(8)
         };
         Ok(Self {
-            calls: env_number("BENCH_CALLS", 2000)?,
+            calls: env_number("BENCH_CALLS", default_calls)?,
             max_time: Duration::from_secs(env_number("BENCH_SECONDS", 20)? as u64),
             concurrency,
             policy_concurrency,
