@@ -33,7 +33,7 @@ async fn admissionctl_admits_lists_and_verifies_against_the_dev_server() {
         assert!(orchestrator.contains_key(name), "{name} in {printed}");
     }
     let mut auditor = orchestrator.clone();
-    auditor.extend(auditor_identity(&printed));
+    auditor.extend(identity_line(&printed, "as the auditor"));
 
     let spec = tmp.path().join("spec.kv");
     std::fs::write(&spec, "image=app:1\nreplicas=2\n").unwrap();
@@ -118,6 +118,229 @@ async fn admissionctl_admits_lists_and_verifies_against_the_dev_server() {
     server.kill().await.unwrap();
 }
 
+/// The operator flow through the CLI alone: a prod deploy is refused, an approval is requested,
+/// approved by a reviewer, selected and attached with `--approval`; an offline credential from
+/// `admissionctl sign` admits too; a dry-run replay needs none; a revoked approval is refused.
+#[tokio::test]
+async fn admissionctl_runs_the_approval_flow_against_the_dev_server() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("dev");
+    let (mut server, printed) = start_dev(&dir).await;
+    let orchestrator = exports(&printed);
+    let mut reviewer = orchestrator.clone();
+    reviewer.extend(identity_line(&printed, "as a reviewer"));
+    let spec_path = tmp.path().join("spec.kv");
+    std::fs::write(&spec_path, "pipeline=payments-api\nversion=2026.11.24\n").unwrap();
+    let spec = spec_path.to_str().unwrap();
+    let deploy = |request_id: &'static str| {
+        vec![
+            "--json",
+            "deploy",
+            "admit",
+            "--env",
+            "dev/app/prod",
+            "--spec",
+            spec,
+            "--pipeline-version",
+            "2026.11.24",
+            "--bundle-id",
+            "bundle-1",
+            "--bundle-digest",
+            "sha256:0000000000000000000000000000000000000000000000000000000000000000",
+            "--initiated-by",
+            "alice@dev.local",
+            "--request-id",
+            request_id,
+        ]
+    };
+
+    // Step 2: without approval, a typed rejection with its decision id.
+    let refused = json(admissionctl(&orchestrator, &deploy("cli-prod-1")).await, 1);
+    assert_eq!(refused["admitted"], false);
+    assert_eq!(refused["reason"], "APPROVAL_REQUIRED");
+    assert_eq!(refused["code"], "PERMISSION_DENIED");
+    assert!(refused["decision_id"].as_str().unwrap().starts_with("dec_"));
+
+    // Steps 3–4: request, review, select.
+    let created = json(
+        admissionctl(
+            &orchestrator,
+            &[
+                "--json",
+                "approvals",
+                "create",
+                "--env",
+                "dev/app/prod",
+                "--spec",
+                spec,
+                "--justification",
+                "release 2026.11.24",
+                "--initiated-by",
+                "alice@dev.local",
+            ],
+        )
+        .await,
+        0,
+    );
+    let approval = &created[0];
+    assert_eq!(approval["state"], "pending");
+    assert_eq!(approval["posture"], "prod");
+    let approval_id = approval["approval_id"].as_str().unwrap().to_owned();
+    let decided = json(
+        admissionctl(
+            &reviewer,
+            &["--json", "approvals", "decide", &approval_id, "--approve"],
+        )
+        .await,
+        0,
+    );
+    assert_eq!(decided[0]["state"], "approved");
+    assert_eq!(
+        decided[0]["approvers"][0],
+        "spiffe://dev.local/reviewer/alice"
+    );
+    let eligible = json(
+        admissionctl(
+            &orchestrator,
+            &[
+                "--json",
+                "approvals",
+                "list",
+                "--env",
+                "dev/app/prod",
+                "--spec",
+                spec,
+            ],
+        )
+        .await,
+        0,
+    );
+    assert_eq!(eligible[0]["approval_id"], approval_id.as_str());
+
+    // Step 5: submit with the approval attached.
+    let mut with_approval = deploy("cli-prod-2");
+    with_approval.extend(["--approval", approval_id.as_str()]);
+    let admitted = json(admissionctl(&orchestrator, &with_approval).await, 0);
+    assert_eq!(admitted["admitted"], true);
+    assert_eq!(admitted["approval_ids"][0], approval_id.as_str());
+
+    // A credential signed offline with the dev key admits too.
+    let config = std::fs::read_to_string(dir.join("admission.toml")).unwrap();
+    let kid = config
+        .lines()
+        .find_map(|line| line.strip_prefix("kid = "))
+        .unwrap()
+        .trim_matches('"')
+        .to_owned();
+    let signing_key = dir.join("signing.key");
+    let signed = admissionctl(
+        &orchestrator,
+        &[
+            "sign",
+            "--signing-key",
+            signing_key.to_str().unwrap(),
+            "--kid",
+            &kid,
+            "--org",
+            "dev",
+            "--project",
+            "app",
+            "--env",
+            "prod",
+            "--posture",
+            "prod",
+            "--spec",
+            spec,
+            "--capability",
+            "deploy",
+            "--ttl",
+            "10m",
+            "--issued-by",
+            "spiffe://dev.local/reviewer/bob",
+            "--approval-id",
+            "apr_cli_offline",
+        ],
+    )
+    .await;
+    assert_eq!(signed.status.code(), Some(0), "{}", text(&signed));
+    let credential = String::from_utf8(signed.stdout).unwrap().trim().to_owned();
+    let mut offline = deploy("cli-prod-3");
+    offline.extend(["--credential", credential.as_str()]);
+    let admitted = json(admissionctl(&orchestrator, &offline).await, 0);
+    assert_eq!(admitted["approval_ids"][0], "apr_cli_offline");
+
+    // Dry-run replay needs no credential, even in prod.
+    let replay = json(
+        admissionctl(
+            &orchestrator,
+            &[
+                "--json",
+                "replay",
+                "admit",
+                "--env",
+                "dev/app/prod",
+                "--mode",
+                "dry-run",
+                "--incident",
+                "INC-7",
+                "--spec",
+                spec,
+                "--artifact-id",
+                "capture-1",
+                "--artifact-digest",
+                "sha256:1111111111111111111111111111111111111111111111111111111111111111",
+                "--initiated-by",
+                "alice@dev.local",
+            ],
+        )
+        .await,
+        0,
+    );
+    assert_eq!(replay["action"], "replay_dry_run");
+
+    // Revoked: its credentials no longer admit.
+    let revoked = json(
+        admissionctl(
+            &reviewer,
+            &[
+                "--json",
+                "approvals",
+                "revoke",
+                &approval_id,
+                "--reason",
+                "rollback",
+            ],
+        )
+        .await,
+        0,
+    );
+    assert_eq!(revoked[0]["state"], "revoked");
+    let mut after_revoke = deploy("cli-prod-4");
+    after_revoke.extend(["--approval", approval_id.as_str()]);
+    let refused = json(admissionctl(&orchestrator, &after_revoke).await, 1);
+    assert_eq!(refused["reason"], "APPROVAL_REVOKED");
+    assert_eq!(refused["metadata"]["approval_id"], approval_id.as_str());
+    server.kill().await.unwrap();
+}
+
+/// The JSON stdout of a run that exited with `status`.
+fn json(output: Output, status: i32) -> serde_json::Value {
+    assert_eq!(output.status.code(), Some(status), "{}", text(&output));
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&output)))
+}
+
+/// `ADMISSION_CERT` and `ADMISSION_KEY` from the printed line containing `marker`.
+fn identity_line(printed: &str, marker: &str) -> HashMap<String, String> {
+    let line = printed
+        .lines()
+        .find(|line| line.contains(marker))
+        .unwrap_or_else(|| panic!("no {marker:?} line in {printed}"));
+    let found = assignments(line);
+    assert!(found.contains_key("ADMISSION_CERT"), "{line}");
+    assert!(found.contains_key("ADMISSION_KEY"), "{line}");
+    found
+}
+
 /// `admission-server`, next to `admissionctl` in the same target directory.
 fn server_binary() -> PathBuf {
     let ctl = Path::new(ADMISSIONCTL);
@@ -171,18 +394,6 @@ fn exports(printed: &str) -> HashMap<String, String> {
         .find_map(|line| line.strip_prefix("export "))
         .unwrap_or_else(|| panic!("no export line in {printed}"));
     assignments(line)
-}
-
-/// `ADMISSION_CERT` and `ADMISSION_KEY` from the printed auditor line.
-fn auditor_identity(printed: &str) -> HashMap<String, String> {
-    let line = printed
-        .lines()
-        .find(|line| line.contains("as the auditor"))
-        .unwrap_or_else(|| panic!("no auditor line in {printed}"));
-    let found = assignments(line);
-    assert!(found.contains_key("ADMISSION_CERT"), "{line}");
-    assert!(found.contains_key("ADMISSION_KEY"), "{line}");
-    found
 }
 
 fn assignments(line: &str) -> HashMap<String, String> {
