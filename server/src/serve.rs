@@ -3,10 +3,8 @@
 use std::{future::Future, io, net::SocketAddr, sync::Arc};
 
 use admission_contract::pb::{
-    approvals_server::{Approvals, ApprovalsServer},
-    audit_server::{Audit, AuditServer},
-    deploy_admission_server::{DeployAdmission, DeployAdmissionServer},
-    replay_admission_server::{ReplayAdmission, ReplayAdmissionServer},
+    approvals_server::ApprovalsServer, audit_server::AuditServer,
+    deploy_admission_server::DeployAdmissionServer, replay_admission_server::ReplayAdmissionServer,
 };
 use tokio::net::TcpListener;
 use tonic::server::NamedService;
@@ -19,7 +17,7 @@ use crate::{
     audit::{AuditStore, StoreError, StoreOptions},
     config::Config,
     decision::{Engine, request::RequestLimits},
-    grpc::{self, Api, RouterError},
+    grpc::{self, RouterError},
     roles::RoleBindings,
     tls::{self, AcceptSettings, TransportMetrics},
 };
@@ -228,31 +226,14 @@ pub async fn run_on(
     serve_with_listener(listener, state, shutdown).await
 }
 
-/// Serves the API services of this build on an already-bound listener.
+/// Serves the API on an already-bound listener until `shutdown` completes; calls in flight
+/// then finish before this returns.
 pub async fn serve_with_listener(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
-    let api = grpc::services(&state);
-    serve_api(listener, state, api, shutdown).await
-}
-
-/// Serves `api` on an already-bound listener until `shutdown` completes; calls in flight
-/// then finish before this returns.
-pub async fn serve_api<D, R, A, U>(
-    listener: TcpListener,
-    state: AppState,
-    api: Api<D, R, A, U>,
-    shutdown: impl Future<Output = ()>,
-) -> Result<(), ServeError>
-where
-    D: DeployAdmission,
-    R: ReplayAdmission,
-    A: Approvals,
-    U: Audit,
-{
-    let routes = api.into_routes(&state)?;
+    let routes = grpc::routes(&state)?;
     let limits = &state.config.limits;
     let incoming = tls::incoming(
         listener,

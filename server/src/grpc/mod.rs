@@ -1,18 +1,15 @@
 //! The gRPC adapters: the four API services of SPEC §3, plus health and reflection.
 //!
-//! [`Api`] holds one value per API service; [`services`] builds the ones this build serves.
-//! Each adapter converts wire types, names the caller and hands over to the domain.
+//! [`routes`] serves them all; each adapter converts wire types, names the caller and hands
+//! over to the domain.
 
 pub mod admission;
 pub mod approvals;
 pub mod audit;
 
 use admission_contract::pb::{
-    self,
-    approvals_server::{Approvals, ApprovalsServer},
-    audit_server::{Audit, AuditServer},
-    deploy_admission_server::{DeployAdmission, DeployAdmissionServer},
-    replay_admission_server::{ReplayAdmission, ReplayAdmissionServer},
+    self, approvals_server::ApprovalsServer, audit_server::AuditServer,
+    deploy_admission_server::DeployAdmissionServer, replay_admission_server::ReplayAdmissionServer,
 };
 use tonic::service::Routes;
 use tonic_health::{pb::health_server::HealthServer, server::HealthService};
@@ -28,22 +25,6 @@ pub use self::{
     approvals::ApprovalsService,
     audit::AuditService,
 };
-
-/// The four API services, each a value that can be swapped independently.
-#[derive(Clone, Debug)]
-pub struct Api<D, R, A, U> {
-    /// `byteor.admission.v1.DeployAdmission`.
-    pub deploy: D,
-    /// `byteor.admission.v1.ReplayAdmission`.
-    pub replay: R,
-    /// `byteor.admission.v1.Approvals`.
-    pub approvals: A,
-    /// `byteor.admission.v1.Audit`.
-    pub audit: U,
-}
-
-/// The implementations this build serves.
-pub type ServedApi = Api<DeployService, ReplayService, ApprovalsService, AuditService>;
 
 /// Every RPC of the API, for role checks (SPEC §2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -77,14 +58,32 @@ pub enum Rpc {
 #[error("cannot build the reflection service: {0}")]
 pub struct RouterError(#[from] tonic_reflection::server::Error);
 
-/// The API services this build serves, over `state`.
-pub fn services(state: &AppState) -> ServedApi {
-    Api {
-        deploy: DeployService::new(state.engine().clone()),
-        replay: ReplayService::new(state.engine().clone()),
-        approvals: ApprovalsService::new(state.roles(), state.approvals().clone()),
-        audit: AuditService::new(state.roles(), state.store().clone()),
-    }
+/// The routes: the four API services over `state`, `grpc.health.v1.Health` and
+/// `grpc.reflection.v1`.
+pub fn routes(state: &AppState) -> Result<Routes, RouterError> {
+    let health = HealthServer::new(HealthService::from_health_reporter(
+        state.health().reporter(),
+    ));
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    Ok(Routes::new(health)
+        .add_service(reflection)
+        .add_service(DeployAdmissionServer::new(DeployService::new(
+            state.engine().clone(),
+        )))
+        .add_service(ReplayAdmissionServer::new(ReplayService::new(
+            state.engine().clone(),
+        )))
+        .add_service(ApprovalsServer::new(ApprovalsService::new(
+            state.roles(),
+            state.approvals().clone(),
+        )))
+        .add_service(AuditServer::new(AuditService::new(
+            state.roles(),
+            state.store().clone(),
+        ))))
 }
 
 /// Checks that the caller of `request` holds a role `rpc` needs, without an environment;
@@ -97,73 +96,6 @@ pub fn authorize_rpc<T>(
     let caller = caller(request)?;
     roles.authorize_any(&caller.identity, rpc.roles(), None)?;
     Ok(caller)
-}
-
-// === impl Api ===
-
-impl<D, R, A, U> Api<D, R, A, U>
-where
-    D: DeployAdmission,
-    R: ReplayAdmission,
-    A: Approvals,
-    U: Audit,
-{
-    /// Serves `deploy` for DeployAdmission.
-    pub fn with_deploy<T: DeployAdmission>(self, deploy: T) -> Api<T, R, A, U> {
-        Api {
-            deploy,
-            replay: self.replay,
-            approvals: self.approvals,
-            audit: self.audit,
-        }
-    }
-
-    /// Serves `replay` for ReplayAdmission.
-    pub fn with_replay<T: ReplayAdmission>(self, replay: T) -> Api<D, T, A, U> {
-        Api {
-            deploy: self.deploy,
-            replay,
-            approvals: self.approvals,
-            audit: self.audit,
-        }
-    }
-
-    /// Serves `approvals` for Approvals.
-    pub fn with_approvals<T: Approvals>(self, approvals: T) -> Api<D, R, T, U> {
-        Api {
-            deploy: self.deploy,
-            replay: self.replay,
-            approvals,
-            audit: self.audit,
-        }
-    }
-
-    /// Serves `audit` for Audit.
-    pub fn with_audit<T: Audit>(self, audit: T) -> Api<D, R, A, T> {
-        Api {
-            deploy: self.deploy,
-            replay: self.replay,
-            approvals: self.approvals,
-            audit,
-        }
-    }
-
-    /// The routes: the four API services, `grpc.health.v1.Health` and `grpc.reflection.v1`.
-    pub fn into_routes(self, state: &AppState) -> Result<Routes, RouterError> {
-        let health = HealthServer::new(HealthService::from_health_reporter(
-            state.health().reporter(),
-        ));
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()?;
-        Ok(Routes::new(health)
-            .add_service(reflection)
-            .add_service(DeployAdmissionServer::new(self.deploy))
-            .add_service(ReplayAdmissionServer::new(self.replay))
-            .add_service(ApprovalsServer::new(self.approvals))
-            .add_service(AuditServer::new(self.audit)))
-    }
 }
 
 // === impl Rpc ===
