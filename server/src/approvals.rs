@@ -489,37 +489,12 @@ impl ApprovalService {
         roles: &[Role],
         env: &EnvironmentKey,
     ) -> Result<(), Rejection> {
-        let scope = Some((
-            env.org_id.as_str(),
-            env.project_id.as_str(),
-            env.environment_id.as_str(),
-        ));
-        let mut first_error = None;
-        for role in roles {
-            match self.roles.authorize(&caller.identity, *role, scope) {
-                Ok(()) => return Ok(()),
-                Err(rejection) => {
-                    first_error.get_or_insert(rejection);
-                }
-            }
-        }
-        Err(first_error.unwrap_or_else(|| {
-            Rejection::new(
-                Reason::CallerNotAuthorized,
-                "caller has no role for this call",
-            )
-        }))
+        self.roles
+            .authorize_any(&caller.identity, roles, Some(env.parts()))
     }
 
     fn policy(&self, env: &EnvironmentKey) -> Result<&EnvironmentPolicy, Rejection> {
-        self.policies
-            .get(&env.org_id, &env.project_id, &env.environment_id)
-            .ok_or_else(|| {
-                Rejection::new(
-                    Reason::EnvironmentUnknown,
-                    format!("environment {env} is not configured on this service"),
-                )
-            })
+        env.policy(&self.policies)
     }
 
     fn entry(&self, caller: &Caller, row: &ApprovalRow, action: &str, outcome: &str) -> NewEntry {

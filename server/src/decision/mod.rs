@@ -15,7 +15,7 @@ use prost::Message;
 use tokio::sync::Semaphore;
 
 use self::{
-    request::{AdmissionRequest, EnvironmentKey, Invalid, RequestLimits},
+    request::{AdmissionRequest, Invalid, RequestLimits},
     rules::{ApprovalUseState, RuleInput, UsedApproval, Verdict},
 };
 use crate::{
@@ -159,11 +159,7 @@ impl Engine {
         request: &AdmissionRequest,
     ) -> Result<&EnvironmentPolicy, Outcome> {
         let env = &request.environment;
-        let scope = Some((
-            env.org_id.as_str(),
-            env.project_id.as_str(),
-            env.environment_id.as_str(),
-        ));
+        let scope = Some(env.parts());
         self.inner
             .roles
             .authorize(&caller.identity, Role::Orchestrator, scope)
@@ -174,20 +170,7 @@ impl Engine {
                 .authorize(&caller.identity, Role::BreakGlass, scope)
                 .map_err(Outcome::Reject)?;
         }
-        self.policy(env).map_err(Outcome::Reject)
-    }
-
-    /// Row 4: the environment's policy.
-    pub fn policy(&self, env: &EnvironmentKey) -> Result<&EnvironmentPolicy, Rejection> {
-        self.inner
-            .policies
-            .get(&env.org_id, &env.project_id, &env.environment_id)
-            .ok_or_else(|| {
-                Rejection::new(
-                    Reason::EnvironmentUnknown,
-                    format!("environment {env} is not configured on this service"),
-                )
-            })
+        env.policy(&self.inner.policies).map_err(Outcome::Reject)
     }
 
     /// Row 5: a retry with the same content returns the original admission; different content

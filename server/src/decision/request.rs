@@ -7,7 +7,11 @@ use admission_contract::{Reason, SpecHash, pb, spec::is_sha256_digest};
 use prost::Message;
 use sha2::{Digest, Sha256};
 
-use crate::{audit::Scope, policy::ActionKind, rejection::Rejection};
+use crate::{
+    audit::Scope,
+    policy::{ActionKind, EnvironmentPolicy, Policies},
+    rejection::Rejection,
+};
 
 /// Size limits on requests (SPEC §3, configurable).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -186,6 +190,25 @@ impl AdmissionRequest {
 }
 
 // === impl EnvironmentKey ===
+
+impl EnvironmentKey {
+    /// `(org, project, env)`, as role bindings match it.
+    pub fn parts(&self) -> (&str, &str, &str) {
+        (&self.org_id, &self.project_id, &self.environment_id)
+    }
+
+    /// Row 4: this environment's policy, or ENVIRONMENT_UNKNOWN.
+    pub fn policy<'p>(&self, policies: &'p Policies) -> Result<&'p EnvironmentPolicy, Rejection> {
+        policies
+            .get(&self.org_id, &self.project_id, &self.environment_id)
+            .ok_or_else(|| {
+                Rejection::new(
+                    Reason::EnvironmentUnknown,
+                    format!("environment {self} is not configured on this service"),
+                )
+            })
+    }
+}
 
 impl std::fmt::Display for EnvironmentKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
