@@ -10,7 +10,11 @@ pub mod rules;
 
 use std::{collections::HashMap, sync::Arc, time::SystemTime};
 
-use admission_contract::{Reason, credential, pb};
+use admission_contract::{
+    Reason,
+    credential::{Decoded, VerifyError},
+    pb,
+};
 use prost::Message;
 use tokio::sync::Semaphore;
 
@@ -124,15 +128,20 @@ impl Engine {
         let policy = self.authorize(caller, request)?;
         // Row 5.
         self.check_request_id(caller, request).await?;
-        let approvals = self.approval_states(request).await?;
+        let credentials = if rules::needs_credentials(request, policy) {
+            rules::decode_credentials(request, self.inner.limits.credential_max_bytes)
+        } else {
+            Vec::new()
+        };
+        let approvals = self.approval_states(&credentials).await?;
         let keys = self.inner.keys.current();
         let input = RuleInput {
             request,
             policy,
             keys: &keys,
             caller: caller.identity.as_str(),
+            credentials: &credentials,
             approvals: &approvals,
-            credential_max_bytes: self.inner.limits.credential_max_bytes,
             now: SystemTime::now(),
         };
         // Rows 6–25; shadow mode admits what they would reject.
@@ -201,27 +210,17 @@ impl Engine {
     /// The stored use state of every approval the credentials name (for rows 23–24).
     async fn approval_states(
         &self,
-        request: &AdmissionRequest,
+        credentials: &[Result<Decoded, VerifyError>],
     ) -> Result<HashMap<String, ApprovalUseState>, Outcome> {
         let mut states = HashMap::new();
-        for token in &request.credentials {
-            let Ok(decoded) = credential::decode(token, self.inner.limits.credential_max_bytes)
-            else {
-                continue;
-            };
-            let id = decoded.claims.approval_id;
-            if states.contains_key(&id) {
+        for decoded in credentials.iter().flatten() {
+            let id = &decoded.claims.approval_id;
+            if states.contains_key(id) {
                 continue;
             }
-            if let Some(row) = self
-                .inner
-                .store
-                .approval(&id)
-                .await
-                .map_err(Outcome::from)?
-            {
+            if let Some(row) = self.inner.store.approval(id).await.map_err(Outcome::from)? {
                 states.insert(
-                    id,
+                    id.clone(),
                     ApprovalUseState {
                         revoked: row.state == "revoked",
                         uses: row.uses,

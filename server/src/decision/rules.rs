@@ -8,7 +8,7 @@ use std::{
 
 use admission_contract::{
     Reason,
-    credential::{self, Claims, KeySet},
+    credential::{self, Claims, Decoded, KeySet, VerifyError},
 };
 
 use super::request::AdmissionRequest;
@@ -44,10 +44,11 @@ pub struct RuleInput<'a> {
     pub keys: &'a KeySet,
     /// The calling identity.
     pub caller: &'a str,
+    /// The request's credentials decoded (row 11), in the order given; see
+    /// [`decode_credentials`].
+    pub credentials: &'a [Result<Decoded, VerifyError>],
     /// Stored state of approvals named by the credentials (absent = never used).
     pub approvals: &'a HashMap<String, ApprovalUseState>,
-    /// Longest credential accepted, in bytes.
-    pub credential_max_bytes: usize,
     /// The clock.
     pub now: SystemTime,
 }
@@ -79,6 +80,26 @@ pub struct UsedApproval {
 /// The policy decision for a request (SPEC §6), used by Admit and Preview alike.
 pub fn policy_decision(request: &AdmissionRequest, policy: &EnvironmentPolicy) -> PolicyDecision {
     policy.decide(request.action, &request.requested_capabilities)
+}
+
+/// Whether the rules will look at the request's credentials: approval is required and
+/// break-glass was not asked for. Otherwise nothing about them needs decoding or reading.
+pub fn needs_credentials(request: &AdmissionRequest, policy: &EnvironmentPolicy) -> bool {
+    request.break_glass.is_none()
+        && policy_decision(request, policy) == PolicyDecision::RequireApproval
+}
+
+/// Row 11 for every credential, once: the engine reads the approvals they name from the
+/// store, then the rules check them in order.
+pub fn decode_credentials(
+    request: &AdmissionRequest,
+    max_len: usize,
+) -> Vec<Result<Decoded, VerifyError>> {
+    request
+        .credentials
+        .iter()
+        .map(|token| credential::decode(token, max_len))
+        .collect()
 }
 
 /// Runs rows 6–25 in order; the first failing check wins.
@@ -197,13 +218,12 @@ fn check_credentials(input: &RuleInput<'_>) -> Result<Verdict, Rejection> {
         now: input.now,
     };
     let mut used: Vec<UsedApproval> = Vec::new();
-    for token in &request.credentials {
+    for decoded in input.credentials {
         // Rows 11–15.
-        let decoded = credential::decode(token, input.credential_max_bytes)
-            .map_err(|e| verify_rejection(&e, None))?;
-        credential::verify_decoded(&decoded, input.keys)
+        let decoded = decoded.as_ref().map_err(|e| verify_rejection(e, None))?;
+        credential::verify_decoded(decoded, input.keys)
             .map_err(|e| verify_rejection(&e, Some(&decoded.claims.approval_id)))?;
-        let claims = decoded.claims;
+        let claims = decoded.claims.clone();
         // Rows 16–22.
         check_claims(&claims, &check)?;
         // Rows 23–24.
@@ -428,13 +448,14 @@ mod tests {
                 .policies
                 .get(&env.org_id, &env.project_id, &env.environment_id)
                 .unwrap();
+            let credentials = decode_credentials(request, 16 * 1024);
             evaluate(&RuleInput {
                 request,
                 policy,
                 keys: &self.keys,
                 caller: CALLER,
+                credentials: &credentials,
                 approvals,
-                credential_max_bytes: 16 * 1024,
                 now: now(),
             })
         }
