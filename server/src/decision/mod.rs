@@ -267,7 +267,12 @@ impl Engine {
                 false,
             ),
         };
-        let mut entry = self.entry(caller, decision_id, request, policy);
+        let mut entry = request_entry(
+            caller,
+            decision_id,
+            request,
+            policy.required_capabilities(request.action, &request.requested_capabilities),
+        );
         entry.approval_ids = used.iter().map(|u| u.approval_id.clone()).collect();
         entry.approvers = used.iter().flat_map(|u| u.issuers.clone()).collect();
         entry.outcome = outcome.to_owned();
@@ -343,18 +348,8 @@ impl Engine {
             // Already recorded by the store (a use refused inside the append transaction).
             return rejection;
         }
-        let mut entry = NewEntry {
-            entry_id: decision_id.to_owned(),
-            actor: caller.identity.as_str().to_owned(),
-            actor_cert_sha256: caller.cert_sha256.clone(),
-            initiated_by: request.initiated_by.clone(),
-            action: action_name(request.action).to_owned(),
-            scope: Scope::from(&request.environment),
-            spec_hash: request.spec_hash.to_string(),
-            capabilities: request.requested_capabilities.clone(),
-            request_id: request.request_id.clone(),
-            ..NewEntry::default()
-        };
+        let capabilities = request.requested_capabilities.clone();
+        let mut entry = request_entry(caller, decision_id, request, capabilities);
         set_rejection(&mut entry, &rejection);
         let idempotency = passed_row_five(rejection.reason).then(|| IdempotencyKey {
             caller: caller.identity.as_str().to_owned(),
@@ -417,29 +412,6 @@ impl Engine {
         }
     }
 
-    /// The audit entry common to every decision on this request.
-    fn entry(
-        &self,
-        caller: &Caller,
-        decision_id: &str,
-        request: &AdmissionRequest,
-        policy: &EnvironmentPolicy,
-    ) -> NewEntry {
-        NewEntry {
-            entry_id: decision_id.to_owned(),
-            actor: caller.identity.as_str().to_owned(),
-            actor_cert_sha256: caller.cert_sha256.clone(),
-            initiated_by: request.initiated_by.clone(),
-            action: action_name(request.action).to_owned(),
-            scope: Scope::from(&request.environment),
-            spec_hash: request.spec_hash.to_string(),
-            capabilities: policy
-                .required_capabilities(request.action, &request.requested_capabilities),
-            request_id: request.request_id.clone(),
-            ..NewEntry::default()
-        }
-    }
-
     /// Evaluates a request without credentials and without consuming anything; audited.
     pub async fn preview(
         &self,
@@ -481,7 +453,7 @@ impl Engine {
         } else {
             Vec::new()
         };
-        let mut entry = self.entry(caller, &decision_id, &request, policy);
+        let mut entry = request_entry(caller, &decision_id, &request, required.clone());
         entry.action = preview_action_name(request.action).to_owned();
         entry.outcome = "previewed".to_owned();
         entry.grpc_code = GRPC_OK.to_owned();
@@ -572,6 +544,27 @@ fn set_rejection(entry: &mut NewEntry, rejection: &Rejection) {
     entry.reason = rejection.reason.as_str().to_owned();
     entry.grpc_code = rejection.reason.code_name().to_owned();
     entry.detail = rejection.message.clone();
+}
+
+/// The audit entry common to every decision on this request.
+fn request_entry(
+    caller: &Caller,
+    decision_id: &str,
+    request: &AdmissionRequest,
+    capabilities: Vec<String>,
+) -> NewEntry {
+    NewEntry {
+        entry_id: decision_id.to_owned(),
+        actor: caller.identity.as_str().to_owned(),
+        actor_cert_sha256: caller.cert_sha256.clone(),
+        initiated_by: request.initiated_by.clone(),
+        action: action_name(request.action).to_owned(),
+        scope: Scope::from(&request.environment),
+        spec_hash: request.spec_hash.to_string(),
+        capabilities,
+        request_id: request.request_id.clone(),
+        ..NewEntry::default()
+    }
 }
 
 /// What is recorded when the store refuses a use inside the append transaction: a rejection,
