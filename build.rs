@@ -4,6 +4,7 @@ use std::{env, path::PathBuf};
 
 const PROTOS: &[&str] = &[
     "byteor/admission/v1/types.proto",
+    "byteor/admission/v1/error_reason.proto",
     "byteor/admission/v1/admission.proto",
     "byteor/admission/v1/approvals.proto",
     "byteor/admission/v1/audit.proto",

@@ -203,6 +203,30 @@ mod tests {
         assert_eq!(Reason::ALL.len(), 33);
     }
 
+    /// The proto enum `ErrorReason` is the published list: it and `Reason` hold the same names.
+    #[test]
+    fn reasons_equal_the_proto_error_reason_enum() {
+        use crate::pb::ErrorReason;
+
+        for reason in Reason::ALL {
+            assert!(
+                ErrorReason::from_str_name(reason.as_str()).is_some(),
+                "{reason} is missing from the proto enum ErrorReason"
+            );
+        }
+        let proto_names: Vec<&str> = (1..)
+            .map_while(|value| ErrorReason::try_from(value).ok())
+            .map(|reason| reason.as_str_name())
+            .collect();
+        for name in &proto_names {
+            assert!(
+                name.parse::<Reason>().is_ok(),
+                "ErrorReason.{name} is not a Reason the service knows"
+            );
+        }
+        assert_eq!(proto_names.len(), Reason::ALL.len());
+    }
+
     #[test]
     fn codes_follow_spec_table() {
         assert_eq!(Reason::SpecHashMismatch.code(), Code::FailedPrecondition);
