@@ -11,6 +11,7 @@ use std::{
     time::{SystemTime, UNIX_EPOCH},
 };
 
+use admission_contract::credential::SigningKey;
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
@@ -216,11 +217,12 @@ fn signing_key(dir: &Path, created: &mut Vec<PathBuf>) -> Result<String, DevErro
     let key = if key_path.exists() {
         load_key(&key_path)?
     } else {
-        let key = KeyPair::generate_for(&rcgen::PKCS_ED25519)
-            .map_err(|source| generate_error(&key_path, source))?;
-        write_new(&key_path, key.serialize_pem().as_bytes(), true)?;
+        // RFC 8410 PKCS#8 v1, which OpenSSL, Python and Node read as well.
+        let (_, pem) = SigningKey::generate("dev")
+            .map_err(|error| inconsistent(&key_path, error.to_string()))?;
+        write_new(&key_path, pem.as_bytes(), true)?;
         created.push(key_path.clone());
-        key
+        KeyPair::from_pem(&pem).map_err(|source| generate_error(&key_path, source))?
     };
     let x = URL_SAFE_NO_PAD.encode(key.public_key_raw());
     if set_path.exists() {

@@ -464,7 +464,7 @@ impl SigningKey {
                 detail: e.to_string(),
             }
         })?;
-        let pem = generated.serialize_pem();
+        let pem = pkcs8_v1_pem(kid, &generated.serialize_der())?;
         let key = SigningKey::from_pkcs8_pem(kid, &pem)?;
         Ok((key, pem))
     }
@@ -533,4 +533,30 @@ impl fmt::Debug for SigningKey {
             .field("public_key", &URL_SAFE_NO_PAD.encode(self.public_key()))
             .finish()
     }
+}
+
+/// DER prefix of an RFC 8410 PKCS#8 v1 Ed25519 private key: version 0, the Ed25519 algorithm,
+/// and an OCTET STRING holding the 32-byte seed as an OCTET STRING.
+pub(super) const ED25519_PKCS8_V1_PREFIX: [u8; 16] = [
+    0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
+];
+
+/// Rewrites a PKCS#8 v2 Ed25519 key (as ring generates it: the v1 fields plus the public key)
+/// as RFC 8410 PKCS#8 v1 PEM, the form OpenSSL, Python `cryptography` and Node read.
+fn pkcs8_v1_pem(kid: &str, v2_der: &[u8]) -> Result<String, SigningKeyError> {
+    // ring's v2 document: `30 51 02 01 01 30 05 06 03 2b 65 70 04 22 04 20 <seed> a1 23 03 21 00 <public>`;
+    // only the version byte and the outer length differ from v1 before the seed.
+    let seed = v2_der
+        .get(16..48)
+        .filter(|_| v2_der.get(5..16) == ED25519_PKCS8_V1_PREFIX.get(5..16))
+        .ok_or_else(|| SigningKeyError::Generate {
+            kid: kid.to_owned(),
+            detail: "the generated key is not an Ed25519 PKCS#8 document".to_owned(),
+        })?;
+    let mut der = ED25519_PKCS8_V1_PREFIX.to_vec();
+    der.extend_from_slice(seed);
+    let body = base64::engine::general_purpose::STANDARD.encode(der);
+    Ok(format!(
+        "-----BEGIN PRIVATE KEY-----\n{body}\n-----END PRIVATE KEY-----\n"
+    ))
 }

@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime};
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use serde_json::json;
 
+use super::keys::ED25519_PKCS8_V1_PREFIX;
 use super::*;
 
 const MAX: usize = DEFAULT_MAX_CREDENTIAL_LEN;
@@ -489,6 +490,16 @@ fn loads_pkcs8_v1_and_v2_pem() {
     let (generated, pem) = SigningKey::generate("gen").unwrap();
     let reloaded = SigningKey::from_pkcs8_pem("gen", &pem).unwrap();
     assert_eq!(reloaded.public_key(), generated.public_key());
+    // Generated keys are RFC 8410 v1 (48 DER bytes, version 0), like the example above.
+    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(body)
+        .unwrap();
+    assert_eq!(der.len(), 48);
+    assert_eq!(&der[..16], &ED25519_PKCS8_V1_PREFIX);
+    // PKCS#8 v2 (seed and public key, as ring and older releases wrote it) still loads.
+    let v2 = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+    assert!(SigningKey::from_pkcs8_pem("v2", &v2.serialize_pem()).is_ok());
     assert!(matches!(
         SigningKey::from_pkcs8_pem("k", "not pem"),
         Err(SigningKeyError::NotPkcs8Pem { .. })
