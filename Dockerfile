@@ -41,7 +41,8 @@ WORKDIR /var/lib/admission
 USER 10001:10001
 # 50051: the mTLS gRPC API. 9090: the operations listener ([ops] listen), plain HTTP.
 EXPOSE 50051/tcp 9090/tcp
-# Healthy while /readyz on the operations listener answers 200.
+# Healthy while /readyz on the operations listener answers 200; the config needs
+# [ops] listen on port 9090 (examples/production.toml has it).
 HEALTHCHECK --interval=10s --timeout=3s --start-period=15s --retries=3 \
     CMD ["admission-server", "healthcheck"]
 # SIGTERM finishes the calls in flight, then exits; SIGHUP reloads the config.
