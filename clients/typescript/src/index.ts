@@ -14,7 +14,7 @@ export {
   signCredential,
   wireClaims,
 } from "./credential";
-export { AdmissionRejected, ERROR_DOMAIN, reasonFromName, rejectionFromError } from "./rejection";
+export { AdmissionRejected, ERROR_DOMAIN, FieldViolation, reasonFromName, rejectionFromError } from "./rejection";
 export { specHash } from "./spec";
 
 export * from "./gen/byteor/admission/v1/types";

@@ -1,7 +1,7 @@
 import { Metadata, ServiceError, status } from "@grpc/grpc-js";
 
 import { ErrorReason } from "./gen/byteor/admission/v1/error_reason";
-import { ErrorInfo, RetryInfo, Status } from "./gen/google/rpc/status";
+import { BadRequest, ErrorInfo, RetryInfo, Status } from "./gen/google/rpc/status";
 
 /** The ErrorInfo domain of every rejection the admission service sends. */
 export const ERROR_DOMAIN = "byteor.admission.v1";
@@ -9,6 +9,22 @@ export const ERROR_DOMAIN = "byteor.admission.v1";
 const STATUS_DETAILS_KEY = "grpc-status-details-bin";
 const ERROR_INFO_TYPE = "type.googleapis.com/google.rpc.ErrorInfo";
 const RETRY_INFO_TYPE = "type.googleapis.com/google.rpc.RetryInfo";
+const BAD_REQUEST_TYPE = "type.googleapis.com/google.rpc.BadRequest";
+
+/** One invalid request field, from google.rpc.BadRequest. */
+export interface FieldViolation {
+  /** The field's path, e.g. `config_bundle.digest`. */
+  field: string;
+  /** What is wrong with it. */
+  description: string;
+}
+
+/** The typed details of a status, decoded from its trailer. */
+interface StatusDetails {
+  info?: ErrorInfo;
+  retryDelayMs?: number;
+  fieldViolations: FieldViolation[];
+}
 
 /**
  * A typed rejection from the admission service: a non-OK gRPC status whose details hold a
@@ -27,10 +43,12 @@ export class AdmissionRejected extends Error {
   readonly metadata: Readonly<Record<string, string>>;
   /** How long to wait before retrying, in milliseconds, when the service says (RetryInfo). */
   readonly retryDelayMs: number | undefined;
+  /** The invalid request fields, for REQUEST_INVALID (google.rpc.BadRequest); empty otherwise. */
+  readonly fieldViolations: readonly FieldViolation[];
   /** The trailing metadata of the call. */
   readonly trailers: Metadata;
 
-  constructor(error: ServiceError, info: ErrorInfo, retryDelayMs: number | undefined) {
+  constructor(error: ServiceError, info: ErrorInfo, details: Omit<StatusDetails, "info">) {
     super(error.details || info.reason);
     this.name = "AdmissionRejected";
     this.code = error.code;
@@ -38,7 +56,8 @@ export class AdmissionRejected extends Error {
     this.reason = reasonFromName(info.reason);
     this.metadata = Object.freeze({ ...info.metadata });
     this.decisionId = info.metadata["decision_id"] ?? "";
-    this.retryDelayMs = retryDelayMs;
+    this.retryDelayMs = details.retryDelayMs;
+    this.fieldViolations = Object.freeze(details.fieldViolations.map((v) => ({ ...v })));
     this.trailers = error.metadata;
   }
 }
@@ -59,7 +78,7 @@ export function rejectionFromError(error: unknown): unknown {
   if (info === undefined || info.domain !== ERROR_DOMAIN) {
     return error;
   }
-  return new AdmissionRejected(error, info, details.retryDelayMs);
+  return new AdmissionRejected(error, info, details);
 }
 
 /** The `ErrorReason` value named `name`, or `ErrorReason.UNRECOGNIZED`. */
@@ -80,14 +99,14 @@ function isServiceError(error: unknown): error is ServiceError {
 }
 
 /** Decodes the status details trailer; undefined when it is absent or not a google.rpc.Status. */
-function statusDetails(metadata: Metadata): { info?: ErrorInfo; retryDelayMs?: number } | undefined {
+function statusDetails(metadata: Metadata): StatusDetails | undefined {
   const raw = metadata.get(STATUS_DETAILS_KEY)[0];
   if (!(raw instanceof Uint8Array)) {
     return undefined;
   }
   try {
     const decoded = Status.decode(raw);
-    const result: { info?: ErrorInfo; retryDelayMs?: number } = {};
+    const result: StatusDetails = { fieldViolations: [] };
     for (const detail of decoded.details) {
       if (detail.typeUrl === ERROR_INFO_TYPE && result.info === undefined) {
         result.info = ErrorInfo.decode(detail.value);
@@ -96,6 +115,8 @@ function statusDetails(metadata: Metadata): { info?: ErrorInfo; retryDelayMs?: n
         if (delay !== undefined) {
           result.retryDelayMs = delay.seconds * 1000 + Math.floor(delay.nanos / 1e6);
         }
+      } else if (detail.typeUrl === BAD_REQUEST_TYPE) {
+        result.fieldViolations.push(...BadRequest.decode(detail.value).fieldViolations);
       }
     }
     return result;
