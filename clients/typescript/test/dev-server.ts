@@ -38,10 +38,16 @@ export async function startDevServer(): Promise<DevServer> {
     stdio: ["ignore", "pipe", "pipe"],
     env: { ...process.env, RUST_LOG: "warn" },
   });
+  // A test run that dies without calling stop must not leave the server behind.
+  const killOnExit = (): void => {
+    child.kill("SIGKILL");
+  };
+  process.once("exit", killOnExit);
   const clients: AdmissionClient[] = [];
   const stop = async (): Promise<void> => {
     clients.forEach((c) => c.close());
     await stopChild(child);
+    process.removeListener("exit", killOnExit);
     await rm(dir, { recursive: true, force: true });
   };
   try {

@@ -216,6 +216,31 @@ describe("admission server in dev mode", () => {
     assertRejection(rejection, status.PERMISSION_DENIED, ErrorReason.APPROVAL_REVOKED);
   });
 
+  it("ends a denied approval as DENIED and refuses to decide it again", async () => {
+    const created = await orchestrator.approvals.create({
+      environment: PROD,
+      action: Action.ACTION_DEPLOY,
+      specKv: uniqueSpec(),
+      justification: "risky change",
+      initiatedBy: INITIATOR,
+    });
+    const second = await server.client("reviewer2");
+    const denied = await second.approvals.decide({
+      approvalId: created.approvalId,
+      verdict: Verdict.VERDICT_DENY,
+      reason: "no rollback plan",
+    });
+    assert.equal(denied.state, ApprovalState.APPROVAL_STATE_DENIED);
+    assert.equal(denied.decisionReason, "no rollback plan");
+    assert.deepEqual(denied.credentials, []);
+
+    const again = await rejected(
+      reviewer.approvals.decide({ approvalId: created.approvalId, verdict: Verdict.VERDICT_APPROVE }),
+    );
+    assertRejection(again, status.FAILED_PRECONDITION, ErrorReason.APPROVAL_NOT_PENDING);
+    assert.equal(again.metadata["approval_id"], created.approvalId);
+  });
+
   it("answers APPROVAL_NOT_FOUND for an unknown approval id", async () => {
     const rejection = await rejected(orchestrator.approvals.get({ approvalId: "apr_does_not_exist" }));
     assertRejection(rejection, status.NOT_FOUND, ErrorReason.APPROVAL_NOT_FOUND);
