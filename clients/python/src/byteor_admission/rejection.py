@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 import grpc
-from google.rpc import error_details_pb2
+from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from byteor_admission.pb import ErrorReason
@@ -72,7 +72,12 @@ class AdmissionRejected(Exception):
             return None
         if status is None:
             return None
-        return _from_details(error.code(), status.message, status.details)
+        return cls.from_status(status)
+
+    @classmethod
+    def from_status(cls, status: status_pb2.Status) -> AdmissionRejected | None:
+        """Decodes a `google.rpc.Status` when it holds an ErrorInfo of the admission domain."""
+        return _from_details(_status_code(status.code), status.message, status.details)
 
 
 @dataclass
@@ -109,6 +114,13 @@ def _from_details(code: grpc.StatusCode, message: str, details: object) -> Admis
         field_violations=tuple(found.violations),
         retry_delay=found.retry_delay,
     )
+
+
+_STATUS_CODES = {code.value[0]: code for code in grpc.StatusCode}
+
+
+def _status_code(number: int) -> grpc.StatusCode:
+    return _STATUS_CODES.get(number, grpc.StatusCode.UNKNOWN)
 
 
 def _reason_value(name: str) -> int:
