@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import timedelta
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -331,3 +332,93 @@ def test_connect_names_the_unusable_setting(dev_server: DevServer, tmp_path: Pat
     for endpoint in ("http://localhost:1", "localhost", "https://localhost:0", "localhost:x"):
         with pytest.raises(ConfigurationError, match="endpoint"):
             connect(endpoint, **files)
+
+
+def replay_request(
+    mode: pb.ReplayMode, spec: bytes, credentials: list[str] | None = None
+) -> pb.ReplayRequest:
+    return pb.ReplayRequest(
+        request_id=f"py-{uuid.uuid4().hex}",
+        environment=environment("dev/app/prod"),
+        mode=mode,
+        incident_id="inc-7",
+        spec_kv=spec,
+        source_artifact=pb.SourceArtifact(
+            artifact_id="trace-1", digest=spec_hash(b"trace\n"), environment_id="prod"
+        ),
+        initiated_by=INITIATOR,
+        credentials=credentials or [],
+    )
+
+
+def test_replays_dry_run_freely_and_execute_with_the_replay_capability(
+    dev_server: DevServer, orchestrator: AdmissionClient
+) -> None:
+    spec = new_spec()
+    dry_run = orchestrator.admit_replay(replay_request(pb.ReplayMode.REPLAY_MODE_DRY_RUN, spec))
+    assert dry_run.action == pb.Action.ACTION_REPLAY_DRY_RUN
+
+    execute = pb.ReplayMode.REPLAY_MODE_EXECUTE
+    preview = orchestrator.preview_replay(replay_request(execute, spec))
+    assert preview.policy_decision == pb.PolicyDecision.POLICY_DECISION_REQUIRE_APPROVAL
+    assert list(preview.required_capabilities) == ["replay.execute"]
+
+    missing = rejection_of(lambda: orchestrator.admit_replay(replay_request(execute, spec)))
+    assert (missing.reason, missing.code) == (
+        ErrorReason.APPROVAL_REQUIRED,
+        grpc.StatusCode.PERMISSION_DENIED,
+    )
+    deploy_only = offline_credential(dev_server, spec)
+    short = rejection_of(
+        lambda: orchestrator.admit_replay(replay_request(execute, spec, [deploy_only]))
+    )
+    assert (short.reason, short.code) == (
+        ErrorReason.CAPABILITIES_INSUFFICIENT,
+        grpc.StatusCode.PERMISSION_DENIED,
+    )
+    assert short.metadata["missing"] == "replay.execute"
+
+    covering = offline_credential(dev_server, spec, capabilities=["replay.execute"])
+    admitted = orchestrator.admit_replay(replay_request(execute, spec, [covering]))
+    assert admitted.action == pb.Action.ACTION_REPLAY_EXECUTE
+
+
+def test_a_revoked_approval_no_longer_admits(
+    orchestrator: AdmissionClient, reviewer: AdmissionClient
+) -> None:
+    spec = new_spec()
+    created = orchestrator.create_approval(
+        pb.CreateApprovalRequest(
+            environment=environment("dev/app/prod"),
+            action=pb.Action.ACTION_DEPLOY,
+            spec_kv=spec,
+            justification="release of payments-api",
+            initiated_by=INITIATOR,
+        )
+    )
+    credentials = list(reviewer.approve(created.approval_id).credentials)
+    revoked = reviewer.revoke_approval(created.approval_id, "wrong bundle")
+    assert revoked.state == pb.ApprovalState.APPROVAL_STATE_REVOKED
+    assert revoked.decision_reason == "wrong bundle"
+    rejection = rejection_of(
+        lambda: orchestrator.admit_deploy(deploy_request("dev/app/prod", spec, credentials))
+    )
+    assert (rejection.reason, rejection.code) == (
+        ErrorReason.APPROVAL_REVOKED,
+        grpc.StatusCode.PERMISSION_DENIED,
+    )
+    assert rejection.metadata["approval_id"] == created.approval_id
+
+
+def test_iter_audit_follows_page_tokens(
+    orchestrator: AdmissionClient, auditor: AdmissionClient
+) -> None:
+    for _ in range(3):
+        orchestrator.preview_deploy(deploy_request("dev/app/prod", new_spec()))
+    scope = environment("dev/app/prod")
+    one_page = auditor.list_audit(pb.ListAuditRequest(environment=scope, page_size=1000))
+    assert one_page.next_page_token == ""
+    paged = list(auditor.iter_audit(pb.ListAuditRequest(environment=scope, page_size=2)))
+    assert [e.seq for e in paged] == [e.seq for e in one_page.entries]
+    assert len(paged) >= 3
+    assert all(a.seq < b.seq for a, b in pairwise(paged))
