@@ -422,3 +422,18 @@ def test_iter_audit_follows_page_tokens(
     assert [e.seq for e in paged] == [e.seq for e in one_page.entries]
     assert len(paged) >= 3
     assert all(a.seq < b.seq for a, b in pairwise(paged))
+
+
+def test_the_server_name_is_verified(dev_server: DevServer) -> None:
+    port = dev_server.endpoint.rsplit(":", 1)[1]
+    files: dict[str, Any] = {
+        "ca": dev_server.dir / "ca.pem",
+        "cert": dev_server.dir / "orchestrator.pem",
+        "key": dev_server.dir / "orchestrator.key",
+    }
+    with connect(f"127.0.0.1:{port}", server_name="localhost", **files) as by_address:
+        assert by_address.health() == health_pb2.HealthCheckResponse.SERVING
+    wrong_name = connect(f"127.0.0.1:{port}", server_name="admission.example", **files)
+    with wrong_name, pytest.raises(grpc.RpcError) as caught:
+        wrong_name.health()
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
