@@ -271,6 +271,14 @@ fn row_11_malformed_tokens() {
             sig(&with("config_bundle_digest", json!(1))),
             "its `config_bundle_digest` field is not a string",
         ),
+        (
+            sig(&with("expires_at", json!("2026-11-23T10:00:00Z"))),
+            "its `expires_at` is not after its `issued_at`, so it is never valid",
+        ),
+        (
+            sig(&with("expires_at", json!("2026-11-23T09:59:59Z"))),
+            "its `expires_at` is not after its `issued_at`, so it is never valid",
+        ),
     ];
     for (token, expected) in cases {
         assert_eq!(
