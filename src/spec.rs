@@ -61,7 +61,10 @@ pub enum SpecError {
         key: String,
     },
     /// A digest string is not `sha256:` + 64 lowercase hex.
-    #[error("{:?} is not sha256: followed by 64 lowercase hex digits", truncated(value))]
+    #[error(
+        "{:?} is not sha256: followed by 64 lowercase hex digits",
+        truncated(value)
+    )]
     InvalidDigest {
         /// The offending value.
         value: String,

@@ -23,6 +23,7 @@ use admission_contract::credential::SigningKey;
 
 use crate::{
     credential::KeyRing,
+    decision::request::RequestLimits,
     policy::{EnvironmentConfig, Policies},
     roles::{EnvironmentPattern, IdentityPattern, Role, RoleBindings},
     tls,
@@ -111,6 +112,20 @@ pub struct Limits {
     pub handshake_timeout: Duration,
     /// TLS handshakes in progress at once; further connections wait to be accepted.
     pub max_pending_handshakes: usize,
+
+    // Request body and field lengths, in bytes; longer input is REQUEST_INVALID.
+    /// Largest request message, after decompression.
+    pub max_message_bytes: usize,
+    /// Longest id (request_id, bundle_id, artifact_id, incident_id, approval_id, …).
+    pub id_max_bytes: usize,
+    /// Longest org_id, project_id or environment_id.
+    pub environment_part_max_bytes: usize,
+    /// Longest free text (initiated_by, justification, reason).
+    pub text_max_bytes: usize,
+    /// Longest capability name.
+    pub capability_max_bytes: usize,
+    /// Most capabilities named on one request.
+    pub max_capabilities: usize,
 }
 
 /// `[audit]`: audit store settings.
@@ -405,6 +420,15 @@ fn validate_limits(limits: &Limits) -> Result<(), String> {
         ("max_credentials", limits.max_credentials),
         ("credential_max_bytes", limits.credential_max_bytes),
         ("max_pending_handshakes", limits.max_pending_handshakes),
+        ("max_message_bytes", limits.max_message_bytes),
+        ("id_max_bytes", limits.id_max_bytes),
+        (
+            "environment_part_max_bytes",
+            limits.environment_part_max_bytes,
+        ),
+        ("text_max_bytes", limits.text_max_bytes),
+        ("capability_max_bytes", limits.capability_max_bytes),
+        ("max_capabilities", limits.max_capabilities),
     ] {
         if value == 0 {
             return Err(format!("[limits] {field}: must be at least 1"));
@@ -455,6 +479,28 @@ impl Default for Limits {
             credential_max_bytes: 16 * 1024,
             handshake_timeout: Duration::from_secs(10),
             max_pending_handshakes: 1024,
+            max_message_bytes: 4 * 1024 * 1024,
+            id_max_bytes: 128,
+            environment_part_max_bytes: 63,
+            text_max_bytes: 1024,
+            capability_max_bytes: 128,
+            max_capabilities: 32,
+        }
+    }
+}
+
+impl Limits {
+    /// The limits request validation applies.
+    pub fn request_limits(&self) -> RequestLimits {
+        RequestLimits {
+            spec_kv_max_bytes: self.spec_kv_max_bytes,
+            max_credentials: self.max_credentials,
+            credential_max_bytes: self.credential_max_bytes,
+            id_max_bytes: self.id_max_bytes,
+            environment_part_max_bytes: self.environment_part_max_bytes,
+            text_max_bytes: self.text_max_bytes,
+            capability_max_bytes: self.capability_max_bytes,
+            max_capabilities: self.max_capabilities,
         }
     }
 }
@@ -544,6 +590,7 @@ mod tests {
         assert_eq!(limits.spec_kv_max_bytes, 1_048_576);
         assert_eq!(limits.max_credentials, 8);
         assert_eq!(limits.credential_max_bytes, 16_384);
+        assert_eq!(limits.request_limits(), RequestLimits::default());
         assert_eq!(
             AuditConfig::default().durable_timeout,
             Duration::from_secs(2)

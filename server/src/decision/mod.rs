@@ -13,6 +13,8 @@ use std::{collections::HashMap, sync::Arc, time::SystemTime};
 use admission_contract::{
     Reason,
     credential::{Decoded, VerifyError},
+    echo,
+    echo::truncated,
     pb,
 };
 use prost::Message;
@@ -380,6 +382,29 @@ impl Engine {
         self.append_rejection(entry, None, invalid.rejection).await
     }
 
+    /// Records a request whose body could not be read as its message (row 1) and returns the
+    /// rejection with its `decision_id`; `action` names the RPC in the audit entry.
+    pub async fn record_unreadable(
+        &self,
+        caller: &Caller,
+        action: &str,
+        rejection: Rejection,
+    ) -> Rejection {
+        // Row 27, as for every other decision.
+        let Ok(_permit) = self.inner.in_flight.try_acquire() else {
+            return overloaded();
+        };
+        let mut entry = NewEntry {
+            entry_id: new_decision_id(),
+            actor: caller.identity.as_str().to_owned(),
+            actor_cert_sha256: caller.cert_sha256.clone(),
+            action: action.to_owned(),
+            ..NewEntry::default()
+        };
+        set_rejection(&mut entry, &rejection);
+        self.append_rejection(entry, None, rejection).await
+    }
+
     async fn append_rejection(
         &self,
         entry: NewEntry,
@@ -602,9 +627,12 @@ fn refusal_rejection(refusal: &UseRefusal) -> Rejection {
     match refusal {
         UseRefusal::Revoked { approval_id } => Rejection::new(
             Reason::ApprovalRevoked,
-            format!("approval {approval_id} was revoked; request a new approval"),
+            format!(
+                "approval {} was revoked; request a new approval",
+                echo(approval_id)
+            ),
         )
-        .with("approval_id", approval_id.clone()),
+        .with("approval_id", truncated(approval_id)),
         UseRefusal::Exhausted {
             approval_id,
             uses,
@@ -612,10 +640,11 @@ fn refusal_rejection(refusal: &UseRefusal) -> Rejection {
         } => Rejection::new(
             Reason::ApprovalConsumed,
             format!(
-                "approval {approval_id} has been used {uses} of {max_uses} times; request a new approval"
+                "approval {} has been used {uses} of {max_uses} times; request a new approval",
+                echo(approval_id)
             ),
         )
-        .with("approval_id", approval_id.clone()),
+        .with("approval_id", truncated(approval_id)),
     }
 }
 
@@ -623,7 +652,8 @@ fn request_id_conflict(request_id: &str) -> Rejection {
     Rejection::new(
         Reason::RequestIdConflict,
         format!(
-            "request_id {request_id} was already used by this caller for a different request; use a new request_id"
+            "request_id {} was already used by this caller for a different request; use a new request_id",
+            echo(request_id)
         ),
     )
 }
@@ -720,8 +750,7 @@ mod tests {
             store,
             RequestLimits {
                 spec_kv_max_bytes: 1024,
-                max_credentials: 8,
-                credential_max_bytes: 16 * 1024,
+                ..RequestLimits::default()
             },
             max_in_flight,
         )
