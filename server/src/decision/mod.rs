@@ -108,7 +108,12 @@ impl Engine {
         let decision_id = new_decision_id();
         let request = match request {
             Ok(request) => request,
-            Err(invalid) => return Err(self.record_invalid(caller, &decision_id, invalid).await),
+            Err(invalid) => {
+                let action = action_name(invalid.action);
+                return Err(self
+                    .record_invalid(caller, &decision_id, action, invalid)
+                    .await);
+            }
         };
         match self.admit_checked(caller, &decision_id, &request).await {
             Ok(admission) => Ok(admission),
@@ -361,11 +366,12 @@ impl Engine {
         self.append_rejection(entry, idempotency, rejection).await
     }
 
-    /// Records a request that failed rows 1–2.
+    /// Records a request to `action` that failed rows 1–2.
     async fn record_invalid(
         &self,
         caller: &Caller,
         decision_id: &str,
+        action: &str,
         invalid: Box<Invalid>,
     ) -> Rejection {
         let mut entry = NewEntry {
@@ -373,7 +379,7 @@ impl Engine {
             actor: caller.identity.as_str().to_owned(),
             actor_cert_sha256: caller.cert_sha256.clone(),
             initiated_by: invalid.initiated_by.clone(),
-            action: action_name(invalid.action).to_owned(),
+            action: action.to_owned(),
             scope: Scope::from(&invalid.environment),
             request_id: invalid.request_id.clone(),
             ..NewEntry::default()
@@ -449,7 +455,12 @@ impl Engine {
         let decision_id = new_decision_id();
         let request = match request {
             Ok(request) => request,
-            Err(invalid) => return Err(self.record_invalid(caller, &decision_id, invalid).await),
+            Err(invalid) => {
+                let action = preview_action_name(invalid.action);
+                return Err(self
+                    .record_invalid(caller, &decision_id, action, invalid)
+                    .await);
+            }
         };
         let policy = match self.authorize(caller, &request) {
             Ok(policy) => policy,
