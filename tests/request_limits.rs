@@ -442,6 +442,19 @@ fn non_utf8_deploy() -> Vec<u8> {
 
 const DEPLOY_ADMIT: &str = "/byteor.admission.v1.DeployAdmission/Admit";
 
+/// One raw body and what its rejection must say.
+struct BodyCase<'a> {
+    name: &'static str,
+    caller: &'a Caller,
+    path: &'static str,
+    body: Vec<u8>,
+    encoding: Option<&'static str>,
+    /// How the BadRequest description of `body` starts.
+    description: &'static str,
+    /// The action its audit entry records.
+    action: &'static str,
+}
+
 /// Bodies that are not the RPC's message are REQUEST_INVALID with ErrorInfo, a BadRequest on
 /// `body`, a decision_id, and one audit entry naming the caller, its certificate and the RPC —
 /// even from a caller with no role, before any role check.
@@ -450,109 +463,107 @@ async fn unreadable_bodies_are_request_invalid_and_audited() {
     let server = server().await;
     let nobody = caller(&server, NOBODY).await;
     let orchestrator = caller(&server, ORCHESTRATOR).await;
-    let oversized = deploy("prod");
     let oversized = pb::DeployRequest {
         spec_kv: vec![b'a'; MAX_MESSAGE_BYTES + 1],
-        ..oversized
+        ..deploy("prod")
     }
     .encode_to_vec();
-    let bomb = gzip(
-        &pb::DeployRequest {
-            spec_kv: vec![b'a'; MAX_MESSAGE_BYTES + 1],
-            ..deploy("prod")
-        }
-        .encode_to_vec(),
-    );
-    let cases: Vec<(&str, &Caller, &str, Vec<u8>, Option<&str>, &str)> = vec![
-        (
+    let case = |name, caller, path, body, encoding, description, action| BodyCase {
+        name,
+        caller,
+        path,
+        body,
+        encoding,
+        description,
+        action,
+    };
+    let cases = [
+        case(
             "0xff",
             &nobody,
             DEPLOY_ADMIT,
             framed(false, b"\xff"),
             None,
             "is not a valid DeployRequest protobuf message",
+            "deploy.admit",
         ),
-        (
+        case(
             "non-utf-8 string",
             &orchestrator,
             DEPLOY_ADMIT,
             framed(false, &non_utf8_deploy()),
             None,
             "is not a valid DeployRequest protobuf message",
+            "deploy.admit",
         ),
-        (
+        case(
             "oversized",
             &orchestrator,
             DEPLOY_ADMIT,
             framed(false, &oversized),
             None,
             "must be at most 2097152 bytes",
+            "deploy.admit",
         ),
-        (
+        case(
             "oversized once decompressed",
             &orchestrator,
             DEPLOY_ADMIT,
-            framed(true, &bomb),
+            framed(true, &gzip(&oversized)),
             Some("gzip"),
             "must be at most 2097152 bytes",
+            "deploy.admit",
         ),
-        (
+        case(
             "corrupt gzip",
             &orchestrator,
             DEPLOY_ADMIT,
             framed(true, b"not gzip at all"),
             Some("gzip"),
             "is not valid gzip data",
+            "deploy.admit",
         ),
-        (
+        case(
             "unsupported encoding",
             &orchestrator,
             DEPLOY_ADMIT,
             framed(true, b"whatever"),
             Some("zstd"),
             "is compressed as \"zstd\"",
+            "deploy.admit",
         ),
-        (
+        case(
             "empty body",
             &orchestrator,
             "/byteor.admission.v1.ReplayAdmission/Preview",
             Vec::new(),
             None,
             "holds no complete grpc message",
+            "replay.preview",
         ),
-        (
+        case(
             "two messages",
             &orchestrator,
             "/byteor.admission.v1.Approvals/Create",
             [framed(false, b""), framed(false, b"")].concat(),
             None,
             "holds more than the one message",
+            "approval.create",
         ),
-        (
+        case(
             "0xff to the auditor's service",
             &nobody,
             "/byteor.admission.v1.Audit/Verify",
             framed(false, b"\xff"),
             None,
             "is not a valid VerifyAuditRequest protobuf message",
+            "audit.verify",
         ),
     ];
-    let actions = [
-        "deploy.admit",
-        "deploy.admit",
-        "deploy.admit",
-        "deploy.admit",
-        "deploy.admit",
-        "deploy.admit",
-        "replay.preview",
-        "approval.create",
-        "audit.verify",
-    ];
     let mut expected_entries = 0;
-    for ((name, caller, path, body, encoding, description), action) in
-        cases.into_iter().zip(actions)
-    {
-        let status = raw_call(&caller.client, path, body, encoding).await;
+    for case in cases {
+        let name = case.name;
+        let status = raw_call(&case.caller.client, case.path, case.body, case.encoding).await;
         let rejection = Rejection::from_status(&status)
             .unwrap_or_else(|| panic!("{name}: untyped status {status:?}"));
         assert_eq!(
@@ -561,20 +572,18 @@ async fn unreadable_bodies_are_request_invalid_and_audited() {
             "{name}: {rejection:?}"
         );
         assert_eq!(violated(&rejection), ["body"], "{name}");
+        let description = &rejection.field_violations[0].description;
         assert!(
-            rejection.field_violations[0]
-                .description
-                .starts_with(description),
-            "{name}: {}",
-            rejection.field_violations[0].description
+            description.starts_with(case.description),
+            "{name}: {description}"
         );
         assert!(rejection.message.starts_with("the request body "), "{name}");
         let decision_id = rejection.decision_id.expect("decision_id");
         assert_recorded(
             &server,
-            caller,
+            case.caller,
             &decision_id,
-            action,
+            case.action,
             Reason::RequestInvalid,
         )
         .await;

@@ -648,8 +648,19 @@ fn validate_create(
     fields.text("initiated_by", &request.initiated_by);
     fields.text("justification", &request.justification);
     fields.capabilities("capabilities", &request.capabilities);
-    if let Some(pb::create_approval_request::Spec::SpecHash(hash)) = &request.spec {
-        fields.digest("spec_hash", hash);
+    match &request.spec {
+        Some(pb::create_approval_request::Spec::SpecHash(hash)) => {
+            fields.digest("spec_hash", hash);
+        }
+        Some(pb::create_approval_request::Spec::SpecKv(spec_kv))
+            if spec_kv.len() > limits.spec_kv_max_bytes =>
+        {
+            fields.violation(
+                "spec_kv",
+                &format!("must be at most {} bytes", limits.spec_kv_max_bytes),
+            );
+        }
+        Some(pb::create_approval_request::Spec::SpecKv(_)) | None => {}
     }
     fields.finish()?;
     let action = action_from_pb(request.action)?;
