@@ -297,6 +297,38 @@ async fn over_long_fields_are_typed_rejections_with_small_audit_rows() {
     assert!(server.state.store().verify().await.unwrap().ok);
 }
 
+/// Bytes the SQLite audit database occupies on disk, with its write-ahead log.
+fn database_bytes(server: &TestServer) -> u64 {
+    ["admission.db", "admission.db-wal"]
+        .iter()
+        .map(|name| std::fs::metadata(server.dir.path().join(name)).map_or(0, |m| m.len()))
+        .sum()
+}
+
+/// Twenty 1 MB requests from a caller without a role leave a few kilobytes each in the audit
+/// database, not their megabyte.
+#[tokio::test]
+async fn twenty_over_long_calls_store_little() {
+    let server = server().await;
+    let nobody = caller(&server, NOBODY).await;
+    let before = database_bytes(&server);
+    for call in 0..20 {
+        let mut request = deploy("prod");
+        if call % 2 == 0 {
+            request.environment.as_mut().unwrap().environment_id = "e".repeat(1_000_000);
+        } else {
+            request.spec_kv = format!("{}!=1\n", "k".repeat(1_000_000)).into_bytes();
+        }
+        let error = nobody.client.admit_deploy(request).await.unwrap_err();
+        assert!(error.rejection().is_some(), "{error:?}");
+    }
+    assert_eq!(all_entries(&server).await.len(), 20);
+    let grown = database_bytes(&server).saturating_sub(before);
+    println!("20 calls of 1 MB each grew the audit database by {grown} bytes");
+    // 20 MB sent; at most 64 KiB per call may stay, pages and log frames included.
+    assert!(grown < 20 * 64 * 1024, "grew by {grown} bytes");
+}
+
 /// Approvals and Audit bound their fields too: an over-long approval id, reason,
 /// justification or environment filter is REQUEST_INVALID naming the field.
 #[tokio::test]
