@@ -434,6 +434,13 @@ fn validate_limits(limits: &Limits) -> Result<(), String> {
             return Err(format!("[limits] {field}: must be at least 1"));
         }
     }
+    // A gRPC message carries its length in four bytes.
+    if u32::try_from(limits.max_message_bytes).is_err() {
+        return Err(format!(
+            "[limits] max_message_bytes: must be at most {}",
+            u32::MAX
+        ));
+    }
     Ok(())
 }
 
@@ -581,6 +588,44 @@ mod tests {
         assert_eq!(
             resolve_database_url(base, "postgres://u@h/db"),
             "postgres://u@h/db"
+        );
+    }
+
+    #[test]
+    fn length_limits_are_read_and_checked() {
+        let limits: Limits = toml::from_str(
+            "id_max_bytes = 64\nenvironment_part_max_bytes = 32\ntext_max_bytes = 512\n\
+             capability_max_bytes = 40\nmax_capabilities = 4\nmax_message_bytes = 65536\n",
+        )
+        .unwrap();
+        let request = limits.request_limits();
+        assert_eq!(
+            (
+                request.id_max_bytes,
+                request.environment_part_max_bytes,
+                request.text_max_bytes,
+                request.capability_max_bytes,
+                request.max_capabilities,
+                limits.max_message_bytes
+            ),
+            (64, 32, 512, 40, 4, 65536)
+        );
+        assert_eq!(validate_limits(&limits), Ok(()));
+        let zero = Limits {
+            text_max_bytes: 0,
+            ..Limits::default()
+        };
+        assert_eq!(
+            validate_limits(&zero),
+            Err("[limits] text_max_bytes: must be at least 1".to_owned())
+        );
+        let huge = Limits {
+            max_message_bytes: 1 << 33,
+            ..Limits::default()
+        };
+        assert_eq!(
+            validate_limits(&huge),
+            Err("[limits] max_message_bytes: must be at most 4294967295".to_owned())
         );
     }
 

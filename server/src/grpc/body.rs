@@ -17,7 +17,7 @@ use std::{
     task::{Context, Poll},
 };
 
-use admission_contract::{Reason, pb};
+use admission_contract::pb;
 use bytes::{Buf as _, BufMut as _, Bytes, BytesMut};
 use http::{HeaderValue, header::CONTENT_TYPE};
 use http_body_util::{BodyExt as _, Full};
@@ -239,7 +239,7 @@ fn decompress(headers: &http::HeaderMap, message: &[u8], max: usize) -> Result<B
 fn frame(message: &[u8]) -> Bytes {
     let mut framed = BytesMut::with_capacity(PREFIX_LEN + message.len());
     framed.put_u8(0);
-    // `message` is at most the configured limit, which the length prefix already carried.
+    // `message` is at most `max_message_bytes`, which config keeps within a u32.
     framed.put_u32(u32::try_from(message.len()).unwrap_or(u32::MAX));
     framed.extend_from_slice(message);
     framed.freeze()
@@ -270,11 +270,10 @@ async fn reject(
     response
 }
 
-/// REQUEST_INVALID naming the body, with a BadRequest violation on field `body`.
-pub fn body_rejection(error: &BodyError) -> Rejection {
+/// REQUEST_INVALID (row 1) with a BadRequest violation on the field `body`.
+fn body_rejection(error: &BodyError) -> Rejection {
     let mut rejection = Rejection::invalid_field("body", error.to_string());
     rejection.message = format!("the request body {error}");
-    debug_assert_eq!(rejection.reason, Reason::RequestInvalid);
     rejection
 }
 
