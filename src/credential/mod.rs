@@ -227,8 +227,13 @@ fn decode_part(name: &str, text: &str) -> Result<Vec<u8>, VerifyError> {
 }
 
 fn parse_claims(payload: &[u8]) -> Result<Claims, VerifyError> {
-    let UniqueObject(mut object) = serde_json::from_slice(payload)
-        .map_err(|e| malformed(format!("its payload is not a JSON object ({e})")))?;
+    let UniqueObject(mut object) = serde_json::from_slice(payload).map_err(|e| {
+        // The parser's message may quote the payload, so it is bounded like any echo.
+        malformed(format!(
+            "its payload is not a JSON object ({})",
+            echo(&e.to_string())
+        ))
+    })?;
     let v = match object.get("v") {
         None => return Err(missing("v")),
         Some(value) => value

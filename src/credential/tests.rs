@@ -287,6 +287,16 @@ fn row_11_malformed_tokens() {
             "{token}"
         );
     }
+    // The parser's message quotes the payload; the quote is bounded.
+    let quoted = URL_SAFE_NO_PAD.encode(format!("\"{}\"", "q".repeat(4000)));
+    let detail = malformed_detail(verify(&format!("{quoted}.{s}"), &keys, MAX));
+    assert_eq!(
+        detail,
+        format!(
+            "its payload is not a JSON object (invalid type: string \"{}…)",
+            "q".repeat(106)
+        )
+    );
     // Standard-alphabet characters are not base64url.
     let detail = malformed_detail(verify(&format!("{p}.+{}", &s[1..]), &keys, MAX));
     assert!(
