@@ -850,6 +850,19 @@ async fn every_row_of_the_decision_table() {
             )
         },
         {
+            // Signed by a trusted key, but a claim longer than any request field may be.
+            let (token, _) = credential(&keys.service, "prod", |c| {
+                c.approval_id = "a".repeat(129);
+            });
+            deploy_case(
+                "11 (claim too long)",
+                deploy_with("prod", vec![token]),
+                Code::Unauthenticated,
+                Reason::CredentialMalformed,
+                vec![],
+            )
+        },
+        {
             let (token, _) = credential(&keys.service, "prod", |c| {
                 c.expires_at = c.issued_at - Duration::from_secs(1);
             });

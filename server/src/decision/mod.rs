@@ -136,7 +136,7 @@ impl Engine {
         // Row 5.
         self.check_request_id(caller, request).await?;
         let credentials = if rules::needs_credentials(request, policy) {
-            rules::decode_credentials(request, self.inner.limits.credential_max_bytes)
+            rules::decode_credentials(request, &self.inner.limits)
         } else {
             Vec::new()
         };
