@@ -548,7 +548,8 @@ mod tests {
             config_bundle_digest: None,
         };
         assert_eq!(check_claim_lengths(&valid, &limits), Ok(()));
-        let edits: [(&str, fn(&mut Claims)); 6] = [
+        type Edit = fn(&mut Claims);
+        let edits: [(&str, Edit); 6] = [
             ("`kid` field is longer than 128", |c| {
                 c.kid = "k".repeat(129)
             }),
