@@ -5,9 +5,11 @@
 #![forbid(unsafe_code)]
 
 pub mod credential;
+pub mod echo;
 pub mod reason;
 pub mod spec;
 
+pub use echo::echo;
 pub use reason::Reason;
 pub use spec::{SpecError, SpecHash};
 

@@ -5,6 +5,8 @@ use std::{collections::HashSet, fmt, str::FromStr};
 
 use sha2::{Digest, Sha256};
 
+use crate::echo::truncated;
+
 /// A `sha256:` + 64 lowercase hex digest, as used for spec hashes and artifact digests.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SpecHash(String);
@@ -40,7 +42,10 @@ pub enum SpecError {
         line: usize,
     },
     /// A key is empty or has characters outside `[A-Za-z0-9_.-]`.
-    #[error("spec_kv line {line} has an invalid key {key:?} (allowed: A-Z a-z 0-9 _ . -)")]
+    #[error(
+        "spec_kv line {line} has an invalid key {:?} (allowed: A-Z a-z 0-9 _ . -)",
+        truncated(key)
+    )]
     InvalidKey {
         /// 1-based line number.
         line: usize,
@@ -48,7 +53,7 @@ pub enum SpecError {
         key: String,
     },
     /// A key appears twice.
-    #[error("spec_kv line {line} repeats key {key:?}")]
+    #[error("spec_kv line {line} repeats key {:?}", truncated(key))]
     DuplicateKey {
         /// 1-based line number.
         line: usize,
@@ -56,7 +61,10 @@ pub enum SpecError {
         key: String,
     },
     /// A digest string is not `sha256:` + 64 lowercase hex.
-    #[error("{value:?} is not sha256: followed by 64 lowercase hex digits")]
+    #[error(
+        "{:?} is not sha256: followed by 64 lowercase hex digits",
+        truncated(value)
+    )]
     InvalidDigest {
         /// The offending value.
         value: String,

@@ -835,6 +835,46 @@ async fn every_row_of_the_decision_table() {
             vec![],
         ),
         {
+            // Well inside the clock skew, but a validity window that ends where it starts is
+            // never valid, so the credential is malformed rather than expired.
+            let (token, _) = credential(&keys.service, "prod", |c| {
+                c.issued_at = now_whole_seconds();
+                c.expires_at = c.issued_at;
+            });
+            deploy_case(
+                "11 (expires_at not after issued_at)",
+                deploy_with("prod", vec![token]),
+                Code::Unauthenticated,
+                Reason::CredentialMalformed,
+                vec![],
+            )
+        },
+        {
+            // Signed by a trusted key, but a claim longer than any request field may be.
+            let (token, _) = credential(&keys.service, "prod", |c| {
+                c.approval_id = "a".repeat(129);
+            });
+            deploy_case(
+                "11 (claim too long)",
+                deploy_with("prod", vec![token]),
+                Code::Unauthenticated,
+                Reason::CredentialMalformed,
+                vec![],
+            )
+        },
+        {
+            let (token, _) = credential(&keys.service, "prod", |c| {
+                c.expires_at = c.issued_at - Duration::from_secs(1);
+            });
+            deploy_case(
+                "11 (expires_at before issued_at)",
+                deploy_with("prod", vec![token]),
+                Code::Unauthenticated,
+                Reason::CredentialMalformed,
+                vec![],
+            )
+        },
+        {
             let (token, id) = credential(&keys.stranger, "prod", |_| {});
             deploy_case(
                 "12",

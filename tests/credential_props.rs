@@ -34,8 +34,14 @@ fn non_empty() -> impl Strategy<Value = String> {
     ]
 }
 
-fn time() -> impl Strategy<Value = SystemTime> {
-    (0..=LAST_SECOND).prop_map(|secs| UNIX_EPOCH + Duration::from_secs(secs))
+/// `issued_at` and a later `expires_at`: a window that ends where it starts is malformed.
+fn validity_window() -> impl Strategy<Value = (SystemTime, SystemTime)> {
+    (0..LAST_SECOND)
+        .prop_flat_map(|issued| (Just(issued), issued + 1..=LAST_SECOND))
+        .prop_map(|(issued, expires)| {
+            let at = |secs| UNIX_EPOCH + Duration::from_secs(secs);
+            (at(issued), at(expires))
+        })
 }
 
 fn claims() -> impl Strategy<Value = Claims> {
@@ -43,7 +49,7 @@ fn claims() -> impl Strategy<Value = Claims> {
         (non_empty(), non_empty(), non_empty(), non_empty()),
         (non_empty(), non_empty(), non_empty(), non_empty()),
         prop::collection::vec(any::<String>(), 0..5),
-        (time(), time()),
+        validity_window(),
         proptest::option::of(any::<String>()),
     )
         .prop_map(

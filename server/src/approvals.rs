@@ -13,12 +13,15 @@ use std::{
 use admission_contract::{
     Reason, SpecHash,
     credential::{Claims, SigningKey},
-    pb,
+    echo, pb,
 };
 
 use crate::{
     audit::{Append, Appended, ApprovalRow, ApprovalWrite, AuditStore, NewEntry, Scope},
-    decision::{new_decision_id, pb_action, pb_posture, request::EnvironmentKey},
+    decision::{
+        new_decision_id, pb_action, pb_posture,
+        request::{EnvironmentKey, FieldCheck, RequestLimits},
+    },
     policy::{ActionKind, EnvironmentPolicy, Policies, Posture},
     rejection::Rejection,
     roles::{Role, RoleBindings},
@@ -35,6 +38,7 @@ pub struct ApprovalService {
     roles: Arc<RoleBindings>,
     store: AuditStore,
     signer: Option<Arc<SigningKey>>,
+    limits: RequestLimits,
 }
 
 /// What a refused approval call was about, for its audit entry.
@@ -49,7 +53,7 @@ struct Attempt {
 impl Attempt {
     fn of(approval_id: &str) -> Self {
         Self {
-            approval_id: approval_id.to_owned(),
+            approval_id: echo::truncated(approval_id),
             ..Self::default()
         }
     }
@@ -69,18 +73,21 @@ struct NewApproval {
 // === impl ApprovalService ===
 
 impl ApprovalService {
-    /// The service over the configured policies, roles, store and optional signing key.
+    /// The service over the configured policies, roles, store and optional signing key;
+    /// requests are validated against `limits`.
     pub fn new(
         policies: Arc<Policies>,
         roles: Arc<RoleBindings>,
         store: AuditStore,
         signer: Option<Arc<SigningKey>>,
+        limits: RequestLimits,
     ) -> Self {
         Self {
             policies,
             roles,
             store,
             signer,
+            limits,
         }
     }
 
@@ -94,9 +101,9 @@ impl ApprovalService {
             scope: request
                 .environment
                 .as_ref()
-                .map(|env| Scope::from(&EnvironmentKey::from(env)))
+                .map(|env| Scope::from(&EnvironmentKey::from(env).truncated()))
                 .unwrap_or_default(),
-            initiated_by: request.initiated_by.clone(),
+            initiated_by: echo::truncated(&request.initiated_by),
             ..Attempt::default()
         };
         let result = self.create_checked(caller, request).await;
@@ -109,7 +116,7 @@ impl ApprovalService {
         caller: &Caller,
         request: pb::CreateApprovalRequest,
     ) -> Result<pb::Approval, Rejection> {
-        let new = validate_create(request)?;
+        let new = validate_create(request, &self.limits)?;
         self.authorize(caller, &[Role::Orchestrator], &new.environment)?;
         let policy = self.policy(&new.environment)?;
         let max_ttl = policy.max_credential_ttl;
@@ -150,6 +157,9 @@ impl ApprovalService {
 
     /// `Approvals.Get` (orchestrator or reviewer role).
     pub async fn get(&self, caller: &Caller, approval_id: &str) -> Result<pb::Approval, Rejection> {
+        let mut fields = FieldCheck::new(&self.limits);
+        fields.id("approval_id", approval_id);
+        fields.finish()?;
         let row = self.load(approval_id).await?;
         self.authorize(
             caller,
@@ -165,14 +175,15 @@ impl ApprovalService {
         caller: &Caller,
         request: pb::ListEligibleRequest,
     ) -> Result<pb::ListEligibleResponse, Rejection> {
+        let mut fields = FieldCheck::new(&self.limits);
+        fields.environment(request.environment.as_ref());
+        fields.digest("spec_hash", &request.spec_hash);
+        fields.finish()?;
         let env = request
             .environment
             .as_ref()
             .map(EnvironmentKey::from)
-            .filter(|e| {
-                !e.org_id.is_empty() && !e.project_id.is_empty() && !e.environment_id.is_empty()
-            })
-            .ok_or_else(|| Rejection::invalid_field("environment", "is required"))?;
+            .unwrap_or_default();
         let action = action_from_pb(request.action)?;
         let spec_hash: SpecHash =
             request
@@ -203,7 +214,10 @@ impl ApprovalService {
         request: pb::DecideApprovalRequest,
     ) -> Result<pb::Approval, Rejection> {
         let attempted = Attempt::of(&request.approval_id);
-        let result = self.decide_checked(caller, request).await;
+        let result = match self.check_review(&request.approval_id, &request.reason) {
+            Ok(()) => self.decide_checked(caller, request).await,
+            Err(rejection) => Err(rejection),
+        };
         self.record_refusal(caller, "approval.decide", attempted, result)
             .await
     }
@@ -371,7 +385,10 @@ impl ApprovalService {
         request: pb::RevokeApprovalRequest,
     ) -> Result<pb::Approval, Rejection> {
         let attempted = Attempt::of(&request.approval_id);
-        let result = self.revoke_checked(caller, request).await;
+        let result = match self.check_review(&request.approval_id, &request.reason) {
+            Ok(()) => self.revoke_checked(caller, request).await,
+            Err(rejection) => Err(rejection),
+        };
         self.record_refusal(caller, "approval.revoke", attempted, result)
             .await
     }
@@ -400,6 +417,14 @@ impl ApprovalService {
             Ok((row, entry))
         })
         .await
+    }
+
+    /// The bounds of a decide or revoke: an approval id and an optional reason.
+    fn check_review(&self, approval_id: &str, reason: &str) -> Result<(), Rejection> {
+        let mut fields = FieldCheck::new(&self.limits);
+        fields.id("approval_id", approval_id);
+        fields.optional_text("reason", reason);
+        fields.finish()
     }
 
     /// The approval as reviewers see it: with its environment's posture.
@@ -609,23 +634,35 @@ fn check_not_self(caller: &Caller, row: &ApprovalRow) -> Result<(), Rejection> {
     .with("approval_id", row.approval_id.clone()))
 }
 
-fn validate_create(request: pb::CreateApprovalRequest) -> Result<NewApproval, Rejection> {
+fn validate_create(
+    request: pb::CreateApprovalRequest,
+    limits: &RequestLimits,
+) -> Result<NewApproval, Rejection> {
     let environment = request
         .environment
         .as_ref()
         .map(EnvironmentKey::from)
         .unwrap_or_default();
-    for (field, value) in [
-        ("environment.org_id", &environment.org_id),
-        ("environment.project_id", &environment.project_id),
-        ("environment.environment_id", &environment.environment_id),
-        ("initiated_by", &request.initiated_by),
-        ("justification", &request.justification),
-    ] {
-        if value.trim().is_empty() {
-            return Err(Rejection::invalid_field(field, "is required"));
+    let mut fields = FieldCheck::new(limits);
+    fields.environment(request.environment.as_ref());
+    fields.text("initiated_by", &request.initiated_by);
+    fields.text("justification", &request.justification);
+    fields.capabilities("capabilities", &request.capabilities);
+    match &request.spec {
+        Some(pb::create_approval_request::Spec::SpecHash(hash)) => {
+            fields.digest("spec_hash", hash);
         }
+        Some(pb::create_approval_request::Spec::SpecKv(spec_kv))
+            if spec_kv.len() > limits.spec_kv_max_bytes =>
+        {
+            fields.violation(
+                "spec_kv",
+                &format!("must be at most {} bytes", limits.spec_kv_max_bytes),
+            );
+        }
+        Some(pb::create_approval_request::Spec::SpecKv(_)) | None => {}
     }
+    fields.finish()?;
     let action = action_from_pb(request.action)?;
     let spec_hash = match request.spec {
         Some(pb::create_approval_request::Spec::SpecKv(bytes)) => SpecHash::of_spec(&bytes)
@@ -642,12 +679,6 @@ fn validate_create(request: pb::CreateApprovalRequest) -> Result<NewApproval, Re
             ));
         }
     };
-    if request.capabilities.iter().any(|c| c.trim().is_empty()) {
-        return Err(Rejection::invalid_field(
-            "capabilities",
-            "must not contain empty names",
-        ));
-    }
     let ttl = match request.ttl {
         None => None,
         Some(ttl) => Some(

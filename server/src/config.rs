@@ -23,6 +23,7 @@ use admission_contract::credential::SigningKey;
 
 use crate::{
     credential::KeyRing,
+    decision::request::RequestLimits,
     policy::{EnvironmentConfig, Policies},
     roles::{EnvironmentPattern, IdentityPattern, Role, RoleBindings},
     tls,
@@ -111,6 +112,20 @@ pub struct Limits {
     pub handshake_timeout: Duration,
     /// TLS handshakes in progress at once; further connections wait to be accepted.
     pub max_pending_handshakes: usize,
+
+    // Request body and field lengths, in bytes; longer input is REQUEST_INVALID.
+    /// Largest request message, after decompression.
+    pub max_message_bytes: usize,
+    /// Longest id (request_id, bundle_id, artifact_id, incident_id, approval_id, …).
+    pub id_max_bytes: usize,
+    /// Longest org_id, project_id or environment_id.
+    pub environment_part_max_bytes: usize,
+    /// Longest free text (initiated_by, justification, reason).
+    pub text_max_bytes: usize,
+    /// Longest capability name.
+    pub capability_max_bytes: usize,
+    /// Most capabilities named on one request.
+    pub max_capabilities: usize,
 }
 
 /// `[audit]`: audit store settings.
@@ -405,10 +420,26 @@ fn validate_limits(limits: &Limits) -> Result<(), String> {
         ("max_credentials", limits.max_credentials),
         ("credential_max_bytes", limits.credential_max_bytes),
         ("max_pending_handshakes", limits.max_pending_handshakes),
+        ("max_message_bytes", limits.max_message_bytes),
+        ("id_max_bytes", limits.id_max_bytes),
+        (
+            "environment_part_max_bytes",
+            limits.environment_part_max_bytes,
+        ),
+        ("text_max_bytes", limits.text_max_bytes),
+        ("capability_max_bytes", limits.capability_max_bytes),
+        ("max_capabilities", limits.max_capabilities),
     ] {
         if value == 0 {
             return Err(format!("[limits] {field}: must be at least 1"));
         }
+    }
+    // A gRPC message carries its length in four bytes.
+    if u32::try_from(limits.max_message_bytes).is_err() {
+        return Err(format!(
+            "[limits] max_message_bytes: must be at most {}",
+            u32::MAX
+        ));
     }
     Ok(())
 }
@@ -455,6 +486,28 @@ impl Default for Limits {
             credential_max_bytes: 16 * 1024,
             handshake_timeout: Duration::from_secs(10),
             max_pending_handshakes: 1024,
+            max_message_bytes: 4 * 1024 * 1024,
+            id_max_bytes: 128,
+            environment_part_max_bytes: 63,
+            text_max_bytes: 1024,
+            capability_max_bytes: 128,
+            max_capabilities: 32,
+        }
+    }
+}
+
+impl Limits {
+    /// The limits request validation applies.
+    pub fn request_limits(&self) -> RequestLimits {
+        RequestLimits {
+            spec_kv_max_bytes: self.spec_kv_max_bytes,
+            max_credentials: self.max_credentials,
+            credential_max_bytes: self.credential_max_bytes,
+            id_max_bytes: self.id_max_bytes,
+            environment_part_max_bytes: self.environment_part_max_bytes,
+            text_max_bytes: self.text_max_bytes,
+            capability_max_bytes: self.capability_max_bytes,
+            max_capabilities: self.max_capabilities,
         }
     }
 }
@@ -539,11 +592,50 @@ mod tests {
     }
 
     #[test]
+    fn length_limits_are_read_and_checked() {
+        let limits: Limits = toml::from_str(
+            "id_max_bytes = 64\nenvironment_part_max_bytes = 32\ntext_max_bytes = 512\n\
+             capability_max_bytes = 40\nmax_capabilities = 4\nmax_message_bytes = 65536\n",
+        )
+        .unwrap();
+        let request = limits.request_limits();
+        assert_eq!(
+            (
+                request.id_max_bytes,
+                request.environment_part_max_bytes,
+                request.text_max_bytes,
+                request.capability_max_bytes,
+                request.max_capabilities,
+                limits.max_message_bytes
+            ),
+            (64, 32, 512, 40, 4, 65536)
+        );
+        assert_eq!(validate_limits(&limits), Ok(()));
+        let zero = Limits {
+            text_max_bytes: 0,
+            ..Limits::default()
+        };
+        assert_eq!(
+            validate_limits(&zero),
+            Err("[limits] text_max_bytes: must be at least 1".to_owned())
+        );
+        let huge = Limits {
+            max_message_bytes: 1 << 33,
+            ..Limits::default()
+        };
+        assert_eq!(
+            validate_limits(&huge),
+            Err("[limits] max_message_bytes: must be at most 4294967295".to_owned())
+        );
+    }
+
+    #[test]
     fn limits_default_to_the_spec() {
         let limits = Limits::default();
         assert_eq!(limits.spec_kv_max_bytes, 1_048_576);
         assert_eq!(limits.max_credentials, 8);
         assert_eq!(limits.credential_max_bytes, 16_384);
+        assert_eq!(limits.request_limits(), RequestLimits::default());
         assert_eq!(
             AuditConfig::default().durable_timeout,
             Duration::from_secs(2)

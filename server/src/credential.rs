@@ -7,7 +7,10 @@ use std::{
     sync::{Arc, RwLock},
 };
 
-use admission_contract::credential::{KeySet, KeySetError, VerifyError};
+use admission_contract::{
+    credential::{KeySet, KeySetError, VerifyError},
+    echo::truncated,
+};
 
 use crate::rejection::Rejection;
 
@@ -134,10 +137,10 @@ fn read_key_set(path: &Path) -> Result<KeySet, KeyRingError> {
 pub fn verify_rejection(error: &VerifyError, approval_id: Option<&str>) -> Rejection {
     let mut rejection = Rejection::new(error.reason(), error.to_string());
     if let Some(kid) = error.kid() {
-        rejection = rejection.with("kid", kid);
+        rejection = rejection.with("kid", truncated(kid));
     }
     if let Some(approval_id) = approval_id {
-        rejection = rejection.with("approval_id", approval_id);
+        rejection = rejection.with("approval_id", truncated(approval_id));
     }
     rejection
 }

@@ -11,6 +11,8 @@ use std::{
 use admission_contract::{
     Reason,
     credential::{Claims, format_time},
+    echo,
+    echo::truncated,
 };
 use serde::Deserialize;
 
@@ -430,11 +432,12 @@ impl fmt::Display for ActionKind {
 ///
 /// Every rejection carries `approval_id` and `kid` metadata; the caller adds `decision_id`.
 pub fn check_claims(claims: &Claims, ctx: &CredentialCheck<'_>) -> Result<(), Rejection> {
-    let id = &claims.approval_id;
+    // Claims are signed but still input: every echo of them is bounded.
+    let id = echo(&claims.approval_id);
     let reject = |reason: Reason, message: String| {
         Rejection::new(reason, message)
-            .with("approval_id", id.as_str())
-            .with("kid", claims.kid.as_str())
+            .with("approval_id", truncated(&claims.approval_id))
+            .with("kid", truncated(&claims.kid))
     };
     let policy = ctx.policy;
 
@@ -445,19 +448,25 @@ pub fn check_claims(claims: &Claims, ctx: &CredentialCheck<'_>) -> Result<(), Re
             format!(
                 "approval {id} is bound to spec {} but this request has {}; request an approval \
                  for this spec",
-                claims.spec_hash, ctx.spec_hash
+                echo(&claims.spec_hash),
+                ctx.spec_hash
             ),
         )
-        .expected_actual(ctx.spec_hash, claims.spec_hash.as_str()));
+        .expected_actual(ctx.spec_hash, truncated(&claims.spec_hash)));
     }
 
     // Row 17.
-    let claimed_path = format!(
-        "{}/{}/{}",
-        claims.org_id, claims.project_id, claims.environment_id
-    );
     let path = policy.path();
-    if claimed_path != path {
+    let same_environment = claims.org_id == policy.org_id
+        && claims.project_id == policy.project_id
+        && claims.environment_id == policy.environment_id;
+    if !same_environment {
+        let claimed_path = format!(
+            "{}/{}/{}",
+            echo(&claims.org_id),
+            echo(&claims.project_id),
+            echo(&claims.environment_id)
+        );
         return Err(reject(
             Reason::EnvironmentMismatch,
             format!(
@@ -473,10 +482,14 @@ pub fn check_claims(claims: &Claims, ctx: &CredentialCheck<'_>) -> Result<(), Re
             format!(
                 "approval {id} was issued for posture {} but environment {path} has posture {}; \
                  request a new approval",
-                claims.environment_posture, policy.posture
+                echo(&claims.environment_posture),
+                policy.posture
             ),
         )
-        .expected_actual(policy.posture.as_str(), claims.environment_posture.as_str()));
+        .expected_actual(
+            policy.posture.as_str(),
+            truncated(&claims.environment_posture),
+        ));
     }
 
     // Row 18.
@@ -543,11 +556,12 @@ pub fn check_claims(claims: &Claims, ctx: &CredentialCheck<'_>) -> Result<(), Re
             return Err(reject(
                 Reason::ConfigBundleMismatch,
                 format!(
-                    "approval {id} is bound to config bundle {bound} but this request carries \
-                     {described}; deploy the approved bundle or request a new approval"
+                    "approval {id} is bound to config bundle {} but this request carries \
+                     {described}; deploy the approved bundle or request a new approval",
+                    echo(bound)
                 ),
             )
-            .expected_actual(carried, bound.as_str()));
+            .expected_actual(carried, truncated(bound)));
         }
     }
 
@@ -584,10 +598,10 @@ pub fn check_claims(claims: &Claims, ctx: &CredentialCheck<'_>) -> Result<(), Re
             Reason::SelfApproval,
             format!(
                 "approval {id} was issued by {}, who {role}; another reviewer must approve it",
-                claims.issued_by
+                echo(&claims.issued_by)
             ),
         )
-        .with("issued_by", claims.issued_by.as_str()));
+        .with("issued_by", truncated(&claims.issued_by)));
     }
     Ok(())
 }

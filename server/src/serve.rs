@@ -16,7 +16,7 @@ use crate::{
     approvals::ApprovalService,
     audit::{AuditStore, StoreError, StoreOptions},
     config::Config,
-    decision::{Engine, request::RequestLimits},
+    decision::Engine,
     grpc::{self, RouterError},
     roles::RoleBindings,
     tls::{self, AcceptSettings, TransportMetrics},
@@ -85,11 +85,7 @@ impl AppState {
         };
         let store = AuditStore::open(&config.database_url, options).await?;
         let roles = Arc::new(config.roles.clone());
-        let limits = RequestLimits {
-            spec_kv_max_bytes: config.limits.spec_kv_max_bytes,
-            max_credentials: config.limits.max_credentials,
-            credential_max_bytes: config.limits.credential_max_bytes,
-        };
+        let limits = config.limits.request_limits();
         let engine = Engine::new(
             config.policies.clone(),
             roles.clone(),
@@ -103,6 +99,7 @@ impl AppState {
             roles.clone(),
             store.clone(),
             config.signing.as_ref().map(|s| s.key.clone()),
+            limits,
         );
         let health = Health::new();
         health.set_serving(*store.health().borrow()).await;

@@ -18,7 +18,7 @@ use serde::{
 };
 use serde_json::{Map, Value};
 
-use crate::Reason;
+use crate::{Reason, echo::echo};
 
 mod keys;
 
@@ -227,14 +227,28 @@ fn decode_part(name: &str, text: &str) -> Result<Vec<u8>, VerifyError> {
 }
 
 fn parse_claims(payload: &[u8]) -> Result<Claims, VerifyError> {
-    let UniqueObject(mut object) = serde_json::from_slice(payload)
-        .map_err(|e| malformed(format!("its payload is not a JSON object ({e})")))?;
+    let UniqueObject(mut object) = serde_json::from_slice(payload).map_err(|e| {
+        // The parser's message may quote the payload, so it is bounded like any echo.
+        malformed(format!(
+            "its payload is not a JSON object ({})",
+            echo(&e.to_string())
+        ))
+    })?;
     let v = match object.get("v") {
         None => return Err(missing("v")),
         Some(value) => value
             .as_u64()
             .ok_or_else(|| ill_typed("v", "an unsigned integer"))?,
     };
+    let issued_at = take_time(&mut object, "issued_at")?;
+    let expires_at = take_time(&mut object, "expires_at")?;
+    // A validity window that ends before it starts is not a credential anyone issued on
+    // purpose; without this check it would be admitted for the clock skew.
+    if expires_at <= issued_at {
+        return Err(malformed(
+            "its `expires_at` is not after its `issued_at`, so it is never valid",
+        ));
+    }
     Ok(Claims {
         v,
         kid: take_string(&mut object, "kid")?,
@@ -244,8 +258,8 @@ fn parse_claims(payload: &[u8]) -> Result<Claims, VerifyError> {
         environment_posture: take_string(&mut object, "environment_posture")?,
         spec_hash: take_string(&mut object, "spec_hash")?,
         capabilities: take_capabilities(&mut object)?,
-        issued_at: take_time(&mut object, "issued_at")?,
-        expires_at: take_time(&mut object, "expires_at")?,
+        issued_at,
+        expires_at,
         issued_by: take_string(&mut object, "issued_by")?,
         approval_id: take_string(&mut object, "approval_id")?,
         config_bundle_digest: match object.remove("config_bundle_digest") {
@@ -319,7 +333,8 @@ impl<'de> Deserialize<'de> for UniqueObject {
                     let value: Value = access.next_value()?;
                     if map.contains_key(&key) {
                         return Err(serde::de::Error::custom(format!(
-                            "field `{key}` appears twice"
+                            "field `{}` appears twice",
+                            echo(&key)
                         )));
                     }
                     map.insert(key, value);
@@ -368,23 +383,27 @@ impl fmt::Display for VerifyError {
             ),
             VerifyError::KeyUnknown { kid } => write!(
                 f,
-                "approval credential is signed with key {kid}, which is not in the trusted key \
-                 set; add the key to the key set and reload, or re-sign with a trusted key"
+                "approval credential is signed with key {}, which is not in the trusted key \
+                 set; add the key to the key set and reload, or re-sign with a trusted key",
+                echo(kid)
             ),
             VerifyError::KeyRevoked { kid } => write!(
                 f,
-                "approval credential is signed with revoked key {kid}; re-issue it with an \
-                 active key"
+                "approval credential is signed with revoked key {}; re-issue it with an \
+                 active key",
+                echo(kid)
             ),
             VerifyError::SignatureInvalid { kid } => write!(
                 f,
-                "approval credential signature does not verify with key {kid}; the credential \
-                 was altered or signed with another key, so re-issue it"
+                "approval credential signature does not verify with key {}; the credential \
+                 was altered or signed with another key, so re-issue it",
+                echo(kid)
             ),
             VerifyError::VersionUnsupported { kid, v } => write!(
                 f,
-                "approval credential signed with key {kid} has version {v} but only version \
-                 {CREDENTIAL_VERSION} is supported; re-issue it as approval-credentials-v1"
+                "approval credential signed with key {} has version {v} but only version \
+                 {CREDENTIAL_VERSION} is supported; re-issue it as approval-credentials-v1",
+                echo(kid)
             ),
         }
     }

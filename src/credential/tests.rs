@@ -271,6 +271,14 @@ fn row_11_malformed_tokens() {
             sig(&with("config_bundle_digest", json!(1))),
             "its `config_bundle_digest` field is not a string",
         ),
+        (
+            sig(&with("expires_at", json!("2026-11-23T10:00:00Z"))),
+            "its `expires_at` is not after its `issued_at`, so it is never valid",
+        ),
+        (
+            sig(&with("expires_at", json!("2026-11-23T09:59:59Z"))),
+            "its `expires_at` is not after its `issued_at`, so it is never valid",
+        ),
     ];
     for (token, expected) in cases {
         assert_eq!(
@@ -279,6 +287,16 @@ fn row_11_malformed_tokens() {
             "{token}"
         );
     }
+    // The parser's message quotes the payload; the quote is bounded.
+    let quoted = URL_SAFE_NO_PAD.encode(format!("\"{}\"", "q".repeat(4000)));
+    let detail = malformed_detail(verify(&format!("{quoted}.{s}"), &keys, MAX));
+    assert_eq!(
+        detail,
+        format!(
+            "its payload is not a JSON object (invalid type: string \"{}…)",
+            "q".repeat(106)
+        )
+    );
     // Standard-alphabet characters are not base64url.
     let detail = malformed_detail(verify(&format!("{p}.+{}", &s[1..]), &keys, MAX));
     assert!(

@@ -13,6 +13,8 @@ use std::{collections::HashMap, sync::Arc, time::SystemTime};
 use admission_contract::{
     Reason,
     credential::{Decoded, VerifyError},
+    echo,
+    echo::truncated,
     pb,
 };
 use prost::Message;
@@ -106,7 +108,12 @@ impl Engine {
         let decision_id = new_decision_id();
         let request = match request {
             Ok(request) => request,
-            Err(invalid) => return Err(self.record_invalid(caller, &decision_id, invalid).await),
+            Err(invalid) => {
+                let action = action_name(invalid.action);
+                return Err(self
+                    .record_invalid(caller, &decision_id, action, invalid)
+                    .await);
+            }
         };
         match self.admit_checked(caller, &decision_id, &request).await {
             Ok(admission) => Ok(admission),
@@ -129,7 +136,7 @@ impl Engine {
         // Row 5.
         self.check_request_id(caller, request).await?;
         let credentials = if rules::needs_credentials(request, policy) {
-            rules::decode_credentials(request, self.inner.limits.credential_max_bytes)
+            rules::decode_credentials(request, &self.inner.limits)
         } else {
             Vec::new()
         };
@@ -359,11 +366,12 @@ impl Engine {
         self.append_rejection(entry, idempotency, rejection).await
     }
 
-    /// Records a request that failed rows 1–2.
+    /// Records a request to `action` that failed rows 1–2.
     async fn record_invalid(
         &self,
         caller: &Caller,
         decision_id: &str,
+        action: &str,
         invalid: Box<Invalid>,
     ) -> Rejection {
         let mut entry = NewEntry {
@@ -371,13 +379,36 @@ impl Engine {
             actor: caller.identity.as_str().to_owned(),
             actor_cert_sha256: caller.cert_sha256.clone(),
             initiated_by: invalid.initiated_by.clone(),
-            action: action_name(invalid.action).to_owned(),
+            action: action.to_owned(),
             scope: Scope::from(&invalid.environment),
             request_id: invalid.request_id.clone(),
             ..NewEntry::default()
         };
         set_rejection(&mut entry, &invalid.rejection);
         self.append_rejection(entry, None, invalid.rejection).await
+    }
+
+    /// Records a request whose body could not be read as its message (row 1) and returns the
+    /// rejection with its `decision_id`; `action` names the RPC in the audit entry.
+    pub async fn record_unreadable(
+        &self,
+        caller: &Caller,
+        action: &str,
+        rejection: Rejection,
+    ) -> Rejection {
+        // Row 27, as for every other decision.
+        let Ok(_permit) = self.inner.in_flight.try_acquire() else {
+            return overloaded();
+        };
+        let mut entry = NewEntry {
+            entry_id: new_decision_id(),
+            actor: caller.identity.as_str().to_owned(),
+            actor_cert_sha256: caller.cert_sha256.clone(),
+            action: action.to_owned(),
+            ..NewEntry::default()
+        };
+        set_rejection(&mut entry, &rejection);
+        self.append_rejection(entry, None, rejection).await
     }
 
     async fn append_rejection(
@@ -424,7 +455,12 @@ impl Engine {
         let decision_id = new_decision_id();
         let request = match request {
             Ok(request) => request,
-            Err(invalid) => return Err(self.record_invalid(caller, &decision_id, invalid).await),
+            Err(invalid) => {
+                let action = preview_action_name(invalid.action);
+                return Err(self
+                    .record_invalid(caller, &decision_id, action, invalid)
+                    .await);
+            }
         };
         let policy = match self.authorize(caller, &request) {
             Ok(policy) => policy,
@@ -602,9 +638,12 @@ fn refusal_rejection(refusal: &UseRefusal) -> Rejection {
     match refusal {
         UseRefusal::Revoked { approval_id } => Rejection::new(
             Reason::ApprovalRevoked,
-            format!("approval {approval_id} was revoked; request a new approval"),
+            format!(
+                "approval {} was revoked; request a new approval",
+                echo(approval_id)
+            ),
         )
-        .with("approval_id", approval_id.clone()),
+        .with("approval_id", truncated(approval_id)),
         UseRefusal::Exhausted {
             approval_id,
             uses,
@@ -612,10 +651,11 @@ fn refusal_rejection(refusal: &UseRefusal) -> Rejection {
         } => Rejection::new(
             Reason::ApprovalConsumed,
             format!(
-                "approval {approval_id} has been used {uses} of {max_uses} times; request a new approval"
+                "approval {} has been used {uses} of {max_uses} times; request a new approval",
+                echo(approval_id)
             ),
         )
-        .with("approval_id", approval_id.clone()),
+        .with("approval_id", truncated(approval_id)),
     }
 }
 
@@ -623,7 +663,8 @@ fn request_id_conflict(request_id: &str) -> Rejection {
     Rejection::new(
         Reason::RequestIdConflict,
         format!(
-            "request_id {request_id} was already used by this caller for a different request; use a new request_id"
+            "request_id {} was already used by this caller for a different request; use a new request_id",
+            echo(request_id)
         ),
     )
 }
@@ -720,8 +761,7 @@ mod tests {
             store,
             RequestLimits {
                 spec_kv_max_bytes: 1024,
-                max_credentials: 8,
-                credential_max_bytes: 16 * 1024,
+                ..RequestLimits::default()
             },
             max_in_flight,
         )

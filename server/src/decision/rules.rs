@@ -11,7 +11,7 @@ use admission_contract::{
     credential::{self, Claims, Decoded, KeySet, VerifyError},
 };
 
-use super::request::AdmissionRequest;
+use super::request::{AdmissionRequest, RequestLimits};
 use crate::{
     credential::verify_rejection,
     policy::{
@@ -90,16 +90,74 @@ pub fn needs_credentials(request: &AdmissionRequest, policy: &EnvironmentPolicy)
 }
 
 /// Row 11 for every credential, once: the engine reads the approvals they name from the
-/// store, then the rules check them in order.
+/// store, then the rules check them in order. A claim longer than the same field of a request
+/// may be is "too long", like the token itself.
 pub fn decode_credentials(
     request: &AdmissionRequest,
-    max_len: usize,
+    limits: &RequestLimits,
 ) -> Vec<Result<Decoded, VerifyError>> {
     request
         .credentials
         .iter()
-        .map(|token| credential::decode(token, max_len))
+        .map(|token| {
+            let decoded = credential::decode(token, limits.credential_max_bytes)?;
+            check_claim_lengths(&decoded.claims, limits)?;
+            Ok(decoded)
+        })
         .collect()
+}
+
+/// The claims' strings within the request field limits (row 11).
+fn check_claim_lengths(claims: &Claims, limits: &RequestLimits) -> Result<(), VerifyError> {
+    let fields = [
+        ("kid", &claims.kid, limits.id_max_bytes),
+        ("approval_id", &claims.approval_id, limits.id_max_bytes),
+        ("spec_hash", &claims.spec_hash, limits.id_max_bytes),
+        ("org_id", &claims.org_id, limits.environment_part_max_bytes),
+        (
+            "project_id",
+            &claims.project_id,
+            limits.environment_part_max_bytes,
+        ),
+        (
+            "environment_id",
+            &claims.environment_id,
+            limits.environment_part_max_bytes,
+        ),
+        (
+            "environment_posture",
+            &claims.environment_posture,
+            limits.environment_part_max_bytes,
+        ),
+        ("issued_by", &claims.issued_by, limits.text_max_bytes),
+    ];
+    let too_long = |field: &str, max: usize| VerifyError::Malformed {
+        detail: format!("its `{field}` field is longer than {max} bytes"),
+    };
+    if let Some((field, _, max)) = fields.iter().find(|(_, value, max)| value.len() > *max) {
+        return Err(too_long(field, *max));
+    }
+    if let Some(digest) = &claims.config_bundle_digest {
+        if digest.len() > limits.id_max_bytes {
+            return Err(too_long("config_bundle_digest", limits.id_max_bytes));
+        }
+    }
+    if claims.capabilities.len() > limits.max_capabilities {
+        return Err(VerifyError::Malformed {
+            detail: format!(
+                "its `capabilities` field names more than {} capabilities",
+                limits.max_capabilities
+            ),
+        });
+    }
+    if claims
+        .capabilities
+        .iter()
+        .any(|c| c.len() > limits.capability_max_bytes)
+    {
+        return Err(too_long("capabilities", limits.capability_max_bytes));
+    }
+    Ok(())
 }
 
 /// Runs rows 6–25 in order; the first failing check wins.
@@ -448,7 +506,7 @@ mod tests {
                 .policies
                 .get(&env.org_id, &env.project_id, &env.environment_id)
                 .unwrap();
-            let credentials = decode_credentials(request, 16 * 1024);
+            let credentials = decode_credentials(request, &RequestLimits::default());
             evaluate(&RuleInput {
                 request,
                 policy,
@@ -467,6 +525,58 @@ mod tests {
             uses,
             max_uses,
             approved: !revoked,
+        }
+    }
+
+    /// Row 11: each claim over its request field limit makes the credential malformed.
+    #[test]
+    fn over_long_claims_are_malformed() {
+        let limits = RequestLimits::default();
+        let valid = Claims {
+            v: 1,
+            kid: "k1".into(),
+            org_id: "acme".into(),
+            project_id: "payments".into(),
+            environment_id: "prod".into(),
+            environment_posture: "prod".into(),
+            spec_hash: SpecHash::of_bytes(b"a=1\n").to_string(),
+            capabilities: vec!["deploy".into()],
+            issued_at: now(),
+            expires_at: now() + Duration::from_secs(60),
+            issued_by: "bob".into(),
+            approval_id: "apr_1".into(),
+            config_bundle_digest: None,
+        };
+        assert_eq!(check_claim_lengths(&valid, &limits), Ok(()));
+        type Edit = fn(&mut Claims);
+        let edits: [(&str, Edit); 6] = [
+            ("`kid` field is longer than 128", |c| {
+                c.kid = "k".repeat(129)
+            }),
+            ("`org_id` field is longer than 63", |c| {
+                c.org_id = "o".repeat(64)
+            }),
+            ("`issued_by` field is longer than 1024", |c| {
+                c.issued_by = "b".repeat(1025)
+            }),
+            ("`config_bundle_digest` field is longer than 128", |c| {
+                c.config_bundle_digest = Some("d".repeat(129))
+            }),
+            ("`capabilities` field names more than 32", |c| {
+                c.capabilities = vec!["x".into(); 33]
+            }),
+            ("`capabilities` field is longer than 128", |c| {
+                c.capabilities = vec!["x".repeat(129)]
+            }),
+        ];
+        for (expected, edit) in edits {
+            let mut claims = valid.clone();
+            edit(&mut claims);
+            let Err(VerifyError::Malformed { detail }) = check_claim_lengths(&claims, &limits)
+            else {
+                panic!("{expected}: not malformed");
+            };
+            assert!(detail.contains(expected), "{detail}");
         }
     }
 

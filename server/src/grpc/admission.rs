@@ -14,7 +14,7 @@ use tracing::{Instrument as _, Span, field::Empty};
 use crate::{
     decision::{
         Engine,
-        request::{AdmissionRequest, Invalid, RequestLimits},
+        request::{AdmissionRequest, EnvironmentKey, Invalid, RequestLimits},
     },
     rejection::Rejection,
     telemetry::DecisionMetrics,
@@ -167,7 +167,7 @@ impl Admissions {
 /// The span of one admission RPC; `outcome` and `reason` are recorded once decided.
 fn rpc_span(rpc: &'static str, environment: Option<&pb::EnvironmentRef>) -> Span {
     let environment = environment
-        .map(|e| format!("{}/{}/{}", e.org_id, e.project_id, e.environment_id))
+        .map(|e| EnvironmentKey::from(e).to_string())
         .unwrap_or_default();
     tracing::info_span!(
         "admission",

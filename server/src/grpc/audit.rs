@@ -8,6 +8,8 @@ use tonic::{Request, Response, Status};
 use super::{Rpc, authorize_rpc};
 use crate::{
     audit::{AuditStore, service},
+    decision::request::{FieldCheck, RequestLimits},
+    rejection::Rejection,
     roles::RoleBindings,
 };
 
@@ -16,14 +18,20 @@ use crate::{
 pub struct AuditService {
     roles: Arc<RoleBindings>,
     store: AuditStore,
+    limits: RequestLimits,
 }
 
 // === impl AuditService ===
 
 impl AuditService {
-    /// The service over `store`, for callers holding the auditor role.
-    pub fn new(roles: Arc<RoleBindings>, store: AuditStore) -> Self {
-        Self { roles, store }
+    /// The service over `store`, for callers holding the auditor role; filters are bounded by
+    /// `limits`.
+    pub fn new(roles: Arc<RoleBindings>, store: AuditStore, limits: RequestLimits) -> Self {
+        Self {
+            roles,
+            store,
+            limits,
+        }
     }
 }
 
@@ -34,6 +42,7 @@ impl Audit for AuditService {
         request: Request<pb::ListAuditRequest>,
     ) -> Result<Response<pb::ListAuditResponse>, Status> {
         authorize_rpc(&self.roles, &request, Rpc::AuditList)?;
+        check_list(request.get_ref(), &self.limits)?;
         let response = service::list(&self.store, request.into_inner()).await?;
         Ok(Response::new(response))
     }
@@ -46,4 +55,16 @@ impl Audit for AuditService {
         let response = service::verify(&self.store, request.into_inner()).await?;
         Ok(Response::new(response))
     }
+}
+
+/// Bounds on the filters of `Audit.List`: an environment filter names ids no longer than any
+/// stored one could be.
+fn check_list(request: &pb::ListAuditRequest, limits: &RequestLimits) -> Result<(), Rejection> {
+    let mut fields = FieldCheck::new(limits);
+    if let Some(environment) = &request.environment {
+        fields.optional_environment(environment);
+    }
+    fields.optional_id("outcome", &request.outcome);
+    fields.optional_id("page_token", &request.page_token);
+    fields.finish()
 }

@@ -6,6 +6,7 @@
 pub mod admission;
 pub mod approvals;
 pub mod audit;
+pub mod body;
 
 use admission_contract::pb::{
     self, approvals_server::ApprovalsServer, audit_server::AuditServer,
@@ -24,6 +25,7 @@ pub use self::{
     admission::{DeployService, ReplayService},
     approvals::ApprovalsService,
     audit::AuditService,
+    body::BodyGuard,
 };
 
 /// Every RPC of the API, for role checks (SPEC §2).
@@ -68,22 +70,42 @@ pub fn routes(state: &AppState) -> Result<Routes, RouterError> {
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
+    // Every API service reads its bodies through a guard, so a body that is not the RPC's
+    // message is answered and audited as an invalid request rather than by tonic's decoder.
+    let max = state.config().limits.max_message_bytes;
     Ok(Routes::new(health)
         .add_service(reflection)
-        .add_service(DeployAdmissionServer::new(DeployService::new(
+        .add_service(BodyGuard::new(
+            DeployAdmissionServer::new(DeployService::new(state.engine().clone()))
+                .max_decoding_message_size(max),
             state.engine().clone(),
-        )))
-        .add_service(ReplayAdmissionServer::new(ReplayService::new(
+            max,
+        ))
+        .add_service(BodyGuard::new(
+            ReplayAdmissionServer::new(ReplayService::new(state.engine().clone()))
+                .max_decoding_message_size(max),
             state.engine().clone(),
+            max,
+        ))
+        .add_service(BodyGuard::new(
+            ApprovalsServer::new(ApprovalsService::new(
+                state.roles(),
+                state.approvals().clone(),
+            ))
+            .max_decoding_message_size(max),
+            state.engine().clone(),
+            max,
+        ))
+        .add_service(BodyGuard::new(
+            AuditServer::new(AuditService::new(
+                state.roles(),
+                state.store().clone(),
+                *state.engine().limits(),
+            ))
+            .max_decoding_message_size(max),
+            state.engine().clone(),
+            max,
         )))
-        .add_service(ApprovalsServer::new(ApprovalsService::new(
-            state.roles(),
-            state.approvals().clone(),
-        )))
-        .add_service(AuditServer::new(AuditService::new(
-            state.roles(),
-            state.store().clone(),
-        ))))
 }
 
 /// Checks that the caller of `request` holds a role `rpc` needs, without an environment;
