@@ -58,18 +58,15 @@ pub enum Rpc {
 #[error("cannot build the reflection service: {0}")]
 pub struct RouterError(#[from] tonic_reflection::server::Error);
 
-/// The routes: the four API services over `state`, `grpc.health.v1.Health` and
-/// `grpc.reflection.v1`.
+/// The routes: the four API services over `state`, `grpc.health.v1.Health`, and reflection in
+/// both versions tools speak (`grpc.reflection.v1` and `v1alpha`).
 pub fn routes(state: &AppState) -> Result<Routes, RouterError> {
     let health = HealthServer::new(HealthService::from_health_reporter(
         state.health().reporter(),
     ));
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
     Ok(Routes::new(health)
-        .add_service(reflection)
+        .add_service(reflection_builder().build_v1()?)
+        .add_service(reflection_builder().build_v1alpha()?)
         .add_service(DeployAdmissionServer::new(DeployService::new(
             state.engine().clone(),
         )))
@@ -96,6 +93,17 @@ pub fn authorize_rpc<T>(
     let caller = caller(request)?;
     roles.authorize_any(&caller.identity, rpc.roles(), None)?;
     Ok(caller)
+}
+
+/// Reflection over every descriptor a client may meet: the API, the `google.rpc` error details
+/// carried by rejections, health, and both reflection versions (so each lists the other).
+fn reflection_builder() -> tonic_reflection::server::Builder<'static> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(pb::GOOGLE_RPC_FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET)
 }
 
 // === impl Rpc ===
