@@ -40,8 +40,11 @@ pub struct RetryPolicy {
     deadline: Duration,
     initial_backoff: Duration,
     max_backoff: Duration,
-    observer: Option<Arc<dyn Fn(&RetryEvent) + Send + Sync>>,
+    observer: Option<RetryObserver>,
 }
+
+/// A callback told about each retry.
+type RetryObserver = Arc<dyn Fn(&RetryEvent) + Send + Sync>;
 
 /// One retry about to happen, as reported to [`RetryPolicy::on_retry`] observers.
 #[derive(Clone, Debug)]
