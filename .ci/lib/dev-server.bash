@@ -17,7 +17,9 @@ pass() { printf 'ok: %s\n' "$*"; }
 # Sets SERVER_BIN (and ADMISSIONCTL when asked with "admissionctl") to usable binaries.
 ensure_binaries() {
   local want_ctl="${1:-}"
-  local target="${CARGO_TARGET_DIR:-target}"
+  # The same default cache as .ci/run, so a local run reuses its release build.
+  export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/admission-target}"
+  local target="$CARGO_TARGET_DIR"
   if [[ -n "${ADMISSION_SERVER_BIN:-}" ]]; then
     SERVER_BIN="$ADMISSION_SERVER_BIN"
   else
