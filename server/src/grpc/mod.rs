@@ -59,14 +59,25 @@ pub enum Rpc {
 pub struct RouterError(#[from] tonic_reflection::server::Error);
 
 /// The routes: the four API services over `state`, `grpc.health.v1.Health`, and reflection in
-/// both versions tools speak (`grpc.reflection.v1` and `v1alpha`).
+/// both versions tools speak (`grpc.reflection.v1` and `v1alpha`, each listing the other), over
+/// the API, health, and the `google.rpc` error details rejections carry.
 pub fn routes(state: &AppState) -> Result<Routes, RouterError> {
+    Ok(api_routes(state)?.add_service(reflection_v1alpha()?))
+}
+
+/// The four API services, health and `grpc.reflection.v1`.
+fn api_routes(state: &AppState) -> Result<Routes, RouterError> {
     let health = HealthServer::new(HealthService::from_health_reporter(
         state.health().reporter(),
     ));
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(pb::GOOGLE_RPC_FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
     Ok(Routes::new(health)
-        .add_service(reflection_builder().build_v1()?)
-        .add_service(reflection_builder().build_v1alpha()?)
+        .add_service(reflection)
         .add_service(DeployAdmissionServer::new(DeployService::new(
             state.engine().clone(),
         )))
@@ -83,6 +94,22 @@ pub fn routes(state: &AppState) -> Result<Routes, RouterError> {
         ))))
 }
 
+/// `grpc.reflection.v1alpha` (grpcurl 1.8 and many IDEs speak only this version), over the same
+/// descriptors as the v1 service in [`api_routes`].
+fn reflection_v1alpha() -> Result<
+    tonic_reflection::server::v1alpha::ServerReflectionServer<
+        impl tonic_reflection::server::v1alpha::ServerReflection,
+    >,
+    RouterError,
+> {
+    Ok(tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(pb::GOOGLE_RPC_FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?)
+}
+
 /// Checks that the caller of `request` holds a role `rpc` needs, without an environment;
 /// returns the caller for the handler to use.
 pub fn authorize_rpc<T>(
@@ -93,17 +120,6 @@ pub fn authorize_rpc<T>(
     let caller = caller(request)?;
     roles.authorize_any(&caller.identity, rpc.roles(), None)?;
     Ok(caller)
-}
-
-/// Reflection over every descriptor a client may meet: the API, the `google.rpc` error details
-/// carried by rejections, health, and both reflection versions (so each lists the other).
-fn reflection_builder() -> tonic_reflection::server::Builder<'static> {
-    tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(pb::GOOGLE_RPC_FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET)
 }
 
 // === impl Rpc ===
