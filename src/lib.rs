@@ -19,9 +19,15 @@ pub use spec::{SpecError, SpecHash};
 pub mod pb {
     include!(concat!(env!("OUT_DIR"), "/byteor.admission.v1.rs"));
 
-    /// Encoded `FileDescriptorSet` of the API, for `grpc.reflection.v1`.
+    /// Encoded `FileDescriptorSet` of the API, for gRPC reflection.
     pub const FILE_DESCRIPTOR_SET: &[u8] =
         include_bytes!(concat!(env!("OUT_DIR"), "/admission_descriptor.bin"));
+
+    /// Encoded `FileDescriptorSet` of `google/rpc/status.proto` and
+    /// `google/rpc/error_details.proto` (vendored from googleapis), so reflection clients can
+    /// decode `ErrorInfo`, `RetryInfo` and `BadRequest` in rejection details.
+    pub const GOOGLE_RPC_FILE_DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/google_rpc_descriptor.bin"));
 }
 
 /// The `google.rpc.ErrorInfo.domain` of every rejection.

@@ -156,6 +156,14 @@ impl Reason {
 }
 
 impl Reason {
+    /// Whether the service decided nothing and the same request may be sent again later: the
+    /// audit trail could not take the entry (UNAVAILABLE) or the server was overloaded
+    /// (RESOURCE_EXHAUSTED). Nothing was admitted or consumed, so resending the identical
+    /// request (same `request_id`) cannot admit twice.
+    pub fn is_retryable(self) -> bool {
+        matches!(self.code(), Code::Unavailable | Code::ResourceExhausted)
+    }
+
     /// The canonical name of [`Reason::code`], e.g. `"PERMISSION_DENIED"`, as the audit records it.
     pub fn code_name(self) -> &'static str {
         code_name(self.code())
@@ -235,5 +243,15 @@ mod tests {
         assert_eq!(Reason::ApprovalRevoked.code(), Code::PermissionDenied);
         assert_eq!(Reason::RequestIdConflict.code(), Code::AlreadyExists);
         assert_eq!(Reason::Overloaded.code(), Code::ResourceExhausted);
+    }
+
+    #[test]
+    fn only_audit_unavailable_and_overloaded_are_retryable() {
+        let retryable: Vec<Reason> = Reason::ALL
+            .iter()
+            .copied()
+            .filter(|reason| reason.is_retryable())
+            .collect();
+        assert_eq!(retryable, [Reason::AuditUnavailable, Reason::Overloaded]);
     }
 }

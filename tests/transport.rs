@@ -233,6 +233,7 @@ async fn reflection_lists_the_services() {
             "byteor.admission.v1.ReplayAdmission",
             "grpc.health.v1.Health",
             "grpc.reflection.v1.ServerReflection",
+            "grpc.reflection.v1alpha.ServerReflection",
         ]
     );
 }

@@ -1,6 +1,12 @@
 //! Typed admission calls: an [`Admission`](pb::Admission) or a typed [`Rejection`].
 
-use crate::{AdmissionClient, pb, rejection::Rejection};
+use std::future::Future;
+
+use crate::{
+    AdmissionClient, pb,
+    rejection::Rejection,
+    retry::Idempotency::{self, Idempotent, NotIdempotent},
+};
 
 /// Why an admission or preview call did not return its answer.
 #[derive(Debug, thiserror::Error)]
@@ -32,79 +38,104 @@ impl From<tonic::Status> for AdmitError {
     }
 }
 
+/// A closure sending one attempt of `client.method` on its own clone of the client, so the
+/// future owns everything it borrows.
+macro_rules! attempt {
+    ($client:ident . $method:ident) => {
+        move |request| {
+            let mut client = $client.clone();
+            async move { client.$method(request).await }
+        }
+    };
+}
+
 // === impl AdmissionClient ===
 
 impl AdmissionClient {
-    /// `DeployAdmission.Admit`.
+    /// `DeployAdmission.Admit`; retried under the retry policy with the same `request_id`.
     pub async fn admit_deploy(
         &self,
         request: pb::DeployRequest,
     ) -> Result<pb::Admission, AdmitError> {
-        Ok(self.deploy().admit(request).await?.into_inner())
+        let client = self.deploy();
+        self.retried(Idempotent, request, attempt!(client.admit))
+            .await
     }
 
-    /// `DeployAdmission.Preview`.
+    /// `DeployAdmission.Preview`; retried under the retry policy.
     pub async fn preview_deploy(
         &self,
         request: pb::DeployRequest,
     ) -> Result<pb::Preview, AdmitError> {
-        Ok(self.deploy().preview(request).await?.into_inner())
+        let client = self.deploy();
+        self.retried(Idempotent, request, attempt!(client.preview))
+            .await
     }
 
-    /// `ReplayAdmission.Admit`.
+    /// `ReplayAdmission.Admit`; retried under the retry policy with the same `request_id`.
     pub async fn admit_replay(
         &self,
         request: pb::ReplayRequest,
     ) -> Result<pb::Admission, AdmitError> {
-        Ok(self.replay().admit(request).await?.into_inner())
+        let client = self.replay();
+        self.retried(Idempotent, request, attempt!(client.admit))
+            .await
     }
 
-    /// `ReplayAdmission.Preview`.
+    /// `ReplayAdmission.Preview`; retried under the retry policy.
     pub async fn preview_replay(
         &self,
         request: pb::ReplayRequest,
     ) -> Result<pb::Preview, AdmitError> {
-        Ok(self.replay().preview(request).await?.into_inner())
+        let client = self.replay();
+        self.retried(Idempotent, request, attempt!(client.preview))
+            .await
     }
 
-    /// `Approvals.Create`.
+    /// `Approvals.Create`; retried only when the service says it did nothing, since a retry
+    /// after a lost answer would create a second approval.
     pub async fn create_approval(
         &self,
         request: pb::CreateApprovalRequest,
     ) -> Result<pb::Approval, AdmitError> {
-        Ok(self.approvals().create(request).await?.into_inner())
+        let client = self.approvals();
+        self.retried(NotIdempotent, request, attempt!(client.create))
+            .await
     }
 
-    /// `Approvals.Decide`.
+    /// `Approvals.Decide`; retried only when the service says it did nothing.
     pub async fn decide_approval(
         &self,
         request: pb::DecideApprovalRequest,
     ) -> Result<pb::Approval, AdmitError> {
-        Ok(self.approvals().decide(request).await?.into_inner())
+        let client = self.approvals();
+        self.retried(NotIdempotent, request, attempt!(client.decide))
+            .await
     }
 
-    /// `Approvals.Get`.
+    /// `Approvals.Get`; retried under the retry policy.
     pub async fn get_approval(&self, approval_id: &str) -> Result<pb::Approval, AdmitError> {
         let request = pb::GetApprovalRequest {
             approval_id: approval_id.to_owned(),
         };
-        Ok(self.approvals().get(request).await?.into_inner())
+        let client = self.approvals();
+        self.retried(Idempotent, request, attempt!(client.get))
+            .await
     }
 
-    /// `Approvals.ListEligible`.
+    /// `Approvals.ListEligible`; retried under the retry policy.
     pub async fn list_eligible(
         &self,
         request: pb::ListEligibleRequest,
     ) -> Result<Vec<pb::Approval>, AdmitError> {
-        Ok(self
-            .approvals()
-            .list_eligible(request)
-            .await?
-            .into_inner()
-            .approvals)
+        let client = self.approvals();
+        let response = self
+            .retried(Idempotent, request, attempt!(client.list_eligible))
+            .await?;
+        Ok(response.approvals)
     }
 
-    /// `Approvals.Revoke`.
+    /// `Approvals.Revoke`; retried only when the service says it did nothing.
     pub async fn revoke_approval(
         &self,
         approval_id: &str,
@@ -114,6 +145,23 @@ impl AdmissionClient {
             approval_id: approval_id.to_owned(),
             reason: reason.to_owned(),
         };
-        Ok(self.approvals().revoke(request).await?.into_inner())
+        let client = self.approvals();
+        self.retried(NotIdempotent, request, attempt!(client.revoke))
+            .await
+    }
+
+    /// Runs `call` under the retry policy and types its failure.
+    async fn retried<Req, Resp, F, Fut>(
+        &self,
+        idempotency: Idempotency,
+        request: Req,
+        call: F,
+    ) -> Result<Resp, AdmitError>
+    where
+        Req: Clone,
+        F: FnMut(tonic::Request<Req>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<Resp>, tonic::Status>>,
+    {
+        Ok(self.retry_policy().run(idempotency, request, call).await?)
     }
 }

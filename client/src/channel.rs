@@ -8,18 +8,27 @@ use std::{
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic_health::pb::health_client::HealthClient;
 
-use crate::pb::{
-    approvals_client::ApprovalsClient, audit_client::AuditClient,
-    deploy_admission_client::DeployAdmissionClient, replay_admission_client::ReplayAdmissionClient,
+use crate::{
+    pb::{
+        approvals_client::ApprovalsClient, audit_client::AuditClient,
+        deploy_admission_client::DeployAdmissionClient,
+        replay_admission_client::ReplayAdmissionClient,
+    },
+    retry::RetryPolicy,
 };
 
 /// A connected client; cheap to clone (the channel is shared).
+///
+/// The typed calls (`admit_deploy`, `preview_deploy`, …) retry what the service did not decide
+/// under the client's [`RetryPolicy`]; the raw service clients (`deploy()`, …) send once.
 #[derive(Clone, Debug)]
 pub struct AdmissionClient {
     channel: Channel,
+    retry: RetryPolicy,
 }
 
-/// Builds an [`AdmissionClient`]: endpoint, CA, and the client certificate and key.
+/// Builds an [`AdmissionClient`]: endpoint, CA, the client certificate and key, and the retry
+/// policy (by default [`RetryPolicy::default`]).
 #[derive(Clone, Debug, Default)]
 pub struct AdmissionClientBuilder {
     endpoint: Option<String>,
@@ -27,6 +36,7 @@ pub struct AdmissionClientBuilder {
     identity: Option<(Pem, Pem)>,
     domain_name: Option<String>,
     connect_timeout: Option<Duration>,
+    retry: RetryPolicy,
 }
 
 #[derive(Clone, Debug)]
@@ -78,9 +88,23 @@ impl AdmissionClient {
         AdmissionClientBuilder::default()
     }
 
-    /// Wraps an existing channel.
+    /// Wraps an existing channel, with the default retry policy.
     pub fn from_channel(channel: Channel) -> Self {
-        Self { channel }
+        Self {
+            channel,
+            retry: RetryPolicy::default(),
+        }
+    }
+
+    /// The same client with another retry policy.
+    pub fn with_retry_policy(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+
+    /// The retry policy of the typed calls.
+    pub fn retry_policy(&self) -> &RetryPolicy {
+        &self.retry
     }
 
     /// The underlying channel.
@@ -162,8 +186,27 @@ impl AdmissionClientBuilder {
         self
     }
 
+    /// The whole retry policy of the typed calls.
+    pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+
+    /// Attempts per typed call, the first one included (default 4; 1 turns retries off).
+    pub fn max_attempts(mut self, attempts: u32) -> Self {
+        self.retry = self.retry.with_max_attempts(attempts);
+        self
+    }
+
+    /// Time budget of one typed call across all attempts and waits (default 30s).
+    pub fn retry_deadline(mut self, deadline: Duration) -> Self {
+        self.retry = self.retry.with_deadline(deadline);
+        self
+    }
+
     /// Connects now; fails when the server is unreachable or the TLS handshake fails.
     pub async fn connect(self) -> Result<AdmissionClient, ClientError> {
+        let retry = self.retry.clone();
         let (endpoint, url) = self.build_endpoint()?;
         let channel = endpoint
             .connect()
@@ -172,14 +215,16 @@ impl AdmissionClientBuilder {
                 endpoint: url,
                 source,
             })?;
-        Ok(AdmissionClient { channel })
+        Ok(AdmissionClient { channel, retry })
     }
 
     /// Builds a client that connects on first use.
     pub fn connect_lazy(self) -> Result<AdmissionClient, ClientError> {
+        let retry = self.retry.clone();
         let (endpoint, _) = self.build_endpoint()?;
         Ok(AdmissionClient {
             channel: endpoint.connect_lazy(),
+            retry,
         })
     }
 

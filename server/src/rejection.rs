@@ -1,7 +1,8 @@
 //! A typed rejection: the one error every decision path produces, turned into a `tonic::Status`
-//! with `google.rpc.ErrorInfo` (and `BadRequest` field violations) in exactly one place.
+//! with `google.rpc.ErrorInfo` (and `BadRequest` field violations, and `RetryInfo` when the
+//! caller may try again) in exactly one place.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, time::Duration};
 
 use admission_contract::{ERROR_DOMAIN, Reason};
 use tonic_types::{ErrorDetails, StatusExt};
@@ -18,6 +19,14 @@ pub struct Rejection {
     /// BadRequest field violations (`REQUEST_INVALID` only): field path and description.
     pub field_violations: Vec<(String, String)>,
 }
+
+/// How long a caller should wait before resending a request the audit trail could not take:
+/// long enough for a brief store stall or failover to clear.
+pub const AUDIT_UNAVAILABLE_RETRY_DELAY: Duration = Duration::from_secs(1);
+
+/// How long a caller should wait before resending a request refused at the in-flight limit:
+/// decisions take milliseconds, so capacity returns quickly.
+pub const OVERLOADED_RETRY_DELAY: Duration = Duration::from_millis(200);
 
 // === impl Rejection ===
 
@@ -53,7 +62,8 @@ impl Rejection {
         self.with("expected", expected).with("actual", actual)
     }
 
-    /// The wire status: code from the reason, ErrorInfo in the details.
+    /// The wire status: code from the reason, ErrorInfo in the details, and RetryInfo on the
+    /// reasons a caller may retry.
     pub fn to_status(&self) -> tonic::Status {
         let mut details = ErrorDetails::with_error_info(
             self.reason.as_str(),
@@ -63,7 +73,19 @@ impl Rejection {
         for (field, description) in &self.field_violations {
             details.add_bad_request_violation(field.clone(), description.clone());
         }
+        if let Some(delay) = retry_delay(self.reason) {
+            details.set_retry_info(Some(delay));
+        }
         tonic::Status::with_error_details(self.reason.code(), self.message.clone(), details)
+    }
+}
+
+/// The RetryInfo delay sent with `reason`, for the reasons a caller may retry.
+fn retry_delay(reason: Reason) -> Option<Duration> {
+    match reason.code() {
+        tonic::Code::Unavailable => Some(AUDIT_UNAVAILABLE_RETRY_DELAY),
+        tonic::Code::ResourceExhausted => Some(OVERLOADED_RETRY_DELAY),
+        _ => None,
     }
 }
 
@@ -97,5 +119,30 @@ mod tests {
         assert_eq!(status.code(), tonic::Code::InvalidArgument);
         let bad = status.get_details_bad_request().expect("bad request");
         assert_eq!(bad.field_violations[0].field, "request_id");
+        assert!(status.get_details_retry_info().is_none());
+    }
+
+    #[test]
+    fn retryable_reasons_carry_retry_info() {
+        let audit = Rejection::new(Reason::AuditUnavailable, "audit is unavailable").to_status();
+        assert_eq!(audit.code(), tonic::Code::Unavailable);
+        assert_eq!(
+            audit.get_details_error_info().unwrap().reason,
+            "AUDIT_UNAVAILABLE"
+        );
+        assert_eq!(
+            audit.get_details_retry_info().unwrap().retry_delay,
+            Some(AUDIT_UNAVAILABLE_RETRY_DELAY)
+        );
+        let overloaded = Rejection::new(Reason::Overloaded, "server is overloaded").to_status();
+        assert_eq!(overloaded.code(), tonic::Code::ResourceExhausted);
+        assert_eq!(
+            overloaded.get_details_retry_info().unwrap().retry_delay,
+            Some(OVERLOADED_RETRY_DELAY)
+        );
+        for reason in Reason::ALL.iter().filter(|r| !r.is_retryable()) {
+            let status = Rejection::new(*reason, "refused").to_status();
+            assert!(status.get_details_retry_info().is_none(), "{reason}");
+        }
     }
 }

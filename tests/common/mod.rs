@@ -2,6 +2,8 @@
 //! `127.0.0.1:0` with real mTLS, and client builders for it.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod store;
+
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},

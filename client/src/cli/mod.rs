@@ -9,11 +9,11 @@ pub mod keys;
 pub mod output;
 pub mod spec;
 
-use std::{fmt, path::PathBuf, process::ExitCode};
+use std::{fmt, path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::AdmissionClient;
+use crate::{AdmissionClient, Rejection, RetryEvent, RetryPolicy, retry::DEFAULT_MAX_ATTEMPTS};
 
 /// Operator CLI for the ByteOr admission service.
 #[derive(Debug, Parser)]
@@ -45,6 +45,18 @@ pub struct ConnectionArgs {
     /// Client private key (PEM).
     #[arg(long, global = true, env = "ADMISSION_KEY")]
     pub key: Option<PathBuf>,
+    /// Attempts per call while the service is unavailable or overloaded (1: no retries).
+    #[arg(long, global = true, env = "ADMISSION_MAX_ATTEMPTS", default_value_t = DEFAULT_MAX_ATTEMPTS)]
+    pub max_attempts: u32,
+    /// Time budget of one call across its retries, e.g. `30s` or `2m` (the client's default).
+    #[arg(
+        long,
+        global = true,
+        env = "ADMISSION_RETRY_DEADLINE",
+        default_value = "30s",
+        value_parser = humantime::parse_duration
+    )]
+    pub retry_deadline: Duration,
 }
 
 /// The commands.
@@ -174,10 +186,16 @@ impl ConnectionArgs {
                 "no client certificate: pass --cert and --key or set ADMISSION_CERT and ADMISSION_KEY",
             ));
         };
+        let max_attempts = self.max_attempts.max(1);
+        let policy = RetryPolicy::default()
+            .with_max_attempts(max_attempts)
+            .with_deadline(self.retry_deadline)
+            .on_retry(move |event| eprintln!("{}", retry_notice(event, max_attempts)));
         AdmissionClient::builder()
             .endpoint(endpoint)
             .ca_file(ca)
             .identity_files(cert, key)
+            .retry_policy(policy)
             .connect()
             .await
             .map_err(|error| match error {
@@ -185,6 +203,19 @@ impl ConnectionArgs {
                 other => CliError::usage(error_chain(&other)),
             })
     }
+}
+
+/// One stderr line per retry, e.g. `AUDIT_UNAVAILABLE: retrying in 1.0s (attempt 2 of 4)`.
+fn retry_notice(event: &RetryEvent, max_attempts: u32) -> String {
+    let cause = Rejection::from_status(&event.status).map_or_else(
+        || format!("{:?}", event.status.code()),
+        |rejection| rejection.reason.to_string(),
+    );
+    format!(
+        "{cause}: retrying in {:.1}s (attempt {} of {max_attempts})",
+        event.delay.as_secs_f64(),
+        event.attempt + 1
+    )
 }
 
 // === impl CliError ===
@@ -256,5 +287,58 @@ mod tests {
     #[test]
     fn command_line_is_well_formed() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn retry_flags_default_to_the_client_defaults() {
+        let cli = Cli::try_parse_from(["admissionctl", "health"]).unwrap();
+        assert_eq!(cli.connection.max_attempts, DEFAULT_MAX_ATTEMPTS);
+        assert_eq!(
+            cli.connection.retry_deadline,
+            crate::retry::DEFAULT_RETRY_DEADLINE
+        );
+        let cli = Cli::try_parse_from([
+            "admissionctl",
+            "--max-attempts",
+            "1",
+            "--retry-deadline",
+            "2m",
+            "health",
+        ])
+        .unwrap();
+        assert_eq!(cli.connection.max_attempts, 1);
+        assert_eq!(cli.connection.retry_deadline, Duration::from_secs(120));
+    }
+
+    #[test]
+    fn retry_notice_names_the_cause_and_the_next_attempt() {
+        let details = tonic_types::ErrorDetails::with_error_info(
+            "AUDIT_UNAVAILABLE",
+            crate::ERROR_DOMAIN,
+            std::collections::HashMap::new(),
+        );
+        let status = <tonic::Status as tonic_types::StatusExt>::with_error_details(
+            tonic::Code::Unavailable,
+            "audit is unavailable",
+            details,
+        );
+        let event = RetryEvent {
+            attempt: 1,
+            delay: Duration::from_millis(1200),
+            status,
+        };
+        assert_eq!(
+            retry_notice(&event, 4),
+            "AUDIT_UNAVAILABLE: retrying in 1.2s (attempt 2 of 4)"
+        );
+        let refused = RetryEvent {
+            attempt: 2,
+            delay: Duration::from_millis(400),
+            status: tonic::Status::unavailable("connection refused"),
+        };
+        assert_eq!(
+            retry_notice(&refused, 4),
+            "Unavailable: retrying in 0.4s (attempt 3 of 4)"
+        );
     }
 }

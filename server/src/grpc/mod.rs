@@ -60,15 +60,23 @@ pub enum Rpc {
 #[error("cannot build the reflection service: {0}")]
 pub struct RouterError(#[from] tonic_reflection::server::Error);
 
-/// The routes: the four API services over `state`, `grpc.health.v1.Health` and
-/// `grpc.reflection.v1`.
+/// The routes: the four API services over `state`, `grpc.health.v1.Health`, and reflection in
+/// both versions tools speak (`grpc.reflection.v1` and `v1alpha`, each listing the other), over
+/// the API, health, and the `google.rpc` error details rejections carry.
 pub fn routes(state: &AppState) -> Result<Routes, RouterError> {
+    Ok(api_routes(state)?.add_service(reflection_v1alpha()?))
+}
+
+/// The four API services, health and `grpc.reflection.v1`.
+fn api_routes(state: &AppState) -> Result<Routes, RouterError> {
     let health = HealthServer::new(HealthService::from_health_reporter(
         state.health().reporter(),
     ));
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(pb::GOOGLE_RPC_FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET)
         .build_v1()?;
     // Every API service reads its bodies through a guard, so a body that is not the RPC's
     // message is answered and audited as an invalid request rather than by tonic's decoder.
@@ -106,6 +114,22 @@ pub fn routes(state: &AppState) -> Result<Routes, RouterError> {
             state.engine().clone(),
             max,
         )))
+}
+
+/// `grpc.reflection.v1alpha` (grpcurl 1.8 and many IDEs speak only this version), over the same
+/// descriptors as the v1 service in [`api_routes`].
+fn reflection_v1alpha() -> Result<
+    tonic_reflection::server::v1alpha::ServerReflectionServer<
+        impl tonic_reflection::server::v1alpha::ServerReflection,
+    >,
+    RouterError,
+> {
+    Ok(tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(pb::GOOGLE_RPC_FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?)
 }
 
 /// Checks that the caller of `request` holds a role `rpc` needs, without an environment;
