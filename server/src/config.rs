@@ -109,8 +109,29 @@ pub struct Limits {
     /// Time a client has to complete the TLS handshake.
     #[serde(with = "duration")]
     pub handshake_timeout: Duration,
-    /// TLS handshakes in progress at once; further connections wait to be accepted.
+    /// TLS handshakes in progress at once; when full, the oldest one is dropped for a newcomer.
     pub max_pending_handshakes: usize,
+    /// TLS handshakes in progress at once from one source address; more are refused.
+    pub max_pending_handshakes_per_address: usize,
+    /// HTTP/2 streams (calls) a client may have open at once on one connection.
+    pub max_concurrent_streams: u32,
+    /// Request bytes buffered across all calls at once; a call that would exceed it is
+    /// refused with OVERLOADED before its body is read.
+    pub max_buffered_request_bytes: usize,
+    /// Calls in flight at once for one caller identity; more are refused with OVERLOADED.
+    pub max_calls_per_identity: usize,
+    /// Time one call may take from its headers to its answer.
+    #[serde(with = "duration")]
+    pub request_timeout: Duration,
+    /// A connection without a call in flight for this long is closed.
+    #[serde(with = "duration")]
+    pub idle_timeout: Duration,
+    /// Interval between HTTP/2 keepalive pings the server sends.
+    #[serde(with = "duration")]
+    pub keepalive_interval: Duration,
+    /// Time a keepalive ping may go unacknowledged before the connection is closed.
+    #[serde(with = "duration")]
+    pub keepalive_timeout: Duration,
 }
 
 /// `[audit]`: audit store settings.
@@ -121,6 +142,13 @@ pub struct AuditConfig {
     #[serde(with = "duration")]
     pub durable_timeout: Duration,
 }
+
+/// Bytes a request may hold beyond `spec_kv` and its credentials: ids, environment parts, free
+/// text and protobuf framing, with room to spare.
+pub const REQUEST_FIELDS_ALLOWANCE_BYTES: usize = 64 * 1024;
+
+/// The gRPC length prefix in front of every message: a compression flag and a 4-byte length.
+pub const GRPC_FRAME_HEADER_BYTES: usize = 5;
 
 /// Why a configuration cannot be used. Displays as one line naming the file and the field.
 #[derive(Debug)]
@@ -405,10 +433,43 @@ fn validate_limits(limits: &Limits) -> Result<(), String> {
         ("max_credentials", limits.max_credentials),
         ("credential_max_bytes", limits.credential_max_bytes),
         ("max_pending_handshakes", limits.max_pending_handshakes),
+        (
+            "max_pending_handshakes_per_address",
+            limits.max_pending_handshakes_per_address,
+        ),
+        (
+            "max_concurrent_streams",
+            limits.max_concurrent_streams as usize,
+        ),
+        (
+            "max_buffered_request_bytes",
+            limits.max_buffered_request_bytes,
+        ),
+        ("max_calls_per_identity", limits.max_calls_per_identity),
     ] {
         if value == 0 {
             return Err(format!("[limits] {field}: must be at least 1"));
         }
+    }
+    for (field, value) in [
+        ("handshake_timeout", limits.handshake_timeout),
+        ("request_timeout", limits.request_timeout),
+        ("idle_timeout", limits.idle_timeout),
+        ("keepalive_interval", limits.keepalive_interval),
+        ("keepalive_timeout", limits.keepalive_timeout),
+    ] {
+        if value.is_zero() {
+            return Err(format!("[limits] {field}: must be longer than zero"));
+        }
+    }
+    let largest = limits
+        .max_request_bytes()
+        .saturating_add(GRPC_FRAME_HEADER_BYTES);
+    if limits.max_buffered_request_bytes < largest {
+        return Err(format!(
+            "[limits] max_buffered_request_bytes: must be at least {largest}, the largest \
+             request the other limits allow"
+        ));
     }
     Ok(())
 }
@@ -447,14 +508,33 @@ fn toml_error(error: &toml::de::Error, text: &str) -> String {
 
 // === impl Limits ===
 
+impl Limits {
+    /// The largest request message the API accepts, in bytes: the largest `spec_kv`, the most
+    /// credentials at their largest, and room for every other field.
+    pub fn max_request_bytes(&self) -> usize {
+        self.max_credentials
+            .saturating_mul(self.credential_max_bytes)
+            .saturating_add(self.spec_kv_max_bytes)
+            .saturating_add(REQUEST_FIELDS_ALLOWANCE_BYTES)
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Self {
             spec_kv_max_bytes: 1024 * 1024,
             max_credentials: 8,
             credential_max_bytes: 16 * 1024,
-            handshake_timeout: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(5),
             max_pending_handshakes: 1024,
+            max_pending_handshakes_per_address: 64,
+            max_concurrent_streams: 64,
+            max_buffered_request_bytes: 64 * 1024 * 1024,
+            max_calls_per_identity: 32,
+            request_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(300),
+            keepalive_interval: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -544,6 +624,13 @@ mod tests {
         assert_eq!(limits.spec_kv_max_bytes, 1_048_576);
         assert_eq!(limits.max_credentials, 8);
         assert_eq!(limits.credential_max_bytes, 16_384);
+        assert_eq!(limits.max_request_bytes(), 1_048_576 + 8 * 16_384 + 65_536);
+        assert!(validate_limits(&limits).is_ok());
+        // One caller at its cap cannot hold the whole buffer budget.
+        assert!(
+            limits.max_calls_per_identity * (limits.max_request_bytes() + GRPC_FRAME_HEADER_BYTES)
+                < limits.max_buffered_request_bytes
+        );
         assert_eq!(
             AuditConfig::default().durable_timeout,
             Duration::from_secs(2)

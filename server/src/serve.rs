@@ -15,6 +15,7 @@ use tokio::sync::watch;
 use crate::{
     approvals::ApprovalService,
     audit::{AuditStore, StoreError, StoreOptions},
+    call_limits::CallLimitsLayer,
     config::Config,
     decision::{Engine, request::RequestLimits},
     grpc::{self, RouterError},
@@ -241,10 +242,16 @@ pub async fn serve_with_listener(
         AcceptSettings {
             handshake_timeout: limits.handshake_timeout,
             max_pending_handshakes: limits.max_pending_handshakes,
+            max_pending_handshakes_per_address: limits.max_pending_handshakes_per_address,
+            idle_timeout: limits.idle_timeout,
         },
         state.transport.clone(),
     );
     tonic::transport::Server::builder()
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .http2_keepalive_interval(Some(limits.keepalive_interval))
+        .http2_keepalive_timeout(Some(limits.keepalive_timeout))
+        .layer(CallLimitsLayer::new(limits))
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;

@@ -68,22 +68,29 @@ pub fn routes(state: &AppState) -> Result<Routes, RouterError> {
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
+    // The largest request the limits allow, instead of the codec's 4 MiB default.
+    let max = state.config().limits.max_request_bytes();
     Ok(Routes::new(health)
         .add_service(reflection)
-        .add_service(DeployAdmissionServer::new(DeployService::new(
-            state.engine().clone(),
-        )))
-        .add_service(ReplayAdmissionServer::new(ReplayService::new(
-            state.engine().clone(),
-        )))
-        .add_service(ApprovalsServer::new(ApprovalsService::new(
-            state.roles(),
-            state.approvals().clone(),
-        )))
-        .add_service(AuditServer::new(AuditService::new(
-            state.roles(),
-            state.store().clone(),
-        ))))
+        .add_service(
+            DeployAdmissionServer::new(DeployService::new(state.engine().clone()))
+                .max_decoding_message_size(max),
+        )
+        .add_service(
+            ReplayAdmissionServer::new(ReplayService::new(state.engine().clone()))
+                .max_decoding_message_size(max),
+        )
+        .add_service(
+            ApprovalsServer::new(ApprovalsService::new(
+                state.roles(),
+                state.approvals().clone(),
+            ))
+            .max_decoding_message_size(max),
+        )
+        .add_service(
+            AuditServer::new(AuditService::new(state.roles(), state.store().clone()))
+                .max_decoding_message_size(max),
+        ))
 }
 
 /// Checks that the caller of `request` holds a role `rpc` needs, without an environment;
