@@ -41,6 +41,7 @@ pub struct CallLimitsLayer {
 #[derive(Debug)]
 pub struct CallLimits {
     budget: Arc<Semaphore>,
+    budget_bytes: usize,
     max_message_bytes: usize,
     identities: Arc<IdentityCalls>,
     max_calls_per_identity: usize,
@@ -120,17 +121,9 @@ struct GuardedBody {
 // === impl CallLimitsLayer ===
 
 impl CallLimitsLayer {
-    /// Limits from `[limits]`.
-    pub fn new(limits: &Limits) -> Self {
-        Self {
-            limits: Arc::new(CallLimits {
-                budget: Arc::new(Semaphore::new(limits.max_buffered_request_bytes)),
-                max_message_bytes: limits.max_request_bytes(),
-                identities: Arc::default(),
-                max_calls_per_identity: limits.max_calls_per_identity,
-                request_timeout: limits.request_timeout,
-            }),
-        }
+    /// A layer enforcing `limits`.
+    pub fn new(limits: Arc<CallLimits>) -> Self {
+        Self { limits }
     }
 }
 
@@ -173,6 +166,28 @@ where
 // === impl CallLimits ===
 
 impl CallLimits {
+    /// The call limits of `[limits]`.
+    pub fn new(limits: &Limits) -> Arc<Self> {
+        Arc::new(Self {
+            budget: Arc::new(Semaphore::new(limits.max_buffered_request_bytes)),
+            budget_bytes: limits.max_buffered_request_bytes,
+            max_message_bytes: limits.max_request_bytes(),
+            identities: Arc::default(),
+            max_calls_per_identity: limits.max_calls_per_identity,
+            request_timeout: limits.request_timeout,
+        })
+    }
+
+    /// Request bytes reserved from the buffer budget right now.
+    pub fn buffered_bytes(&self) -> usize {
+        self.budget_bytes - self.budget.available_permits()
+    }
+
+    /// Calls `identity` has in flight right now.
+    pub fn calls_in_flight(&self, identity: &Identity) -> usize {
+        self.identities.lock().get(identity).copied().unwrap_or(0)
+    }
+
     async fn run<S>(
         &self,
         request: http::Request<Body>,

@@ -494,16 +494,39 @@ fn resolve_database_url(base: &Path, url: &str) -> String {
     }
 }
 
-/// The toml error's message with the line it points at, on one line.
+/// The toml error's message with the line it points at, on one line; an error about a value
+/// (the span is right of `=`) is prefixed with its table and key, so it names the field.
 fn toml_error(error: &toml::de::Error, text: &str) -> String {
     let message = error.message().trim().replace('\n', " ");
-    match error.span() {
-        Some(span) => {
-            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
-            format!("{message} at line {line}")
-        }
-        None => message,
+    let Some(span) = error.span() else {
+        return message;
+    };
+    let start = span.start.min(text.len());
+    let line = text[..start].matches('\n').count() + 1;
+    match value_field(text, start) {
+        Some(field) => format!("{field}: {message} at line {line}"),
+        None => format!("{message} at line {line}"),
     }
+}
+
+/// `[table] key` (or `key` at top level) when `offset` lies in the value of a `key = value`
+/// line.
+fn value_field(text: &str, offset: usize) -> Option<String> {
+    let line_start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let (key, _) = text[line_start..offset].split_once('=')?;
+    let key = key.trim();
+    if key.is_empty() || key.starts_with('[') {
+        return None;
+    }
+    let table = text[..line_start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|line| line.starts_with('['));
+    Some(match table {
+        Some(table) => format!("{table} {key}"),
+        None => key.to_owned(),
+    })
 }
 
 // === impl Limits ===
@@ -599,6 +622,16 @@ mod tests {
         let message = toml_error(&error, text);
         assert!(message.starts_with("unknown field `lisen`"), "{message}");
         assert!(message.ends_with("at line 2"), "{message}");
+    }
+
+    #[test]
+    fn toml_value_errors_name_the_field() {
+        let text = "listen = \"127.0.0.1:1\"\n[limits]\nrequest_timeout = \"soon\"\n";
+        let error = toml::from_str::<RawConfig>(text).unwrap_err();
+        assert_eq!(
+            toml_error(&error, text),
+            "[limits] request_timeout: invalid duration \"soon\": expected number at 0 at line 3"
+        );
     }
 
     #[test]

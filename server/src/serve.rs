@@ -15,7 +15,7 @@ use tokio::sync::watch;
 use crate::{
     approvals::ApprovalService,
     audit::{AuditStore, StoreError, StoreOptions},
-    call_limits::CallLimitsLayer,
+    call_limits::{CallLimits, CallLimitsLayer},
     config::Config,
     decision::{Engine, request::RequestLimits},
     grpc::{self, RouterError},
@@ -34,6 +34,7 @@ pub struct AppState {
     approvals: ApprovalService,
     health: Health,
     transport: TransportMetrics,
+    call_limits: Arc<CallLimits>,
 }
 
 /// The `grpc.health.v1.Health` statuses: the overall status (`""`) and one per API service.
@@ -110,6 +111,7 @@ impl AppState {
         health.follow(store.health());
         Ok(Self {
             roles,
+            call_limits: CallLimits::new(&config.limits),
             config: Arc::new(config),
             store,
             engine,
@@ -152,6 +154,11 @@ impl AppState {
     /// TLS handshake counters.
     pub fn transport(&self) -> &TransportMetrics {
         &self.transport
+    }
+
+    /// The per-call limits: buffer budget and calls per identity.
+    pub fn call_limits(&self) -> &Arc<CallLimits> {
+        &self.call_limits
     }
 }
 
@@ -251,7 +258,7 @@ pub async fn serve_with_listener(
         .max_concurrent_streams(limits.max_concurrent_streams)
         .http2_keepalive_interval(Some(limits.keepalive_interval))
         .http2_keepalive_timeout(Some(limits.keepalive_timeout))
-        .layer(CallLimitsLayer::new(limits))
+        .layer(CallLimitsLayer::new(state.call_limits.clone()))
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;
