@@ -71,25 +71,34 @@ impl RawH2 {
     /// Opens a gRPC call to `path` and sends the 5-byte prefix claiming a message of `claimed`
     /// bytes, then `sent` bytes of it; the stream is left open. Returns once the server has
     /// read them or answered.
-    pub async fn open_call(&mut self, path: &str, claimed: u32, sent: &Bytes) -> OpenCall {
-        let request = http::Request::post(format!("https://localhost{path}"))
-            .header("content-type", "application/grpc")
-            .header("te", "trailers")
-            .body(())
-            .unwrap();
-        let mut send = self.send.clone().ready().await.unwrap();
-        let (response, mut body) = send.send_request(request, false).unwrap();
-        let mut prefix = vec![0u8];
-        prefix.extend_from_slice(&claimed.to_be_bytes());
-        send_flow_controlled(&mut body, Bytes::from(prefix)).await;
-        send_flow_controlled(&mut body, sent.clone()).await;
-        until_read_or_answered(&mut body).await;
-        OpenCall { response, body }
+    pub async fn open_call(&self, path: &str, claimed: u32, sent: &Bytes) -> OpenCall {
+        open_call(self.send.clone(), path, claimed, sent).await
     }
 }
 
-/// Sends `data` only as the server grants window, so that once this returns every byte has
-/// been taken in by the server (or the stream was answered and reset).
+/// [`RawH2::open_call`] on a request handle that tasks can share.
+pub async fn open_call(
+    send: SendRequest<Bytes>,
+    path: &str,
+    claimed: u32,
+    sent: &Bytes,
+) -> OpenCall {
+    let request = http::Request::post(format!("https://localhost{path}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .unwrap();
+    let mut send = send.ready().await.unwrap();
+    let (response, mut body) = send.send_request(request, false).unwrap();
+    let mut prefix = vec![0u8];
+    prefix.extend_from_slice(&claimed.to_be_bytes());
+    send_flow_controlled(&mut body, Bytes::from(prefix)).await;
+    send_flow_controlled(&mut body, sent.clone()).await;
+    until_read_or_answered(&mut body).await;
+    OpenCall { response, body }
+}
+
+/// Sends `data` only as the server grants window (or until the stream is answered and reset).
 pub async fn send_flow_controlled(body: &mut h2::SendStream<Bytes>, mut data: Bytes) {
     while !data.is_empty() {
         body.reserve_capacity(data.len());
