@@ -82,7 +82,7 @@ async fn a_call_that_would_exceed_the_buffer_budget_is_refused_unread() {
     ))
     .await;
     let limits = server.state.call_limits().clone();
-    let mut attacker = raw_as(&server, NOBODY).await;
+    let attacker = raw_as(&server, NOBODY).await;
 
     // Claims 60,000 bytes and sends ten: the whole claim is reserved at the prefix.
     let held = attacker
@@ -113,7 +113,7 @@ async fn one_identity_cannot_take_more_than_its_share_of_calls() {
     let server = start("max_calls_per_identity = 2\n").await;
     let limits = server.state.call_limits().clone();
     let nobody = Identity::new(NOBODY);
-    let mut attacker = raw_as(&server, NOBODY).await;
+    let attacker = raw_as(&server, NOBODY).await;
     let first = attacker.open_call(ADMIT, 1000, &Bytes::new()).await;
     let _second = attacker.open_call(ADMIT, 1000, &Bytes::new()).await;
     eventually(|| limits.calls_in_flight(&nobody) == 2).await;
@@ -138,7 +138,7 @@ async fn one_identity_cannot_take_more_than_its_share_of_calls() {
 #[tokio::test]
 async fn the_server_advertises_its_stream_limit() {
     let server = start("max_concurrent_streams = 3\n").await;
-    let mut raw = raw_as(&server, ORCHESTRATOR).await;
+    let raw = raw_as(&server, ORCHESTRATOR).await;
     // A first call completes, so the server's SETTINGS have been applied.
     let call = raw.open_call(HEALTH, 0, &Bytes::new()).await;
     let OpenCall { response, mut body } = call;
@@ -152,7 +152,7 @@ async fn a_call_that_does_not_finish_in_time_is_answered_deadline_exceeded() {
     // The idle timeout is shorter than the request timeout: a call in flight keeps its
     // connection open, so the answer arrives instead of a closed connection.
     let server = start("request_timeout = \"400ms\"\nidle_timeout = \"100ms\"\n").await;
-    let mut raw = raw_as(&server, ORCHESTRATOR).await;
+    let raw = raw_as(&server, ORCHESTRATOR).await;
     let call = raw.open_call(ADMIT, 1000, &Bytes::from(vec![0; 10])).await;
     let status = grpc_status(call.response).await;
     assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
@@ -166,7 +166,7 @@ async fn a_call_that_does_not_finish_in_time_is_answered_deadline_exceeded() {
 #[tokio::test]
 async fn a_connection_without_calls_is_closed_after_the_idle_timeout() {
     let server = start("idle_timeout = \"200ms\"\nkeepalive_interval = \"1h\"\n").await;
-    let mut raw = raw_as(&server, ORCHESTRATOR).await;
+    let raw = raw_as(&server, ORCHESTRATOR).await;
     let OpenCall { response, mut body } = raw.open_call(HEALTH, 0, &Bytes::new()).await;
     body.send_data(Bytes::new(), true).unwrap();
     assert_eq!(grpc_status(response).await.code(), Code::Ok);

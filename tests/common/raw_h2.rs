@@ -121,12 +121,8 @@ pub async fn send_flow_controlled(body: &mut h2::SendStream<Bytes>, mut data: By
 /// service reads the bytes) or has answered and reset the stream.
 pub async fn until_read_or_answered(body: &mut h2::SendStream<Bytes>) {
     body.reserve_capacity(1);
-    loop {
-        match std::future::poll_fn(|cx| body.poll_capacity(cx)).await {
-            Some(Ok(0)) => continue,
-            Some(Ok(_)) | Some(Err(_)) | None => break,
-        }
-    }
+    // Zero means nothing assigned yet; any capacity, a reset or the end settles it.
+    while let Some(Ok(0)) = std::future::poll_fn(|cx| body.poll_capacity(cx)).await {}
     body.reserve_capacity(0);
 }
 
