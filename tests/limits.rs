@@ -339,6 +339,16 @@ fn the_buffer_budget_must_hold_the_largest_request() {
         "DIR/admission.toml: [limits] max_buffered_request_bytes: must be at least 67541, \
          the largest request the other limits allow"
     );
+    assert_eq!(
+        config_error("max_buffered_request_bytes = 4294967296\n"),
+        "DIR/admission.toml: [limits] max_buffered_request_bytes: must be at most 4294967295"
+    );
+    assert_eq!(
+        config_error("credential_max_bytes = 1000000000\n"),
+        "DIR/admission.toml: [limits] credential_max_bytes: with spec_kv_max_bytes and \
+         max_credentials it allows requests of 8001114117 bytes, more than the 4294967295 a \
+         gRPC message can hold"
+    );
     let dir = tempfile::tempdir().unwrap();
     let extra =
         format!("{DEFAULT_ROLES}\n[limits]\n{SMALL_REQUESTS}max_buffered_request_bytes = 67541\n");

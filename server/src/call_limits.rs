@@ -437,7 +437,9 @@ impl Meter {
         self.covered = 0;
         // A message longer than the API accepts is refused by the decoder at its prefix; the
         // reservation stops at that size and any byte beyond is metered as it arrives.
-        let reserve = declared.min(self.max_message_bytes) + GRPC_FRAME_HEADER_BYTES;
+        let reserve = declared
+            .min(self.max_message_bytes)
+            .saturating_add(GRPC_FRAME_HEADER_BYTES);
         self.hold(reserve)?;
         self.covered = reserve - GRPC_FRAME_HEADER_BYTES;
         self.framing = Framing::Message {

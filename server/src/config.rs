@@ -150,6 +150,10 @@ pub const REQUEST_FIELDS_ALLOWANCE_BYTES: usize = 64 * 1024;
 /// The gRPC length prefix in front of every message: a compression flag and a 4-byte length.
 pub const GRPC_FRAME_HEADER_BYTES: usize = 5;
 
+/// The largest request buffer budget: a gRPC message length is 32 bits, and no server holds
+/// more than 4 GiB of requests in flight.
+const MAX_BUFFER_BUDGET_BYTES: usize = u32::MAX as usize;
+
 /// Why a configuration cannot be used. Displays as one line naming the file and the field.
 #[derive(Debug)]
 pub struct ConfigError {
@@ -462,9 +466,21 @@ fn validate_limits(limits: &Limits) -> Result<(), String> {
             return Err(format!("[limits] {field}: must be longer than zero"));
         }
     }
+    if limits.max_buffered_request_bytes > MAX_BUFFER_BUDGET_BYTES {
+        return Err(format!(
+            "[limits] max_buffered_request_bytes: must be at most {MAX_BUFFER_BUDGET_BYTES}"
+        ));
+    }
     let largest = limits
         .max_request_bytes()
         .saturating_add(GRPC_FRAME_HEADER_BYTES);
+    if largest > MAX_BUFFER_BUDGET_BYTES {
+        return Err(format!(
+            "[limits] credential_max_bytes: with spec_kv_max_bytes and max_credentials it allows \
+             requests of {largest} bytes, more than the {MAX_BUFFER_BUDGET_BYTES} a gRPC \
+             message can hold"
+        ));
+    }
     if limits.max_buffered_request_bytes < largest {
         return Err(format!(
             "[limits] max_buffered_request_bytes: must be at least {largest}, the largest \
