@@ -227,6 +227,35 @@ async fn a_peer_that_does_not_answer_keepalive_pings_is_disconnected() {
     );
 }
 
+#[tokio::test]
+async fn one_identity_cannot_hold_more_than_its_share_of_connections() {
+    let server = start("max_connections_per_identity = 2\n").await;
+    let transport = server.state.transport().clone();
+    let nobody = Identity::new(NOBODY);
+    let first = raw_as(&server, NOBODY).await;
+    let _second = raw_as(&server, NOBODY).await;
+    eventually(|| transport.connections_of(&nobody) == 2).await;
+
+    // A third connection completes TLS on the client side, then the server closes it.
+    let third = raw_as(&server, NOBODY).await;
+    let ended = tokio::time::timeout(HANG_GUARD, third.connection).await;
+    assert!(ended.is_ok(), "the connection over the cap stayed open");
+    assert_eq!(transport.handshakes().refused_per_identity, 1);
+    // Other callers connect as usual.
+    assert_eq!(
+        health_of(&server, ORCHESTRATOR).await.unwrap(),
+        ServingStatus::Serving
+    );
+
+    // A closed connection frees its slot.
+    first.connection.abort();
+    eventually(|| transport.connections_of(&nobody) == 1).await;
+    assert_eq!(
+        health_of(&server, NOBODY).await.unwrap(),
+        ServingStatus::Serving
+    );
+}
+
 /// Opens `count` TCP connections from `source` that never send a byte.
 async fn idle_sockets(source: &str, server: SocketAddr, count: usize) -> Vec<TcpStream> {
     let mut sockets = Vec::with_capacity(count);
@@ -251,12 +280,12 @@ async fn idle_sockets_from_one_address_cannot_lock_out_other_clients() {
     let _idle = idle_sockets("127.0.0.2", server.addr, attackers).await;
     let mut counts = server.state.transport().subscribe();
     counts
-        .wait_for(|c| c.pending + c.refused + c.failed == attackers as u64)
+        .wait_for(|c| c.pending + c.refused_per_address + c.failed == attackers as u64)
         .await
         .unwrap();
     let seen = server.state.transport().handshakes();
     assert_eq!(seen.pending, per_address);
-    assert_eq!(seen.refused, attackers as u64 - per_address);
+    assert_eq!(seen.refused_per_address, attackers as u64 - per_address);
 
     // A fresh client from another address completes mTLS and is served.
     assert_eq!(
@@ -300,6 +329,7 @@ fn transport_limits_refuse_zero_and_name_the_field() {
         "max_concurrent_streams",
         "max_buffered_request_bytes",
         "max_calls_per_identity",
+        "max_connections_per_identity",
     ] {
         assert_eq!(
             config_error(&format!("{field} = 0\n")),
@@ -373,6 +403,7 @@ fn transport_limits_have_safe_defaults() {
     assert_eq!(config.max_concurrent_streams, 64);
     assert_eq!(config.max_buffered_request_bytes, 64 * 1024 * 1024);
     assert_eq!(config.max_calls_per_identity, 32);
+    assert_eq!(config.max_connections_per_identity, 256);
     assert_eq!(config.request_timeout, Duration::from_secs(30));
     assert_eq!(config.idle_timeout, Duration::from_secs(300));
     assert_eq!(config.keepalive_interval, Duration::from_secs(30));

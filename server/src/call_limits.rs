@@ -10,10 +10,9 @@
 //! has been sent, so the idle timeout never closes a connection under a call.
 
 use std::{
-    collections::HashMap,
     future::Future,
     pin::Pin,
-    sync::{Arc, Mutex, PoisonError},
+    sync::Arc,
     task::{Context, Poll},
     time::Duration,
 };
@@ -28,7 +27,7 @@ use tower::{Layer, Service};
 use crate::{
     config::{GRPC_FRAME_HEADER_BYTES, Limits},
     rejection::Rejection,
-    tls::{CallActivity, ConnectionInfo, Identity},
+    tls::{CallActivity, ConnectionInfo, Identity, IdentitySlot, PerIdentity},
 };
 
 /// The tower layer that applies [`CallLimits`] in front of the routes.
@@ -43,7 +42,7 @@ pub struct CallLimits {
     budget: Arc<Semaphore>,
     budget_bytes: usize,
     max_message_bytes: usize,
-    identities: Arc<IdentityCalls>,
+    identities: Arc<PerIdentity>,
     max_calls_per_identity: usize,
     request_timeout: Duration,
 }
@@ -55,23 +54,10 @@ pub struct CallLimitsService<S> {
     limits: Arc<CallLimits>,
 }
 
-/// Calls in flight per caller identity.
-#[derive(Debug, Default)]
-struct IdentityCalls {
-    counts: Mutex<HashMap<Identity, usize>>,
-}
-
-/// One call counted against its identity until dropped.
-#[derive(Debug)]
-struct IdentityPermit {
-    calls: Arc<IdentityCalls>,
-    identity: Identity,
-}
-
 /// What a call holds until its answer has been sent.
 #[derive(Debug)]
 struct CallGuard {
-    _identity: IdentityPermit,
+    _identity: IdentitySlot,
     _activity: CallActivity,
 }
 
@@ -185,7 +171,7 @@ impl CallLimits {
 
     /// Calls `identity` has in flight right now.
     pub fn calls_in_flight(&self, identity: &Identity) -> usize {
-        self.identities.lock().get(identity).copied().unwrap_or(0)
+        self.identities.count(identity)
     }
 
     async fn run<S>(
@@ -269,41 +255,6 @@ fn overloaded(message: &str) -> http::Response<Body> {
     Rejection::new(Reason::Overloaded, message)
         .to_status()
         .into_http()
-}
-
-// === impl IdentityCalls ===
-
-impl IdentityCalls {
-    /// Counts a call for `identity` unless it already has `max` in flight.
-    fn begin(self: &Arc<Self>, identity: &Identity, max: usize) -> Option<IdentityPermit> {
-        let mut counts = self.lock();
-        let count = counts.entry(identity.clone()).or_insert(0);
-        if *count >= max {
-            return None;
-        }
-        *count += 1;
-        Some(IdentityPermit {
-            calls: self.clone(),
-            identity: identity.clone(),
-        })
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Identity, usize>> {
-        // Every update leaves the counts consistent, so a panic elsewhere cannot corrupt them.
-        self.counts.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-impl Drop for IdentityPermit {
-    fn drop(&mut self) {
-        let mut counts = self.calls.lock();
-        if let Some(count) = counts.get_mut(&self.identity) {
-            *count = count.saturating_sub(1);
-            if *count == 0 {
-                counts.remove(&self.identity);
-            }
-        }
-    }
 }
 
 // === impl MeteredBody ===
@@ -553,21 +504,5 @@ mod tests {
         meter.feed(&[0; 60]).unwrap();
         assert_eq!(budget.available_permits(), 40);
         assert!(meter.feed(&[0; 60]).is_err());
-    }
-
-    #[test]
-    fn a_caller_is_held_to_its_share_of_calls() {
-        let calls = Arc::new(IdentityCalls::default());
-        let ci = Identity::new("spiffe://acme/ci");
-        let first = calls.begin(&ci, 2).unwrap();
-        let _second = calls.begin(&ci, 2).unwrap();
-        assert!(calls.begin(&ci, 2).is_none());
-        assert!(
-            calls
-                .begin(&Identity::new("spiffe://acme/other"), 2)
-                .is_some()
-        );
-        drop(first);
-        assert!(calls.begin(&ci, 2).is_some());
     }
 }

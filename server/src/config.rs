@@ -120,6 +120,9 @@ pub struct Limits {
     pub max_buffered_request_bytes: usize,
     /// Calls in flight at once for one caller identity; more are refused with OVERLOADED.
     pub max_calls_per_identity: usize,
+    /// Connections one caller identity may hold open at once; more are closed after the
+    /// handshake.
+    pub max_connections_per_identity: usize,
     /// Time one call may take from its headers to its answer.
     #[serde(with = "duration")]
     pub request_timeout: Duration,
@@ -450,6 +453,10 @@ fn validate_limits(limits: &Limits) -> Result<(), String> {
             limits.max_buffered_request_bytes,
         ),
         ("max_calls_per_identity", limits.max_calls_per_identity),
+        (
+            "max_connections_per_identity",
+            limits.max_connections_per_identity,
+        ),
     ] {
         if value == 0 {
             return Err(format!("[limits] {field}: must be at least 1"));
@@ -570,6 +577,7 @@ impl Default for Limits {
             max_concurrent_streams: 64,
             max_buffered_request_bytes: 64 * 1024 * 1024,
             max_calls_per_identity: 32,
+            max_connections_per_identity: 256,
             request_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(300),
             keepalive_interval: Duration::from_secs(30),

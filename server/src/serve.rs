@@ -251,6 +251,7 @@ pub async fn serve_with_listener(
             max_pending_handshakes: limits.max_pending_handshakes,
             max_pending_handshakes_per_address: limits.max_pending_handshakes_per_address,
             idle_timeout: limits.idle_timeout,
+            max_connections_per_identity: limits.max_connections_per_identity,
         },
         state.transport.clone(),
     );

@@ -69,6 +69,8 @@ pub struct AuthenticatedStream {
     inner: TlsStream<TcpStream>,
     connection: ConnectionInfo,
     idle: IdleDeadline,
+    /// Counts this connection against its caller's connection cap while it is open.
+    _slot: IdentitySlot,
 }
 
 /// What every request on a connection carries: its caller and its activity.
@@ -109,6 +111,20 @@ struct IdleDeadline {
 #[derive(Clone, Debug)]
 pub struct TransportMetrics {
     counts: Arc<watch::Sender<HandshakeCounts>>,
+    connections: Arc<PerIdentity>,
+}
+
+/// A count per caller identity of something each holds (calls, connections), with a cap.
+#[derive(Debug, Default)]
+pub struct PerIdentity {
+    counts: Mutex<HashMap<Identity, usize>>,
+}
+
+/// One unit counted against an identity in a [`PerIdentity`] until dropped.
+#[derive(Debug)]
+pub struct IdentitySlot {
+    owner: Arc<PerIdentity>,
+    identity: Identity,
 }
 
 /// Handshake totals since start, and the handshakes in progress now.
@@ -121,7 +137,9 @@ pub struct HandshakeCounts {
     /// Pending handshakes dropped to make room for a newer connection.
     pub shed: u64,
     /// Connections closed unread because their source address had too many handshakes pending.
-    pub refused: u64,
+    pub refused_per_address: u64,
+    /// Connections closed after the handshake because their caller had too many open.
+    pub refused_per_identity: u64,
     /// Handshakes in progress now.
     pub pending: u64,
 }
@@ -137,6 +155,8 @@ pub struct AcceptSettings {
     pub max_pending_handshakes_per_address: usize,
     /// An established connection without a call in flight for this long is closed.
     pub idle_timeout: Duration,
+    /// Connections one caller identity may hold open at once; more are closed.
+    pub max_connections_per_identity: usize,
 }
 
 /// How one accepted connection ended its time in the accept loop.
@@ -145,7 +165,17 @@ enum HandshakeOutcome {
     Established,
     Failed,
     Shed,
-    Refused,
+    RefusedPerAddress,
+    RefusedPerIdentity,
+}
+
+/// Why a connection was not handed to the gRPC server.
+#[derive(Debug)]
+enum Refusal {
+    /// The handshake failed, timed out, or the certificate names no identity.
+    Handshake(String),
+    /// The caller already holds its share of connections.
+    TooManyConnections(Identity),
 }
 
 /// The handshakes in progress, oldest first, with a count per source address.
@@ -304,6 +334,46 @@ impl AsyncWrite for AuthenticatedStream {
     }
 }
 
+// === impl PerIdentity ===
+
+impl PerIdentity {
+    /// Counts one more for `identity` unless it already holds `max`.
+    pub fn begin(self: &Arc<Self>, identity: &Identity, max: usize) -> Option<IdentitySlot> {
+        let mut counts = self.lock();
+        let count = counts.entry(identity.clone()).or_insert(0);
+        if *count >= max {
+            return None;
+        }
+        *count += 1;
+        Some(IdentitySlot {
+            owner: self.clone(),
+            identity: identity.clone(),
+        })
+    }
+
+    /// How many `identity` holds now.
+    pub fn count(&self, identity: &Identity) -> usize {
+        self.lock().get(identity).copied().unwrap_or(0)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Identity, usize>> {
+        // Every update leaves the counts consistent, so a panic elsewhere cannot corrupt them.
+        self.counts.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Drop for IdentitySlot {
+    fn drop(&mut self) {
+        let mut counts = self.owner.lock();
+        if let Some(count) = counts.get_mut(&self.identity) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                counts.remove(&self.identity);
+            }
+        }
+    }
+}
+
 // === impl ConnectionInfo ===
 
 impl ConnectionInfo {
@@ -452,12 +522,18 @@ impl TransportMetrics {
     pub fn new() -> Self {
         Self {
             counts: Arc::new(watch::channel(HandshakeCounts::default()).0),
+            connections: Arc::default(),
         }
     }
 
     /// The current totals.
     pub fn handshakes(&self) -> HandshakeCounts {
         *self.counts.borrow()
+    }
+
+    /// Connections `identity` holds open now.
+    pub fn connections_of(&self, identity: &Identity) -> usize {
+        self.connections.count(identity)
     }
 
     /// A receiver that sees every change, e.g. to wait for a refused handshake.
@@ -471,7 +547,8 @@ impl TransportMetrics {
                 HandshakeOutcome::Established => counts.established += 1,
                 HandshakeOutcome::Failed => counts.failed += 1,
                 HandshakeOutcome::Shed => counts.shed += 1,
-                HandshakeOutcome::Refused => counts.refused += 1,
+                HandshakeOutcome::RefusedPerAddress => counts.refused_per_address += 1,
+                HandshakeOutcome::RefusedPerIdentity => counts.refused_per_identity += 1,
             }
             counts.pending = pending;
         });
@@ -576,7 +653,7 @@ async fn accept_loop(
         let Some((id, cancelled, shed)) = admitted else {
             // Closed unread: this address already has its share of handshakes in progress.
             tracing::debug!(%peer, "too many tls handshakes pending from this address");
-            metrics.record(HandshakeOutcome::Refused, count);
+            metrics.record(HandshakeOutcome::RefusedPerAddress, count);
             continue;
         };
         if shed {
@@ -614,7 +691,7 @@ impl HandshakeTask {
         cancelled: oneshot::Receiver<()>,
     ) {
         let stream = tokio::select! {
-            stream = handshake(&self.acceptor, tcp, &self.settings) => stream,
+            stream = handshake(&self.acceptor, tcp, &self.settings, &self.metrics) => stream,
             // Shed by the accept loop, which already counted it; the socket closes here.
             _ = cancelled => return,
         };
@@ -632,9 +709,14 @@ impl HandshakeTask {
                 // The server is shutting down when the receiver is gone.
                 let _ = self.tx.send(stream).await;
             }
-            Err(reason) => {
+            Err(Refusal::Handshake(reason)) => {
                 self.metrics.record(HandshakeOutcome::Failed, count);
                 tracing::info!(%peer, %reason, "tls handshake refused");
+            }
+            Err(Refusal::TooManyConnections(caller)) => {
+                self.metrics
+                    .record(HandshakeOutcome::RefusedPerIdentity, count);
+                tracing::info!(%peer, %caller, "caller has too many connections open; closing");
             }
         }
     }
@@ -649,20 +731,32 @@ async fn handshake(
     acceptor: &TlsAcceptor,
     tcp: TcpStream,
     settings: &AcceptSettings,
-) -> Result<AuthenticatedStream, String> {
+    metrics: &TransportMetrics,
+) -> Result<AuthenticatedStream, Refusal> {
     let _ = tcp.set_nodelay(true);
     let timeout = settings.handshake_timeout;
     let tls = match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
         Ok(Ok(tls)) => tls,
-        Ok(Err(error)) => return Err(error.to_string()),
-        Err(_) => return Err(format!("handshake not completed within {timeout:?}")),
+        Ok(Err(error)) => return Err(Refusal::Handshake(error.to_string())),
+        Err(_) => {
+            let reason = format!("handshake not completed within {timeout:?}");
+            return Err(Refusal::Handshake(reason));
+        }
     };
     let (_, session) = tls.get_ref();
     let Some(leaf) = session.peer_certificates().and_then(|certs| certs.first()) else {
-        return Err("client presented no certificate".to_owned());
+        return Err(Refusal::Handshake(
+            "client presented no certificate".to_owned(),
+        ));
     };
     let Some(caller) = Caller::from_certificate(leaf) else {
-        return Err("client certificate names no identity (URI SAN, DNS SAN or CN)".to_owned());
+        return Err(Refusal::Handshake(
+            "client certificate names no identity (URI SAN, DNS SAN or CN)".to_owned(),
+        ));
+    };
+    let max = settings.max_connections_per_identity;
+    let Some(slot) = metrics.connections.begin(&caller.identity, max) else {
+        return Err(Refusal::TooManyConnections(caller.identity));
     };
     Ok(AuthenticatedStream {
         inner: tls,
@@ -671,6 +765,7 @@ async fn handshake(
             activity: ConnectionActivity::new(),
         },
         idle: IdleDeadline::new(settings.idle_timeout),
+        _slot: slot,
     })
 }
 
@@ -716,6 +811,7 @@ mod tests {
             max_pending_handshakes: total,
             max_pending_handshakes_per_address: per_address,
             idle_timeout: Duration::from_secs(300),
+            max_connections_per_identity: 256,
         }
     }
 
@@ -750,6 +846,23 @@ mod tests {
         assert!(pending.admit("127.0.0.1".parse().unwrap()).is_some());
         assert!(pending.finish(first));
         assert!(pending.admit(a).is_some());
+    }
+
+    #[test]
+    fn an_identity_is_held_to_its_cap() {
+        let counts = Arc::new(PerIdentity::default());
+        let ci = Identity::new("spiffe://acme/ci");
+        let first = counts.begin(&ci, 2).unwrap();
+        let _second = counts.begin(&ci, 2).unwrap();
+        assert!(counts.begin(&ci, 2).is_none());
+        assert!(
+            counts
+                .begin(&Identity::new("spiffe://acme/other"), 2)
+                .is_some()
+        );
+        drop(first);
+        assert_eq!(counts.count(&ci), 1);
+        assert!(counts.begin(&ci, 2).is_some());
     }
 
     #[test]
