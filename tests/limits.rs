@@ -401,8 +401,8 @@ fn transport_limits_have_safe_defaults() {
     assert_eq!(config.max_pending_handshakes, 1024);
     assert_eq!(config.max_pending_handshakes_per_address, 64);
     assert_eq!(config.max_concurrent_streams, 64);
-    assert_eq!(config.max_buffered_request_bytes, 64 * 1024 * 1024);
-    assert_eq!(config.max_calls_per_identity, 32);
+    assert_eq!(config.max_buffered_request_bytes, 128 * 1024 * 1024);
+    assert_eq!(config.max_calls_per_identity, 64);
     assert_eq!(config.max_connections_per_identity, 256);
     assert_eq!(config.request_timeout, Duration::from_secs(30));
     assert_eq!(config.idle_timeout, Duration::from_secs(300));
