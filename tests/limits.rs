@@ -109,6 +109,35 @@ async fn a_call_that_would_exceed_the_buffer_budget_is_refused_unread() {
 }
 
 #[tokio::test]
+async fn messages_are_decoded_up_to_the_largest_request_the_limits_allow() {
+    let server = start(SMALL_REQUESTS).await;
+    let limits = server.state.call_limits().clone();
+    let largest = 67_536;
+    let attacker = raw_as(&server, NOBODY).await;
+
+    // The largest request is accepted for decoding: its bytes are awaited, with budget held.
+    let waiting = attacker.open_call(ADMIT, largest, &Bytes::new()).await;
+    eventually(|| limits.buffered_bytes() == largest as usize + 5).await;
+
+    // One byte more is refused at the prefix, before any of it is sent.
+    let refused = attacker.open_call(ADMIT, largest + 1, &Bytes::new()).await;
+    let status = tokio::time::timeout(HANG_GUARD, grpc_status(refused.response))
+        .await
+        .expect("a message over the limit was not refused at its prefix");
+    // The decoder's refusal; the adapters may answer it as REQUEST_INVALID instead.
+    let request_invalid = status.code() == Code::InvalidArgument
+        && status
+            .get_details_error_info()
+            .is_some_and(|info| info.reason == "REQUEST_INVALID");
+    assert!(
+        status.code() == Code::OutOfRange || request_invalid,
+        "{status:?}"
+    );
+    drop(waiting);
+    eventually(|| limits.buffered_bytes() == 0).await;
+}
+
+#[tokio::test]
 async fn one_identity_cannot_take_more_than_its_share_of_calls() {
     let server = start("max_calls_per_identity = 2\n").await;
     let limits = server.state.call_limits().clone();
