@@ -180,21 +180,22 @@ async fn the_server_advertises_its_stream_limit() {
 async fn a_call_that_does_not_finish_in_time_is_answered_deadline_exceeded() {
     // The idle timeout is shorter than the request timeout: a call in flight keeps its
     // connection open, so the answer arrives instead of a closed connection.
-    let server = start("request_timeout = \"400ms\"\nidle_timeout = \"100ms\"\n").await;
+    let server = start("request_timeout = \"3s\"\nidle_timeout = \"1s\"\n").await;
     let raw = raw_as(&server, ORCHESTRATOR).await;
     let call = raw.open_call(ADMIT, 1000, &Bytes::from(vec![0; 10])).await;
     let status = grpc_status(call.response).await;
     assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
     assert_eq!(
         status.message(),
-        "the call did not complete within the server's request timeout of 400ms"
+        "the call did not complete within the server's request timeout of 3s"
     );
     assert_eq!(server.state.call_limits().buffered_bytes(), 0);
 }
 
 #[tokio::test]
 async fn a_connection_without_calls_is_closed_after_the_idle_timeout() {
-    let server = start("idle_timeout = \"200ms\"\nkeepalive_interval = \"1h\"\n").await;
+    // Long enough that the call below starts before the connection counts as idle.
+    let server = start("idle_timeout = \"1s\"\nkeepalive_interval = \"1h\"\n").await;
     let raw = raw_as(&server, ORCHESTRATOR).await;
     let OpenCall { response, mut body } = raw.open_call(HEALTH, 0, &Bytes::new()).await;
     body.send_data(Bytes::new(), true).unwrap();
