@@ -286,6 +286,27 @@ async fn one_identity_cannot_hold_more_than_its_share_of_connections() {
     );
 }
 
+/// Raises this process's soft limit on open files to cover `needed` descriptors (the test's
+/// sockets and the in-process server's), up to the hard limit.
+fn allow_open_files(needed: u64) {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current.is_none_or(|current| current >= needed) {
+        return;
+    }
+    if limit.maximum.is_some_and(|maximum| maximum < needed) {
+        panic!("this test needs {needed} open files; the hard limit is {limit:?} (ulimit -Hn)");
+    }
+    setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current: Some(needed),
+            maximum: limit.maximum,
+        },
+    )
+    .unwrap();
+}
+
 /// Opens `count` TCP connections from `source` that never send a byte.
 async fn idle_sockets(source: &str, server: SocketAddr, count: usize) -> Vec<TcpStream> {
     let mut sockets = Vec::with_capacity(count);
@@ -307,6 +328,8 @@ async fn idle_sockets_from_one_address_cannot_lock_out_other_clients() {
         .limits;
     let per_address = limits.max_pending_handshakes_per_address as u64;
     let attackers = 2000;
+    // Each attacking socket, the server's side of those it holds, and room for the rest.
+    allow_open_files(2 * attackers as u64 + 1024);
     let _idle = idle_sockets("127.0.0.2", server.addr, attackers).await;
     let mut counts = server.state.transport().subscribe();
     counts
