@@ -134,7 +134,7 @@ fn malformed_crl_is_refused() {
 fn unknown_role_is_refused() {
     let (error, _) = error_of("roles = [\"auditor\"]", "roles = [\"admin\"]");
     assert!(
-        error.starts_with("DIR/admission.toml: unknown variant `admin`, expected one of `orchestrator`, `reviewer`, `auditor`, `break_glass`"),
+        error.starts_with("DIR/admission.toml: [[roles]] roles: unknown variant `admin`, expected one of `orchestrator`, `reviewer`, `auditor`, `break_glass`"),
         "{error}"
     );
 }

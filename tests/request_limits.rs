@@ -19,8 +19,9 @@ use rustls_pki_types::{CertificateDer, pem::PemObject};
 use tonic::Code;
 use tower::ServiceExt as _;
 
-/// The largest request message these servers accept.
-const MAX_MESSAGE_BYTES: usize = 2 * 1024 * 1024;
+/// The largest request message these servers accept: with the default limits, spec_kv plus
+/// eight credentials plus 64 KiB.
+const MAX_MESSAGE_BYTES: usize = 1_048_576 + 8 * 16_384 + 65_536;
 
 /// Over-long values: 8 KB, 100 KB and 1 MB.
 const SIZES: [usize; 3] = [8_000, 100_000, 1_000_000];
@@ -39,9 +40,6 @@ org_id = "acme"
 project_id = "payments"
 environment_id = "dev"
 posture = "dev"
-
-[limits]
-max_message_bytes = {MAX_MESSAGE_BYTES}
 "#
     )
 }
@@ -534,7 +532,7 @@ async fn unreadable_bodies_are_request_invalid_and_audited() {
             DEPLOY_ADMIT,
             framed(false, &oversized),
             None,
-            "must be at most 2097152 bytes",
+            "must be at most 1245184 bytes",
             "deploy.admit",
         ),
         case(
@@ -543,7 +541,7 @@ async fn unreadable_bodies_are_request_invalid_and_audited() {
             DEPLOY_ADMIT,
             framed(true, &gzip(&oversized)),
             Some("gzip"),
-            "must be at most 2097152 bytes",
+            "must be at most 1245184 bytes",
             "deploy.admit",
         ),
         case(

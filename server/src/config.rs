@@ -110,12 +110,34 @@ pub struct Limits {
     /// Time a client has to complete the TLS handshake.
     #[serde(with = "duration")]
     pub handshake_timeout: Duration,
-    /// TLS handshakes in progress at once; further connections wait to be accepted.
+    /// TLS handshakes in progress at once; when full, the oldest one is dropped for a newcomer.
     pub max_pending_handshakes: usize,
+    /// TLS handshakes in progress at once from one source address; more are refused.
+    pub max_pending_handshakes_per_address: usize,
+    /// HTTP/2 streams (calls) a client may have open at once on one connection.
+    pub max_concurrent_streams: u32,
+    /// Request bytes buffered across all calls at once; a call that would exceed it is
+    /// refused with OVERLOADED before its body is read.
+    pub max_buffered_request_bytes: usize,
+    /// Calls in flight at once for one caller identity; more are refused with OVERLOADED.
+    pub max_calls_per_identity: usize,
+    /// Connections one caller identity may hold open at once; more are closed after the
+    /// handshake.
+    pub max_connections_per_identity: usize,
+    /// Time one call may take from its headers to its answer.
+    #[serde(with = "duration")]
+    pub request_timeout: Duration,
+    /// A connection without a call in flight for this long is closed.
+    #[serde(with = "duration")]
+    pub idle_timeout: Duration,
+    /// Interval between HTTP/2 keepalive pings the server sends.
+    #[serde(with = "duration")]
+    pub keepalive_interval: Duration,
+    /// Time a keepalive ping may go unacknowledged before the connection is closed.
+    #[serde(with = "duration")]
+    pub keepalive_timeout: Duration,
 
     // Request body and field lengths, in bytes; longer input is REQUEST_INVALID.
-    /// Largest request message, after decompression.
-    pub max_message_bytes: usize,
     /// Longest id (request_id, bundle_id, artifact_id, incident_id, approval_id, …).
     pub id_max_bytes: usize,
     /// Longest org_id, project_id or environment_id.
@@ -136,6 +158,17 @@ pub struct AuditConfig {
     #[serde(with = "duration")]
     pub durable_timeout: Duration,
 }
+
+/// Bytes a request may hold beyond `spec_kv` and its credentials: ids, environment parts, free
+/// text and protobuf framing, with room to spare.
+pub const REQUEST_FIELDS_ALLOWANCE_BYTES: usize = 64 * 1024;
+
+/// The gRPC length prefix in front of every message: a compression flag and a 4-byte length.
+pub const GRPC_FRAME_HEADER_BYTES: usize = 5;
+
+/// The largest request buffer budget: a gRPC message length is 32 bits, and no server holds
+/// more than 4 GiB of requests in flight.
+const MAX_BUFFER_BUDGET_BYTES: usize = u32::MAX as usize;
 
 /// Why a configuration cannot be used. Displays as one line naming the file and the field.
 #[derive(Debug)]
@@ -420,7 +453,6 @@ fn validate_limits(limits: &Limits) -> Result<(), String> {
         ("max_credentials", limits.max_credentials),
         ("credential_max_bytes", limits.credential_max_bytes),
         ("max_pending_handshakes", limits.max_pending_handshakes),
-        ("max_message_bytes", limits.max_message_bytes),
         ("id_max_bytes", limits.id_max_bytes),
         (
             "environment_part_max_bytes",
@@ -429,16 +461,58 @@ fn validate_limits(limits: &Limits) -> Result<(), String> {
         ("text_max_bytes", limits.text_max_bytes),
         ("capability_max_bytes", limits.capability_max_bytes),
         ("max_capabilities", limits.max_capabilities),
+        (
+            "max_pending_handshakes_per_address",
+            limits.max_pending_handshakes_per_address,
+        ),
+        (
+            "max_concurrent_streams",
+            limits.max_concurrent_streams as usize,
+        ),
+        (
+            "max_buffered_request_bytes",
+            limits.max_buffered_request_bytes,
+        ),
+        ("max_calls_per_identity", limits.max_calls_per_identity),
+        (
+            "max_connections_per_identity",
+            limits.max_connections_per_identity,
+        ),
     ] {
         if value == 0 {
             return Err(format!("[limits] {field}: must be at least 1"));
         }
     }
-    // A gRPC message carries its length in four bytes.
-    if u32::try_from(limits.max_message_bytes).is_err() {
+    for (field, value) in [
+        ("handshake_timeout", limits.handshake_timeout),
+        ("request_timeout", limits.request_timeout),
+        ("idle_timeout", limits.idle_timeout),
+        ("keepalive_interval", limits.keepalive_interval),
+        ("keepalive_timeout", limits.keepalive_timeout),
+    ] {
+        if value.is_zero() {
+            return Err(format!("[limits] {field}: must be longer than zero"));
+        }
+    }
+    if limits.max_buffered_request_bytes > MAX_BUFFER_BUDGET_BYTES {
         return Err(format!(
-            "[limits] max_message_bytes: must be at most {}",
-            u32::MAX
+            "[limits] max_buffered_request_bytes: must be at most {MAX_BUFFER_BUDGET_BYTES}"
+        ));
+    }
+    let largest = limits
+        .max_request_bytes()
+        .saturating_add(GRPC_FRAME_HEADER_BYTES);
+    if largest > MAX_BUFFER_BUDGET_BYTES {
+        return Err(format!(
+            "[limits] credential_max_bytes: with spec_kv_max_bytes and max_credentials it allows \
+             requests of {largest} bytes, more than the {MAX_BUFFER_BUDGET_BYTES} a gRPC \
+             message can hold"
+        ));
+    }
+    if limits.max_buffered_request_bytes < largest {
+        return Err(format!(
+            "[limits] max_buffered_request_bytes: must be at least {largest}, the largest \
+             request the other limits allow"
         ));
     }
     Ok(())
@@ -464,19 +538,53 @@ fn resolve_database_url(base: &Path, url: &str) -> String {
     }
 }
 
-/// The toml error's message with the line it points at, on one line.
+/// The toml error's message with the line it points at, on one line; an error about a value
+/// (the span is right of `=`) is prefixed with its table and key, so it names the field.
 fn toml_error(error: &toml::de::Error, text: &str) -> String {
     let message = error.message().trim().replace('\n', " ");
-    match error.span() {
-        Some(span) => {
-            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
-            format!("{message} at line {line}")
-        }
-        None => message,
+    let Some(span) = error.span() else {
+        return message;
+    };
+    let start = span.start.min(text.len());
+    let line = text[..start].matches('\n').count() + 1;
+    match value_field(text, start) {
+        Some(field) => format!("{field}: {message} at line {line}"),
+        None => format!("{message} at line {line}"),
     }
 }
 
+/// `[table] key` (or `key` at top level) when `offset` lies in the value of a `key = value`
+/// line.
+fn value_field(text: &str, offset: usize) -> Option<String> {
+    let line_start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let (key, _) = text[line_start..offset].split_once('=')?;
+    let key = key.trim();
+    if key.is_empty() || key.starts_with('[') {
+        return None;
+    }
+    let table = text[..line_start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|line| line.starts_with('['));
+    Some(match table {
+        Some(table) => format!("{table} {key}"),
+        None => key.to_owned(),
+    })
+}
+
 // === impl Limits ===
+
+impl Limits {
+    /// The largest request message the API accepts, in bytes: the largest `spec_kv`, the most
+    /// credentials at their largest, and room for every other field.
+    pub fn max_request_bytes(&self) -> usize {
+        self.max_credentials
+            .saturating_mul(self.credential_max_bytes)
+            .saturating_add(self.spec_kv_max_bytes)
+            .saturating_add(REQUEST_FIELDS_ALLOWANCE_BYTES)
+    }
+}
 
 impl Default for Limits {
     fn default() -> Self {
@@ -484,9 +592,17 @@ impl Default for Limits {
             spec_kv_max_bytes: 1024 * 1024,
             max_credentials: 8,
             credential_max_bytes: 16 * 1024,
-            handshake_timeout: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(5),
             max_pending_handshakes: 1024,
-            max_message_bytes: 4 * 1024 * 1024,
+            max_pending_handshakes_per_address: 64,
+            max_concurrent_streams: 64,
+            max_buffered_request_bytes: 128 * 1024 * 1024,
+            max_calls_per_identity: 64,
+            max_connections_per_identity: 256,
+            request_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(300),
+            keepalive_interval: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(10),
             id_max_bytes: 128,
             environment_part_max_bytes: 63,
             text_max_bytes: 1024,
@@ -575,6 +691,16 @@ mod tests {
     }
 
     #[test]
+    fn toml_value_errors_name_the_field() {
+        let text = "listen = \"127.0.0.1:1\"\n[limits]\nrequest_timeout = \"soon\"\n";
+        let error = toml::from_str::<RawConfig>(text).unwrap_err();
+        assert_eq!(
+            toml_error(&error, text),
+            "[limits] request_timeout: invalid duration \"soon\": expected number at 0 at line 3"
+        );
+    }
+
+    #[test]
     fn relative_sqlite_urls_resolve_against_the_config_directory() {
         let base = Path::new("/etc/admission");
         assert_eq!(
@@ -595,7 +721,7 @@ mod tests {
     fn length_limits_are_read_and_checked() {
         let limits: Limits = toml::from_str(
             "id_max_bytes = 64\nenvironment_part_max_bytes = 32\ntext_max_bytes = 512\n\
-             capability_max_bytes = 40\nmax_capabilities = 4\nmax_message_bytes = 65536\n",
+             capability_max_bytes = 40\nmax_capabilities = 4\n",
         )
         .unwrap();
         let request = limits.request_limits();
@@ -606,9 +732,8 @@ mod tests {
                 request.text_max_bytes,
                 request.capability_max_bytes,
                 request.max_capabilities,
-                limits.max_message_bytes
             ),
-            (64, 32, 512, 40, 4, 65536)
+            (64, 32, 512, 40, 4)
         );
         assert_eq!(validate_limits(&limits), Ok(()));
         let zero = Limits {
@@ -619,14 +744,6 @@ mod tests {
             validate_limits(&zero),
             Err("[limits] text_max_bytes: must be at least 1".to_owned())
         );
-        let huge = Limits {
-            max_message_bytes: 1 << 33,
-            ..Limits::default()
-        };
-        assert_eq!(
-            validate_limits(&huge),
-            Err("[limits] max_message_bytes: must be at most 4294967295".to_owned())
-        );
     }
 
     #[test]
@@ -636,6 +753,13 @@ mod tests {
         assert_eq!(limits.max_credentials, 8);
         assert_eq!(limits.credential_max_bytes, 16_384);
         assert_eq!(limits.request_limits(), RequestLimits::default());
+        assert_eq!(limits.max_request_bytes(), 1_048_576 + 8 * 16_384 + 65_536);
+        assert!(validate_limits(&limits).is_ok());
+        // One caller at its cap cannot hold the whole buffer budget.
+        assert!(
+            limits.max_calls_per_identity * (limits.max_request_bytes() + GRPC_FRAME_HEADER_BYTES)
+                < limits.max_buffered_request_bytes
+        );
         assert_eq!(
             AuditConfig::default().durable_timeout,
             Duration::from_secs(2)

@@ -7,6 +7,7 @@
 
 pub mod approvals;
 pub mod audit;
+pub mod call_limits;
 pub mod config;
 pub mod credential;
 pub mod decision;

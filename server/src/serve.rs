@@ -15,6 +15,7 @@ use tokio::sync::watch;
 use crate::{
     approvals::ApprovalService,
     audit::{AuditStore, StoreError, StoreOptions},
+    call_limits::{CallLimits, CallLimitsLayer},
     config::Config,
     decision::Engine,
     grpc::{self, RouterError},
@@ -33,6 +34,7 @@ pub struct AppState {
     approvals: ApprovalService,
     health: Health,
     transport: TransportMetrics,
+    call_limits: Arc<CallLimits>,
 }
 
 /// The `grpc.health.v1.Health` statuses: the overall status (`""`) and one per API service.
@@ -106,6 +108,7 @@ impl AppState {
         health.follow(store.health());
         Ok(Self {
             roles,
+            call_limits: CallLimits::new(&config.limits),
             config: Arc::new(config),
             store,
             engine,
@@ -148,6 +151,11 @@ impl AppState {
     /// TLS handshake counters.
     pub fn transport(&self) -> &TransportMetrics {
         &self.transport
+    }
+
+    /// The per-call limits: buffer budget and calls per identity.
+    pub fn call_limits(&self) -> &Arc<CallLimits> {
+        &self.call_limits
     }
 }
 
@@ -238,10 +246,17 @@ pub async fn serve_with_listener(
         AcceptSettings {
             handshake_timeout: limits.handshake_timeout,
             max_pending_handshakes: limits.max_pending_handshakes,
+            max_pending_handshakes_per_address: limits.max_pending_handshakes_per_address,
+            idle_timeout: limits.idle_timeout,
+            max_connections_per_identity: limits.max_connections_per_identity,
         },
         state.transport.clone(),
     );
     tonic::transport::Server::builder()
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .http2_keepalive_interval(Some(limits.keepalive_interval))
+        .http2_keepalive_timeout(Some(limits.keepalive_timeout))
+        .layer(CallLimitsLayer::new(state.call_limits.clone()))
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;

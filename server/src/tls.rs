@@ -1,25 +1,32 @@
 //! mTLS transport and caller identity (SPEC §2).
 //!
 //! Connections are accepted on a plain `TcpListener`; every TLS handshake runs in its own task
-//! with a deadline, so a slow or silent client never holds up the others. Only connections
-//! whose client certificate chains to the client CA (and is not revoked) are handed to tonic,
-//! each carrying the [`Caller`] read once from its leaf certificate.
+//! with a deadline, so a slow or silent client never holds up the others. The accept loop never
+//! waits for a free handshake slot: a source address with too many handshakes in progress is
+//! refused, and when every slot is taken the oldest pending handshake is dropped for the
+//! newcomer, so idle sockets cannot lock legitimate clients out. Only connections whose client
+//! certificate chains to the client CA (and is not revoked) are handed to tonic, each carrying
+//! the [`Caller`] read once from its leaf certificate and a [`ConnectionActivity`] that closes
+//! the connection once it has had no call in flight for the idle timeout.
 
 use std::{
+    collections::{BTreeMap, HashMap},
     fmt, io,
+    net::IpAddr,
     pin::Pin,
-    sync::Arc,
+    sync::{Arc, Mutex, PoisonError},
     task::{Context, Poll},
     time::Duration,
 };
 
-use futures::Stream;
+use futures::{Stream, task::AtomicWaker};
 use rustls::{RootCertStore, ServerConfig, server::WebPkiClientVerifier};
 use sha2::{Digest, Sha256};
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::{TcpListener, TcpStream},
-    sync::{Semaphore, mpsc, watch},
+    sync::{mpsc, oneshot, watch},
+    time::{Instant, Sleep},
 };
 use tokio_rustls::{TlsAcceptor, server::TlsStream};
 use tokio_stream::wrappers::ReceiverStream;
@@ -55,11 +62,48 @@ pub enum TlsConfigError {
     ServerKey(String),
 }
 
-/// A TLS stream whose client certificate was verified, with the caller it names.
+/// A TLS stream whose client certificate was verified, with the caller it names. Reading ends
+/// once the connection has had no call in flight for the idle timeout.
 #[derive(Debug)]
 pub struct AuthenticatedStream {
     inner: TlsStream<TcpStream>,
+    connection: ConnectionInfo,
+    idle: IdleDeadline,
+    /// Counts this connection against its caller's connection cap while it is open.
+    _slot: IdentitySlot,
+}
+
+/// What every request on a connection carries: its caller and its activity.
+#[derive(Clone, Debug)]
+pub struct ConnectionInfo {
     caller: Caller,
+    activity: Arc<ConnectionActivity>,
+}
+
+/// Calls in flight on one connection, and since when it has had none.
+#[derive(Debug)]
+pub struct ConnectionActivity {
+    state: Mutex<ActivityState>,
+    /// The connection's reader, woken when the last call ends so it re-arms its idle deadline.
+    reader: AtomicWaker,
+}
+
+/// One call in flight on a connection; dropping it ends the call.
+#[derive(Debug)]
+pub struct CallActivity {
+    activity: Arc<ConnectionActivity>,
+}
+
+#[derive(Debug)]
+struct ActivityState {
+    calls: usize,
+    idle_since: Instant,
+}
+
+#[derive(Debug)]
+struct IdleDeadline {
+    timeout: Duration,
+    sleep: Pin<Box<Sleep>>,
 }
 
 /// Counts of TLS handshakes, for operators and for tests that must know a connection was
@@ -67,15 +111,37 @@ pub struct AuthenticatedStream {
 #[derive(Clone, Debug)]
 pub struct TransportMetrics {
     counts: Arc<watch::Sender<HandshakeCounts>>,
+    connections: Arc<PerIdentity>,
 }
 
-/// Handshake totals since start.
+/// A count per caller identity of something each holds (calls, connections), with a cap.
+#[derive(Debug, Default)]
+pub struct PerIdentity {
+    counts: Mutex<HashMap<Identity, usize>>,
+}
+
+/// One unit counted against an identity in a [`PerIdentity`] until dropped.
+#[derive(Debug)]
+pub struct IdentitySlot {
+    owner: Arc<PerIdentity>,
+    identity: Identity,
+}
+
+/// Handshake totals since start, and the handshakes in progress now.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct HandshakeCounts {
     /// Connections that completed mTLS and were handed to the gRPC server.
     pub established: u64,
     /// Connections refused: handshake error, timeout, or a certificate without an identity.
     pub failed: u64,
+    /// Pending handshakes dropped to make room for a newer connection.
+    pub shed: u64,
+    /// Connections closed unread because their source address had too many handshakes pending.
+    pub refused_per_address: u64,
+    /// Connections closed after the handshake because their caller had too many open.
+    pub refused_per_identity: u64,
+    /// Handshakes in progress now.
+    pub pending: u64,
 }
 
 /// Settings of the accept loop.
@@ -83,8 +149,50 @@ pub struct HandshakeCounts {
 pub struct AcceptSettings {
     /// Deadline for one TLS handshake.
     pub handshake_timeout: Duration,
-    /// Handshakes in progress at once.
+    /// Handshakes in progress at once; when full, the oldest is dropped for a newcomer.
     pub max_pending_handshakes: usize,
+    /// Handshakes in progress at once from one source address; more are refused.
+    pub max_pending_handshakes_per_address: usize,
+    /// An established connection without a call in flight for this long is closed.
+    pub idle_timeout: Duration,
+    /// Connections one caller identity may hold open at once; more are closed.
+    pub max_connections_per_identity: usize,
+}
+
+/// How one accepted connection ended its time in the accept loop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum HandshakeOutcome {
+    Established,
+    Failed,
+    Shed,
+    RefusedPerAddress,
+    RefusedPerIdentity,
+}
+
+/// Why a connection was not handed to the gRPC server.
+#[derive(Debug)]
+enum Refusal {
+    /// The handshake failed, timed out, or the certificate names no identity.
+    Handshake(String),
+    /// The caller already holds its share of connections.
+    TooManyConnections(Identity),
+}
+
+/// The handshakes in progress, oldest first, with a count per source address.
+#[derive(Debug)]
+struct PendingHandshakes {
+    next_id: u64,
+    by_age: BTreeMap<u64, PendingHandshake>,
+    per_address: HashMap<IpAddr, usize>,
+    max_total: usize,
+    max_per_address: usize,
+}
+
+#[derive(Debug)]
+struct PendingHandshake {
+    address: IpAddr,
+    /// Dropping it cancels the handshake task.
+    _cancel: oneshot::Sender<()>,
 }
 
 // === impl Identity ===
@@ -152,11 +260,17 @@ fn certificate_identity(cert: &X509Certificate<'_>) -> Option<String> {
 
 /// The caller of a request, as read from its connection's client certificate.
 pub fn caller<T>(request: &tonic::Request<T>) -> Result<Caller, tonic::Status> {
-    request
-        .extensions()
-        .get::<Caller>()
+    caller_of(request.extensions())
         .cloned()
         .ok_or_else(|| tonic::Status::unauthenticated("the connection carries no client identity"))
+}
+
+/// The caller a request's extensions name: from the connection's info, or set on its own.
+pub fn caller_of(extensions: &http::Extensions) -> Option<&Caller> {
+    extensions
+        .get::<ConnectionInfo>()
+        .map(|connection| &connection.caller)
+        .or_else(|| extensions.get::<Caller>())
 }
 
 // === impl AuthenticatedStream ===
@@ -164,15 +278,15 @@ pub fn caller<T>(request: &tonic::Request<T>) -> Result<Caller, tonic::Status> {
 impl AuthenticatedStream {
     /// The caller this connection authenticated as.
     pub fn caller(&self) -> &Caller {
-        &self.caller
+        &self.connection.caller
     }
 }
 
 impl Connected for AuthenticatedStream {
-    type ConnectInfo = Caller;
+    type ConnectInfo = ConnectionInfo;
 
-    fn connect_info(&self) -> Caller {
-        self.caller.clone()
+    fn connect_info(&self) -> ConnectionInfo {
+        self.connection.clone()
     }
 }
 
@@ -182,7 +296,16 @@ impl AsyncRead for AuthenticatedStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        let this = &mut *self;
+        if let ready @ Poll::Ready(_) = Pin::new(&mut this.inner).poll_read(cx, buf) {
+            return ready;
+        }
+        if this.idle.expired(&this.connection.activity, cx) {
+            tracing::debug!(caller = %this.connection.caller.identity, "closing idle connection");
+            // End of stream: the HTTP/2 connection closes with no call in flight.
+            return Poll::Ready(Ok(()));
+        }
+        Poll::Pending
     }
 }
 
@@ -216,6 +339,187 @@ impl AsyncWrite for AuthenticatedStream {
     }
 }
 
+// === impl PerIdentity ===
+
+impl PerIdentity {
+    /// Counts one more for `identity` unless it already holds `max`.
+    pub fn begin(self: &Arc<Self>, identity: &Identity, max: usize) -> Option<IdentitySlot> {
+        let mut counts = self.lock();
+        let count = counts.entry(identity.clone()).or_insert(0);
+        if *count >= max {
+            return None;
+        }
+        *count += 1;
+        Some(IdentitySlot {
+            owner: self.clone(),
+            identity: identity.clone(),
+        })
+    }
+
+    /// How many `identity` holds now.
+    pub fn count(&self, identity: &Identity) -> usize {
+        self.lock().get(identity).copied().unwrap_or(0)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Identity, usize>> {
+        // Every update leaves the counts consistent, so a panic elsewhere cannot corrupt them.
+        self.counts.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Drop for IdentitySlot {
+    fn drop(&mut self) {
+        let mut counts = self.owner.lock();
+        if let Some(count) = counts.get_mut(&self.identity) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                counts.remove(&self.identity);
+            }
+        }
+    }
+}
+
+// === impl ConnectionInfo ===
+
+impl ConnectionInfo {
+    /// The caller the connection authenticated as.
+    pub fn caller(&self) -> &Caller {
+        &self.caller
+    }
+
+    /// The connection's call activity.
+    pub fn activity(&self) -> &Arc<ConnectionActivity> {
+        &self.activity
+    }
+}
+
+// === impl ConnectionActivity ===
+
+impl ConnectionActivity {
+    fn new() -> Arc<Self> {
+        Arc::new(Self {
+            state: Mutex::new(ActivityState {
+                calls: 0,
+                idle_since: Instant::now(),
+            }),
+            reader: AtomicWaker::new(),
+        })
+    }
+
+    /// Counts a call in flight until the returned guard is dropped.
+    pub fn begin_call(self: &Arc<Self>) -> CallActivity {
+        self.lock().calls += 1;
+        CallActivity {
+            activity: self.clone(),
+        }
+    }
+
+    /// Since when the connection has had no call in flight; `None` while one is.
+    fn idle_since(&self) -> Option<Instant> {
+        let state = self.lock();
+        (state.calls == 0).then_some(state.idle_since)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ActivityState> {
+        // The state stays consistent whatever panicked while holding the lock.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Drop for CallActivity {
+    fn drop(&mut self) {
+        let mut state = self.activity.lock();
+        state.calls = state.calls.saturating_sub(1);
+        if state.calls == 0 {
+            state.idle_since = Instant::now();
+            drop(state);
+            self.activity.reader.wake();
+        }
+    }
+}
+
+// === impl IdleDeadline ===
+
+impl IdleDeadline {
+    fn new(timeout: Duration) -> Self {
+        Self {
+            timeout,
+            sleep: Box::pin(tokio::time::sleep(timeout)),
+        }
+    }
+
+    /// Whether the connection has had no call in flight for the timeout; otherwise arranges
+    /// for `cx` to be woken when that may change.
+    fn expired(&mut self, activity: &ConnectionActivity, cx: &mut Context<'_>) -> bool {
+        activity.reader.register(cx.waker());
+        let Some(idle_since) = activity.idle_since() else {
+            return false;
+        };
+        let deadline = idle_since + self.timeout;
+        if self.sleep.deadline() != deadline {
+            self.sleep.as_mut().reset(deadline);
+        }
+        self.sleep.as_mut().poll(cx).is_ready()
+    }
+}
+
+// === impl PendingHandshakes ===
+
+impl PendingHandshakes {
+    fn new(settings: &AcceptSettings) -> Self {
+        Self {
+            next_id: 0,
+            by_age: BTreeMap::new(),
+            per_address: HashMap::new(),
+            max_total: settings.max_pending_handshakes,
+            max_per_address: settings.max_pending_handshakes_per_address,
+        }
+    }
+
+    /// Registers a handshake from `address`: `None` when that address is at its cap; else its
+    /// id, its cancellation, and whether the oldest handshake was shed to make room.
+    fn admit(&mut self, address: IpAddr) -> Option<(u64, oneshot::Receiver<()>, bool)> {
+        if self.per_address.get(&address).copied().unwrap_or(0) >= self.max_per_address {
+            return None;
+        }
+        let oldest = self.by_age.keys().next().copied();
+        let shed = match oldest {
+            Some(oldest) if self.by_age.len() >= self.max_total => self.finish(oldest),
+            _ => false,
+        };
+        let id = self.next_id;
+        self.next_id += 1;
+        let (cancel, cancelled) = oneshot::channel();
+        self.by_age.insert(
+            id,
+            PendingHandshake {
+                address,
+                _cancel: cancel,
+            },
+        );
+        *self.per_address.entry(address).or_insert(0) += 1;
+        Some((id, cancelled, shed))
+    }
+
+    /// Removes handshake `id`; `false` when it was no longer pending (it was shed).
+    fn finish(&mut self, id: u64) -> bool {
+        let Some(pending) = self.by_age.remove(&id) else {
+            return false;
+        };
+        if let Some(count) = self.per_address.get_mut(&pending.address) {
+            *count -= 1;
+            if *count == 0 {
+                self.per_address.remove(&pending.address);
+            }
+        }
+        true
+    }
+
+    fn len(&self) -> u64 {
+        self.by_age.len() as u64
+    }
+}
+
 // === impl TransportMetrics ===
 
 impl TransportMetrics {
@@ -223,6 +527,7 @@ impl TransportMetrics {
     pub fn new() -> Self {
         Self {
             counts: Arc::new(watch::channel(HandshakeCounts::default()).0),
+            connections: Arc::default(),
         }
     }
 
@@ -231,19 +536,31 @@ impl TransportMetrics {
         *self.counts.borrow()
     }
 
+    /// Connections `identity` holds open now.
+    pub fn connections_of(&self, identity: &Identity) -> usize {
+        self.connections.count(identity)
+    }
+
     /// A receiver that sees every change, e.g. to wait for a refused handshake.
     pub fn subscribe(&self) -> watch::Receiver<HandshakeCounts> {
         self.counts.subscribe()
     }
 
-    fn record(&self, established: bool) {
+    fn record(&self, outcome: HandshakeOutcome, pending: u64) {
         self.counts.send_modify(|counts| {
-            if established {
-                counts.established += 1;
-            } else {
-                counts.failed += 1;
+            match outcome {
+                HandshakeOutcome::Established => counts.established += 1,
+                HandshakeOutcome::Failed => counts.failed += 1,
+                HandshakeOutcome::Shed => counts.shed += 1,
+                HandshakeOutcome::RefusedPerAddress => counts.refused_per_address += 1,
+                HandshakeOutcome::RefusedPerIdentity => counts.refused_per_identity += 1,
             }
+            counts.pending = pending;
         });
+    }
+
+    fn set_pending(&self, pending: u64) {
+        self.counts.send_modify(|counts| counts.pending = pending);
     }
 }
 
@@ -318,14 +635,8 @@ async fn accept_loop(
     metrics: TransportMetrics,
     tx: mpsc::Sender<AuthenticatedStream>,
 ) {
-    let pending = Arc::new(Semaphore::new(settings.max_pending_handshakes));
+    let pending = Arc::new(Mutex::new(PendingHandshakes::new(&settings)));
     loop {
-        let permit = tokio::select! {
-            permit = pending.clone().acquire_owned() => permit,
-            () = tx.closed() => return,
-        };
-        // The semaphore is never closed, so acquiring only fails if that changes.
-        let Ok(permit) = permit else { return };
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             () = tx.closed() => return,
@@ -339,48 +650,128 @@ async fn accept_loop(
                 continue;
             }
         };
-        let acceptor = acceptor.clone();
-        let metrics = metrics.clone();
-        let tx = tx.clone();
-        let timeout = settings.handshake_timeout;
-        tokio::spawn(async move {
-            let stream = handshake(acceptor, tcp, timeout).await;
-            drop(permit);
-            match stream {
-                Ok(stream) => {
-                    metrics.record(true);
-                    tracing::debug!(%peer, caller = %stream.caller.identity, "client connected");
-                    // The server is shutting down when the receiver is gone.
-                    let _ = tx.send(stream).await;
-                }
-                Err(reason) => {
-                    metrics.record(false);
-                    tracing::info!(%peer, %reason, "tls handshake refused");
-                }
-            }
-        });
+        let (admitted, count) = {
+            let mut pending = lock(&pending);
+            let admitted = pending.admit(peer.ip());
+            (admitted, pending.len())
+        };
+        let Some((id, cancelled, shed)) = admitted else {
+            // Closed unread: this address already has its share of handshakes in progress.
+            tracing::debug!(%peer, "too many tls handshakes pending from this address");
+            metrics.record(HandshakeOutcome::RefusedPerAddress, count);
+            continue;
+        };
+        if shed {
+            tracing::debug!(%peer, "all tls handshake slots taken; dropped the oldest");
+            metrics.record(HandshakeOutcome::Shed, count);
+        } else {
+            metrics.set_pending(count);
+        }
+        let task = HandshakeTask {
+            acceptor: acceptor.clone(),
+            settings: settings.clone(),
+            metrics: metrics.clone(),
+            pending: pending.clone(),
+            tx: tx.clone(),
+        };
+        tokio::spawn(task.run(tcp, peer, id, cancelled));
     }
 }
 
-async fn handshake(
+/// What one handshake task needs from the accept loop.
+struct HandshakeTask {
     acceptor: TlsAcceptor,
+    settings: AcceptSettings,
+    metrics: TransportMetrics,
+    pending: Arc<Mutex<PendingHandshakes>>,
+    tx: mpsc::Sender<AuthenticatedStream>,
+}
+
+impl HandshakeTask {
+    async fn run(
+        self,
+        tcp: TcpStream,
+        peer: std::net::SocketAddr,
+        id: u64,
+        cancelled: oneshot::Receiver<()>,
+    ) {
+        let stream = tokio::select! {
+            stream = handshake(&self.acceptor, tcp, &self.settings, &self.metrics) => stream,
+            // Shed by the accept loop, which already counted it; the socket closes here.
+            _ = cancelled => return,
+        };
+        let (still_pending, count) = {
+            let mut pending = lock(&self.pending);
+            (pending.finish(id), pending.len())
+        };
+        if !still_pending {
+            return;
+        }
+        match stream {
+            Ok(stream) => {
+                self.metrics.record(HandshakeOutcome::Established, count);
+                tracing::debug!(%peer, caller = %stream.caller().identity, "client connected");
+                // The server is shutting down when the receiver is gone.
+                let _ = self.tx.send(stream).await;
+            }
+            Err(Refusal::Handshake(reason)) => {
+                self.metrics.record(HandshakeOutcome::Failed, count);
+                tracing::info!(%peer, %reason, "tls handshake refused");
+            }
+            Err(Refusal::TooManyConnections(caller)) => {
+                self.metrics
+                    .record(HandshakeOutcome::RefusedPerIdentity, count);
+                tracing::info!(%peer, %caller, "caller has too many connections open; closing");
+            }
+        }
+    }
+}
+
+fn lock(pending: &Mutex<PendingHandshakes>) -> std::sync::MutexGuard<'_, PendingHandshakes> {
+    // Every update leaves the registry consistent, so a panic elsewhere cannot corrupt it.
+    pending.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+async fn handshake(
+    acceptor: &TlsAcceptor,
     tcp: TcpStream,
-    timeout: Duration,
-) -> Result<AuthenticatedStream, String> {
+    settings: &AcceptSettings,
+    metrics: &TransportMetrics,
+) -> Result<AuthenticatedStream, Refusal> {
     let _ = tcp.set_nodelay(true);
+    let timeout = settings.handshake_timeout;
     let tls = match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
         Ok(Ok(tls)) => tls,
-        Ok(Err(error)) => return Err(error.to_string()),
-        Err(_) => return Err(format!("handshake not completed within {timeout:?}")),
+        Ok(Err(error)) => return Err(Refusal::Handshake(error.to_string())),
+        Err(_) => {
+            let reason = format!("handshake not completed within {timeout:?}");
+            return Err(Refusal::Handshake(reason));
+        }
     };
     let (_, session) = tls.get_ref();
     let Some(leaf) = session.peer_certificates().and_then(|certs| certs.first()) else {
-        return Err("client presented no certificate".to_owned());
+        return Err(Refusal::Handshake(
+            "client presented no certificate".to_owned(),
+        ));
     };
     let Some(caller) = Caller::from_certificate(leaf) else {
-        return Err("client certificate names no identity (URI SAN, DNS SAN or CN)".to_owned());
+        return Err(Refusal::Handshake(
+            "client certificate names no identity (URI SAN, DNS SAN or CN)".to_owned(),
+        ));
     };
-    Ok(AuthenticatedStream { inner: tls, caller })
+    let max = settings.max_connections_per_identity;
+    let Some(slot) = metrics.connections.begin(&caller.identity, max) else {
+        return Err(Refusal::TooManyConnections(caller.identity));
+    };
+    Ok(AuthenticatedStream {
+        inner: tls,
+        connection: ConnectionInfo {
+            caller,
+            activity: ConnectionActivity::new(),
+        },
+        idle: IdleDeadline::new(settings.idle_timeout),
+        _slot: slot,
+    })
 }
 
 #[cfg(test)]
@@ -417,6 +808,66 @@ mod tests {
             .push(DnType::CommonName, "build-agent");
         let caller = Caller::from_certificate(&cert_der(params)).unwrap();
         assert_eq!(caller.identity.as_str(), "build-agent");
+    }
+
+    fn settings(total: usize, per_address: usize) -> AcceptSettings {
+        AcceptSettings {
+            handshake_timeout: Duration::from_secs(5),
+            max_pending_handshakes: total,
+            max_pending_handshakes_per_address: per_address,
+            idle_timeout: Duration::from_secs(300),
+            max_connections_per_identity: 256,
+        }
+    }
+
+    #[test]
+    fn a_full_registry_sheds_its_oldest_handshake() {
+        let mut pending = PendingHandshakes::new(&settings(2, 10));
+        let a: IpAddr = "127.0.0.2".parse().unwrap();
+        let b: IpAddr = "127.0.0.3".parse().unwrap();
+        let (first, mut first_cancelled, shed) = pending.admit(a).unwrap();
+        assert!(!shed);
+        let (_, _, shed) = pending.admit(a).unwrap();
+        assert!(!shed);
+        let (_, _, shed) = pending.admit(b).unwrap();
+        assert!(shed);
+        assert_eq!(pending.len(), 2);
+        // The shed task sees its cancellation, and finishing it later changes nothing.
+        assert_eq!(
+            first_cancelled.try_recv(),
+            Err(oneshot::error::TryRecvError::Closed)
+        );
+        assert!(!pending.finish(first));
+        assert_eq!(pending.per_address[&a], 1);
+    }
+
+    #[test]
+    fn an_address_at_its_cap_is_refused_while_others_are_admitted() {
+        let mut pending = PendingHandshakes::new(&settings(10, 2));
+        let a: IpAddr = "127.0.0.2".parse().unwrap();
+        let (first, _, _) = pending.admit(a).unwrap();
+        pending.admit(a).unwrap();
+        assert!(pending.admit(a).is_none());
+        assert!(pending.admit("127.0.0.1".parse().unwrap()).is_some());
+        assert!(pending.finish(first));
+        assert!(pending.admit(a).is_some());
+    }
+
+    #[test]
+    fn an_identity_is_held_to_its_cap() {
+        let counts = Arc::new(PerIdentity::default());
+        let ci = Identity::new("spiffe://acme/ci");
+        let first = counts.begin(&ci, 2).unwrap();
+        let _second = counts.begin(&ci, 2).unwrap();
+        assert!(counts.begin(&ci, 2).is_none());
+        assert!(
+            counts
+                .begin(&Identity::new("spiffe://acme/other"), 2)
+                .is_some()
+        );
+        drop(first);
+        assert_eq!(counts.count(&ci), 1);
+        assert!(counts.begin(&ci, 2).is_some());
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! decode with a bare INTERNAL, an oversized one with OUT_OF_RANGE and a compressed one it was
 //! not configured for with UNIMPLEMENTED; none of those carries ErrorInfo and none is audited.
 //! [`BodyGuard`] sits in front of each API service: it reads the one gRPC message of the body
-//! (at most `max_message_bytes`, after gzip decompression), checks that it decodes as the RPC's
+//! (at most the largest request the limits allow, after gzip decompression), checks that it decodes as the RPC's
 //! request type, and either hands tonic an uncompressed body it will decode, or answers
 //! INVALID_ARGUMENT / REQUEST_INVALID with ErrorInfo and a `decision_id` after recording the
 //! rejection with the caller and the RPC.
@@ -26,7 +26,7 @@ use tonic::{body::Body, server::NamedService};
 use tower::Service;
 
 use super::Rpc;
-use crate::{decision::Engine, rejection::Rejection, tls::Caller};
+use crate::{decision::Engine, rejection::Rejection, tls::caller_of};
 
 /// Length of a gRPC message prefix: one flag byte and a four-byte big-endian length.
 const PREFIX_LEN: usize = 5;
@@ -86,7 +86,7 @@ type BoxFuture<T> = Pin<Box<dyn std::future::Future<Output = T> + Send>>;
 // === impl BodyGuard ===
 
 impl<S> BodyGuard<S> {
-    /// Guards `inner`: bodies over `max_message_bytes` (decompressed) or not decodable as the
+    /// Guards `inner`: bodies over `max_message_bytes` bytes (decompressed) or not decodable as the
     /// RPC's request are rejected and recorded through `engine`.
     pub fn new(inner: S, engine: Engine, max_message_bytes: usize) -> Self {
         Self {
@@ -239,7 +239,7 @@ fn decompress(headers: &http::HeaderMap, message: &[u8], max: usize) -> Result<B
 fn frame(message: &[u8]) -> Bytes {
     let mut framed = BytesMut::with_capacity(PREFIX_LEN + message.len());
     framed.put_u8(0);
-    // `message` is at most `max_message_bytes`, which config keeps within a u32.
+    // `message` is at most `max_message_bytes`, which config keeps within a gRPC message.
     framed.put_u32(u32::try_from(message.len()).unwrap_or(u32::MAX));
     framed.extend_from_slice(message);
     framed.freeze()
@@ -252,7 +252,7 @@ async fn reject(
     rpc: Rpc,
     error: &BodyError,
 ) -> http::Response<Body> {
-    let Some(caller) = parts.extensions.get::<Caller>() else {
+    let Some(caller) = caller_of(&parts.extensions) else {
         return tonic::Status::unauthenticated("the connection carries no client identity")
             .into_http();
     };

@@ -80,7 +80,8 @@ fn api_routes(state: &AppState) -> Result<Routes, RouterError> {
         .build_v1()?;
     // Every API service reads its bodies through a guard, so a body that is not the RPC's
     // message is answered and audited as an invalid request rather than by tonic's decoder.
-    let max = state.config().limits.max_message_bytes;
+    // The largest request the limits allow, instead of the codec's 4 MiB default.
+    let max = state.config().limits.max_request_bytes();
     Ok(Routes::new(health)
         .add_service(reflection)
         .add_service(BodyGuard::new(
