@@ -112,6 +112,8 @@ on_both_backends!(
     revoked_approval_is_refused,
     single_use_approval_is_consumed_once,
     concurrent_admits_consume_a_single_use_approval_once,
+    concurrent_retries_of_one_admit_all_get_the_admission,
+    concurrent_retries_of_a_rejected_admit_are_each_rejected,
     concurrent_reviews_are_each_counted_once,
     expired_approval_leaves_the_eligible_list,
     decide_without_signing_key_is_refused,
@@ -925,6 +927,139 @@ async fn concurrent_admits_consume_a_single_use_approval_once(backend: Backend) 
     let report = verify(&auditor).await;
     assert!(report.ok, "{report:?}");
     assert_eq!(report.entries_checked, entries.len() as u64);
+}
+
+/// Clients for `identity` on every server of the fixture.
+async fn clients_on_every_server(fixture: &Fixture, identity: &str) -> Vec<AdmissionClient> {
+    let mut clients = Vec::new();
+    for server in &fixture.servers {
+        clients.push(server.client(identity).await);
+    }
+    clients
+}
+
+/// Sends `request` `times` times at once, spread over `clients`, and collects the answers.
+async fn admit_concurrently(
+    clients: &[AdmissionClient],
+    request: &pb::DeployRequest,
+    times: usize,
+) -> Vec<Result<pb::Admission, AdmitError>> {
+    let tasks: Vec<_> = (0..times)
+        .map(|n| {
+            let client = clients[n % clients.len()].clone();
+            let request = request.clone();
+            tokio::spawn(async move { client.admit_deploy(request).await })
+        })
+        .collect();
+    let mut answers = Vec::with_capacity(times);
+    for task in tasks {
+        answers.push(task.await.unwrap());
+    }
+    answers
+}
+
+/// The entries recorded for `request_id`.
+fn entries_for<'a>(entries: &'a [pb::AuditEntry], request_id: &str) -> Vec<&'a pb::AuditEntry> {
+    entries
+        .iter()
+        .filter(|e| e.request_id == request_id)
+        .collect()
+}
+
+async fn concurrent_retries_of_one_admit_all_get_the_admission(backend: Backend) {
+    // One request sent 100 times at once (a client retrying eagerly): SQLite through one
+    // server, PostgreSQL through two servers sharing the database, 50 each.
+    let instances = match backend {
+        Backend::Sqlite => 1,
+        Backend::Postgres => 2,
+    };
+    let options = ConfigOptions::default();
+    let Some(fixture) = Fixture::start(backend, "retry", instances, CONFIG, &options).await else {
+        return;
+    };
+    let approval = approved(&fixture).await;
+    let id = approval.approval_id.clone();
+    let clients = clients_on_every_server(&fixture, ORCHESTRATOR).await;
+    let request = deploy("prod", "retry-1", &approval.credentials);
+
+    let answers = admit_concurrently(&clients, &request, 100).await;
+    let admissions: Vec<pb::Admission> = answers
+        .into_iter()
+        .map(|answer| answer.unwrap_or_else(|e| panic!("a retry was not admitted: {e:?}")))
+        .collect();
+    let original = &admissions[0];
+    assert!(original.decision_id.starts_with("dec_"), "{original:?}");
+    assert_eq!(original.approval_ids, [id.as_str()]);
+    for admission in &admissions {
+        assert_eq!(admission, original);
+    }
+    for client in &clients {
+        let stored = client.get_approval(&id).await.unwrap();
+        assert_eq!((stored.uses, stored.max_uses), (1, 1));
+    }
+
+    // The trail holds the one admission, and nothing for any of the retries.
+    let auditor = fixture.client(AUDITOR).await;
+    let entries = audit_entries(&auditor).await;
+    let recorded = entries_for(&entries, "retry-1");
+    assert_eq!(recorded.len(), 1, "{recorded:#?}");
+    assert_eq!(recorded[0].outcome, "admitted");
+    assert_eq!(recorded[0].entry_id, original.decision_id);
+    assert_eq!(recorded[0].entry_hash, original.audit_entry_hash);
+    let report = verify(&auditor).await;
+    assert!(report.ok, "{report:?}");
+    assert_eq!(report.entries_checked, entries.len() as u64);
+}
+
+async fn concurrent_retries_of_a_rejected_admit_are_each_rejected(backend: Backend) {
+    // A rejection is not an answer the store replays: each retry is decided, recorded and
+    // answered on its own, so every one of them gets the rejection under its own decision_id.
+    let instances = match backend {
+        Backend::Sqlite => 1,
+        Backend::Postgres => 2,
+    };
+    let options = ConfigOptions::default();
+    let Some(fixture) =
+        Fixture::start(backend, "retry_rejected", instances, CONFIG, &options).await
+    else {
+        return;
+    };
+    let approval = approved(&fixture).await;
+    let clients = clients_on_every_server(&fixture, ORCHESTRATOR).await;
+    clients[0]
+        .admit_deploy(deploy("prod", "retry-first", &approval.credentials))
+        .await
+        .unwrap();
+    let request = deploy("prod", "retry-late", &approval.credentials);
+
+    let answers = admit_concurrently(&clients, &request, 20).await;
+    let mut decision_ids = std::collections::BTreeSet::new();
+    for answer in answers {
+        let refusal = rejected(answer, Code::FailedPrecondition, Reason::ApprovalConsumed);
+        decision_ids.insert(refusal.decision_id.unwrap());
+    }
+    assert_eq!(decision_ids.len(), 20);
+
+    let auditor = fixture.client(AUDITOR).await;
+    let entries = audit_entries(&auditor).await;
+    let recorded = entries_for(&entries, "retry-late");
+    let recorded_ids: std::collections::BTreeSet<String> = recorded
+        .iter()
+        .map(|e| {
+            assert_eq!(
+                (e.outcome.as_str(), e.reason.as_str()),
+                ("rejected", "APPROVAL_CONSUMED")
+            );
+            e.entry_id.clone()
+        })
+        .collect();
+    assert_eq!(recorded_ids, decision_ids);
+    let used = clients[0]
+        .get_approval(&approval.approval_id)
+        .await
+        .unwrap();
+    assert_eq!(used.uses, 1);
+    assert!(verify(&auditor).await.ok);
 }
 
 async fn concurrent_reviews_are_each_counted_once(backend: Backend) {

@@ -4,6 +4,15 @@
 //! [`rules`] decides rows 6–25 without I/O, and the audit store appends the entry and consumes the
 //! approval uses in one transaction (rows 23–24 again, atomically, and row 26). Row 27 is the
 //! in-flight limit in front of all of it.
+//!
+//! Retries. An admitted request retried by the same caller with the same content gets the
+//! original admission and records nothing. Row 5 answers a retry that arrives after the
+//! admission is durable; a retry racing it is answered by the store, which looks the request
+//! up inside its write transaction before recording anything for it, admit or rejection. So a
+//! retry that read the approval state the original left behind (its use consumed) never reports
+//! APPROVAL_CONSUMED for a request that was admitted. A rejection is not replayed: every retry
+//! of a rejected request is decided again, recorded under its own decision_id, and answered by
+//! the state at that moment, which is the same rejection while nothing has changed.
 
 pub mod request;
 pub mod rules;
@@ -118,9 +127,10 @@ impl Engine {
         match self.admit_checked(caller, &decision_id, &request).await {
             Ok(admission) => Ok(admission),
             Err(Outcome::Answer(admission)) => Ok(*admission),
-            Err(Outcome::Reject(rejection)) => Err(self
-                .record_rejection(caller, &decision_id, &request, rejection)
-                .await),
+            Err(Outcome::Reject(rejection)) => {
+                self.record_rejection(caller, &decision_id, &request, rejection)
+                    .await
+            }
             Err(Outcome::Unavailable) => Err(audit_unavailable()),
         }
     }
@@ -343,27 +353,31 @@ impl Engine {
     }
 
     /// Records a rejection and returns it with its `decision_id`; AUDIT_UNAVAILABLE if the
-    /// entry could not be made durable.
+    /// entry could not be made durable. A rejection decided after row 5 is recorded only if the
+    /// store, inside its write transaction, holds no admission of this very request: if it
+    /// does (an identical retry raced the original and read the state the original left), the
+    /// answer is that original admission and nothing is recorded.
     async fn record_rejection(
         &self,
         caller: &Caller,
         decision_id: &str,
         request: &AdmissionRequest,
         rejection: Rejection,
-    ) -> Rejection {
+    ) -> Result<pb::Admission, Rejection> {
         if rejection.metadata.contains_key("decision_id") {
             // Already recorded by the store (a use refused inside the append transaction).
-            return rejection;
+            return Err(rejection);
         }
-        let capabilities = request.requested_capabilities.clone();
-        let mut entry = request_entry(caller, decision_id, request, capabilities);
-        set_rejection(&mut entry, &rejection);
-        let idempotency = passed_row_five(rejection.reason).then(|| IdempotencyKey {
+        let entry = rejection_entry(caller, decision_id, request, &rejection);
+        if !passed_row_five(rejection.reason) {
+            return Err(self.append_unkeyed(entry, rejection).await);
+        }
+        let key = IdempotencyKey {
             caller: caller.identity.as_str().to_owned(),
             request_id: request.request_id.clone(),
             fingerprint: request.fingerprint.clone(),
-        });
-        self.append_rejection(entry, idempotency, rejection).await
+        };
+        self.append_keyed(entry, key, rejection).await
     }
 
     /// Records a request to `action` that failed rows 1–2.
@@ -385,7 +399,7 @@ impl Engine {
             ..NewEntry::default()
         };
         set_rejection(&mut entry, &invalid.rejection);
-        self.append_rejection(entry, None, invalid.rejection).await
+        self.append_unkeyed(entry, invalid.rejection).await
     }
 
     /// Records a request whose body could not be read as its message (row 1) and returns the
@@ -408,38 +422,57 @@ impl Engine {
             ..NewEntry::default()
         };
         set_rejection(&mut entry, &rejection);
-        self.append_rejection(entry, None, rejection).await
+        self.append_unkeyed(entry, rejection).await
     }
 
-    async fn append_rejection(
+    /// Records a rejection that claims no request_id.
+    async fn append_unkeyed(&self, entry: NewEntry, rejection: Rejection) -> Rejection {
+        let decision_id = entry.entry_id.clone();
+        match self.inner.store.append(rejection_append(entry, None)).await {
+            Ok(Appended::Committed(_)) => rejection.with("decision_id", decision_id),
+            // Nothing else records this entry; answer only what is durable.
+            Ok(_) | Err(_) => audit_unavailable(),
+        }
+    }
+
+    /// Records a rejection under the request's idempotency key, unless the store already
+    /// holds this request: admitted (answer that admission) or taken by other content (answer
+    /// and record REQUEST_ID_CONFLICT).
+    async fn append_keyed(
         &self,
         entry: NewEntry,
-        idempotency: Option<IdempotencyKey>,
+        key: IdempotencyKey,
         rejection: Rejection,
-    ) -> Rejection {
+    ) -> Result<pb::Admission, Rejection> {
         let decision_id = entry.entry_id.clone();
-        let conflict_entry = idempotency.is_some().then(|| entry.clone());
+        let conflict_entry = entry.clone();
         match self
             .inner
             .store
-            .append(rejection_append(entry, idempotency))
+            .append(rejection_append(entry, Some(key)))
             .await
         {
+            Ok(Appended::Committed(_)) => Err(rejection.with("decision_id", decision_id)),
+            Ok(Appended::Duplicate { admission }) => {
+                tracing::debug!(
+                    reason = rejection.reason.as_str(),
+                    "request was admitted meanwhile; answering the original admission"
+                );
+                decode_admission(&admission).map_err(|_| audit_unavailable())
+            }
             Ok(Appended::RequestIdConflict { .. }) => {
                 // Another request took the request_id after row 5 was checked, so row 5 is the
                 // answer now; nothing was written, so record that answer instead.
-                let Some(mut entry) = conflict_entry else {
-                    return audit_unavailable();
-                };
+                let mut entry = conflict_entry;
                 let conflict = request_id_conflict(&entry.request_id);
                 set_rejection(&mut entry, &conflict);
-                match self.inner.store.append(rejection_append(entry, None)).await {
-                    Ok(_) => conflict.with("decision_id", decision_id),
-                    Err(_) => audit_unavailable(),
-                }
+                Err(self.append_unkeyed(entry, conflict).await)
             }
-            Ok(_) => rejection.with("decision_id", decision_id),
-            Err(_) => audit_unavailable(),
+            // A rejection consumes nothing and writes no approval, so neither can happen;
+            // nothing was recorded either way.
+            Ok(Appended::Refused { .. } | Appended::ApprovalVersionConflict) | Err(_) => {
+                Err(audit_unavailable())
+            }
         }
     }
 
@@ -465,9 +498,9 @@ impl Engine {
         let policy = match self.authorize(caller, &request) {
             Ok(policy) => policy,
             Err(Outcome::Reject(rejection)) => {
-                return Err(self
-                    .record_rejection(caller, &decision_id, &request, rejection)
-                    .await);
+                // Rows 3–4 claim no request_id: a preview never answers with an admission.
+                let entry = rejection_entry(caller, &decision_id, &request, &rejection);
+                return Err(self.append_unkeyed(entry, rejection).await);
             }
             Err(_) => return Err(audit_unavailable()),
         };
@@ -573,6 +606,19 @@ fn passed_row_five(reason: Reason) -> bool {
         reason,
         Reason::CallerNotAuthorized | Reason::EnvironmentUnknown | Reason::RequestIdConflict
     )
+}
+
+/// The entry recording `rejection` of `request`.
+fn rejection_entry(
+    caller: &Caller,
+    decision_id: &str,
+    request: &AdmissionRequest,
+    rejection: &Rejection,
+) -> NewEntry {
+    let capabilities = request.requested_capabilities.clone();
+    let mut entry = request_entry(caller, decision_id, request, capabilities);
+    set_rejection(&mut entry, rejection);
+    entry
 }
 
 fn set_rejection(entry: &mut NewEntry, rejection: &Rejection) {
@@ -841,8 +887,9 @@ mod tests {
         let policy_denied = Rejection::new(Reason::PolicyDenied, "denied");
         set_rejection(&mut denied, &policy_denied);
         let answer = engine
-            .append_rejection(denied, Some(key("req-1", "bbbb")), policy_denied)
-            .await;
+            .append_keyed(denied, key("req-1", "bbbb"), policy_denied)
+            .await
+            .unwrap_err();
         assert_eq!(answer.reason, Reason::RequestIdConflict);
         assert_eq!(answer.metadata["decision_id"], "dec_second");
 
@@ -864,6 +911,49 @@ mod tests {
                 ("dec_second", "REQUEST_ID_CONFLICT", "ALREADY_EXISTS")
             ]
         );
+    }
+
+    /// An identical retry that was evaluated before the original's admission committed (and
+    /// so saw its approval consumed) is answered with the original admission, and nothing is
+    /// recorded for it.
+    #[tokio::test]
+    async fn rejection_racing_its_own_admission_answers_the_admission() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = engine(&dir).await;
+        let store = engine.store();
+        let original = pb::Admission {
+            decision_id: "dec_first".to_owned(),
+            approval_ids: vec!["apr_1".to_owned()],
+            ..pb::Admission::default()
+        };
+        let mut admitted = entry("dec_first", "req-1");
+        admitted.outcome = "admitted".to_owned();
+        let append = Append {
+            idempotency: Some(key("req-1", "aaaa")),
+            admission: Some(original.encode_to_vec()),
+            ..rejection_append(admitted, None)
+        };
+        let Appended::Committed(receipt) = store.append(append).await.unwrap() else {
+            panic!("the admission was not committed");
+        };
+
+        let mut retry = entry("dec_retry", "req-1");
+        let consumed = Rejection::new(Reason::ApprovalConsumed, "used");
+        set_rejection(&mut retry, &consumed);
+        let answer = engine
+            .append_keyed(retry, key("req-1", "aaaa"), consumed)
+            .await
+            .unwrap();
+        assert_eq!(
+            answer,
+            pb::Admission {
+                audit_entry_hash: receipt.entry_hash,
+                ..original
+            }
+        );
+        let (entries, _) = store.list(&ListFilter::default(), 10, "").await.unwrap();
+        let ids: Vec<_> = entries.iter().map(|e| e.entry.entry_id.as_str()).collect();
+        assert_eq!(ids, ["dec_first"]);
     }
 
     #[test]
