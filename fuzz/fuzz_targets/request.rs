@@ -32,7 +32,10 @@ fuzz_target!(|data: &[u8]| {
         Ok(admission) => {
             assert!(is_valid_request_id(&admission.request_id));
             assert_eq!(admission.request_id, request_id);
-            assert_eq!(Ok(&admission.spec_hash), SpecHash::of_spec(&spec_kv).as_ref());
+            assert_eq!(
+                Ok(&admission.spec_hash),
+                SpecHash::of_spec(&spec_kv).as_ref()
+            );
             assert!(admission.credentials.len() <= limits.max_credentials);
             assert!(!admission.fingerprint.is_empty());
         }
@@ -47,7 +50,10 @@ fn check_invalid(invalid: &Invalid) {
         Reason::RequestInvalid => {
             assert!(!rejection.field_violations.is_empty(), "{rejection:?}");
             for (field, description) in &rejection.field_violations {
-                assert!(!field.is_empty() && !description.is_empty(), "{rejection:?}");
+                assert!(
+                    !field.is_empty() && !description.is_empty(),
+                    "{rejection:?}"
+                );
             }
         }
         Reason::SpecMalformed => {}

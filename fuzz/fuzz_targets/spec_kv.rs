@@ -24,7 +24,10 @@ fuzz_target!(|data: &[u8]| {
         }
         (Err(error), Err(same)) => {
             assert_eq!(error, same);
-            assert!(!matches!(error, SpecError::InvalidDigest { .. }), "{error:?}");
+            assert!(
+                !matches!(error, SpecError::InvalidDigest { .. }),
+                "{error:?}"
+            );
             assert!(error.to_string().starts_with("spec_kv "), "{error}");
         }
         _ => panic!("validation and hashing disagree: {validated:?} vs {hashed:?}"),
