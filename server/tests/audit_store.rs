@@ -706,6 +706,17 @@ async fn idempotency_duplicate_and_conflict(db: &TestDb) {
             admission: b"encoded admission".to_vec()
         }
     );
+    // A retry that was rejected (it read the state the admission left) gets the admission.
+    let rejected_retry = Append {
+        idempotency: Some(key(caller, "req-1", "fp-a")),
+        ..plain(entry("dec-2r", &prod(), "rejected"))
+    };
+    assert_eq!(
+        store.append(rejected_retry).await.unwrap(),
+        Appended::Duplicate {
+            admission: b"encoded admission".to_vec()
+        }
+    );
     let conflicting = Append {
         idempotency: Some(key(caller, "req-1", "fp-b")),
         ..plain(entry("dec-3", &prod(), "admitted"))
@@ -716,7 +727,7 @@ async fn idempotency_duplicate_and_conflict(db: &TestDb) {
             decision_id: receipt.entry_id.clone()
         }
     );
-    // Nothing was written for either.
+    // Nothing was written for any of them.
     let report = store.verify().await.unwrap();
     assert_eq!(
         (report.entries_checked, report.head_hash),

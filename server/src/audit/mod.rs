@@ -255,7 +255,8 @@ pub enum Appended {
         /// The receipt of the entry recorded instead.
         receipt: Receipt,
     },
-    /// The same caller, request_id and fingerprint were already admitted: nothing written.
+    /// The same caller, request_id and fingerprint were already admitted: nothing written,
+    /// whether this append admits or rejects.
     Duplicate {
         /// The original encoded admission.
         admission: Vec<u8>,

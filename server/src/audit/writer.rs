@@ -154,7 +154,10 @@ struct Head {
     hash: String,
 }
 
-/// Applies one append inside the batch transaction.
+/// Applies one append inside the batch transaction. The idempotency key is looked up first,
+/// under the chain lock, so whatever this append records (an admission, a refused use, or a
+/// rejection decided before it was queued) is never recorded for a request that is already
+/// admitted: that request's stored admission is the answer, and nothing is written.
 async fn apply(
     tx: &mut WriteTx,
     append: &mut Append,
