@@ -12,10 +12,9 @@ use std::time::Duration;
 use admission_client::{
     AdmissionClient, AdmitError, Reason, Rejection, RetryEvent, RetryPolicy, pb,
 };
-use admission_server::config::Config;
 use common::{
-    AUDITOR, DEFAULT_ROLES, ORCHESTRATOR, Pki, REVIEWER, TestServer,
-    store::{Backend, PgDatabase, StoreLock},
+    AUDITOR, DEFAULT_ROLES, ORCHESTRATOR, REVIEWER, TestServer,
+    store::{Backend, StoreLock, TestDb},
 };
 use tokio::sync::mpsc;
 use tonic::Code;
@@ -55,7 +54,7 @@ async fn postgres_exhausted_attempts_return_audit_unavailable() {
 /// once it is released the admission goes through: one admitted audit entry for the
 /// `request_id`, the approval used once.
 async fn retries_through_outage(backend: Backend) {
-    let Some((server, pg)) = start(backend, "retries_through_outage").await else {
+    let Some((server, db)) = start(backend, "retries_through_outage").await else {
         return;
     };
     let reviewer = server.client(REVIEWER).await;
@@ -107,13 +106,13 @@ async fn retries_through_outage(backend: Backend) {
     let again = once.admit_deploy(request).await.unwrap();
     assert_eq!(again.decision_id, admission.decision_id);
     assert_eq!(reviewer.get_approval(&approval_id).await.unwrap().uses, 1);
-    finish(server, pg).await;
+    finish(server, db).await;
 }
 
 /// With the store locked throughout, a client allowed three attempts makes exactly three and
 /// returns the typed AUDIT_UNAVAILABLE rejection; nothing is consumed or recorded.
 async fn exhausted_attempts(backend: Backend) {
-    let Some((server, pg)) = start(backend, "exhausted_attempts").await else {
+    let Some((server, db)) = start(backend, "exhausted_attempts").await else {
         return;
     };
     let reviewer = server.client(REVIEWER).await;
@@ -149,7 +148,7 @@ async fn exhausted_attempts(backend: Backend) {
     assert_eq!(reviewer.get_approval(&approval_id).await.unwrap().uses, 0);
     let entries = entries_for(&server.client(AUDITOR).await, "retry-exhausted-1").await;
     assert!(entries.is_empty(), "{entries:?}");
-    finish(server, pg).await;
+    finish(server, db).await;
 }
 
 /// `policy` reporting each retry on the returned channel.
@@ -167,32 +166,18 @@ fn assert_audit_unavailable(status: &tonic::Status) {
     assert!(rejection.is(Reason::AuditUnavailable), "{rejection}");
 }
 
-/// A server with [`DEFAULT_ROLES`] and [`AUDIT`] on `backend`, or `None` for PostgreSQL when
-/// `ADMISSION_TEST_DATABASE_URL` is unset.
-async fn start(backend: Backend, test: &str) -> Option<(TestServer, Option<PgDatabase>)> {
-    let extra = format!("{DEFAULT_ROLES}{AUDIT}");
-    match backend {
-        Backend::Sqlite => {
-            let server = TestServer::start_with(Pki::new("test clients CA"), &[], &extra).await;
-            Some((server, None))
-        }
-        Backend::Postgres => {
-            let pg = PgDatabase::create(test).await?;
-            let pki = Pki::new("test clients CA");
-            let dir = tempfile::tempdir().unwrap();
-            let path = common::write_config(dir.path(), &pki, &[], &extra);
-            let mut config = Config::load(&path).unwrap();
-            config.database_url = pg.url.clone();
-            Some((TestServer::serve(config, pki, dir).await, Some(pg)))
-        }
-    }
+/// A server with [`DEFAULT_ROLES`] and [`AUDIT`] on a fresh database of `backend`, or `None`
+/// for PostgreSQL when `ADMISSION_TEST_DATABASE_URL` is unset.
+async fn start(backend: Backend, test: &str) -> Option<(TestServer, TestDb)> {
+    let db = backend.database(test).await?;
+    let server = TestServer::start_on(&db, &format!("{DEFAULT_ROLES}{AUDIT}")).await;
+    Some((server, db))
 }
 
-async fn finish(server: TestServer, pg: Option<PgDatabase>) {
+/// Stops the server, then drops its database.
+async fn finish(server: TestServer, db: TestDb) {
     server.stop().await;
-    if let Some(pg) = pg {
-        pg.drop_database().await;
-    }
+    db.cleanup().await;
 }
 
 /// A deploy of [`SPEC_KV`] to `acme/payments/prod`, which needs one approval.

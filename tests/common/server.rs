@@ -18,6 +18,7 @@ use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 use super::{
     DEFAULT_ROLES,
     pki::{Issued, Pki},
+    store::TestDb,
 };
 
 /// Kid of the service's own signing key, written by [`write_config`] as `signing.key`.
@@ -123,6 +124,21 @@ impl TestServer {
         let dir = tempfile::tempdir().unwrap();
         let path = write_config_with(dir.path(), &pki, &[], extra, options);
         let config = Config::load(&path).unwrap();
+        Self::serve(config, pki, dir).await
+    }
+
+    /// Starts a server with `extra` appended to its config, its audit store at `db`.
+    pub async fn start_on(db: &TestDb, extra: &str) -> Self {
+        Self::start_on_with(db, extra, &ConfigOptions::default()).await
+    }
+
+    /// [`TestServer::start_on`] with config options.
+    pub async fn start_on_with(db: &TestDb, extra: &str, options: &ConfigOptions) -> Self {
+        let pki = Pki::new("test clients CA");
+        let dir = tempfile::tempdir().unwrap();
+        let path = write_config_with(dir.path(), &pki, &[], extra, options);
+        let mut config = Config::load(&path).unwrap();
+        config.database_url = db.url.clone();
         Self::serve(config, pki, dir).await
     }
 
