@@ -19,6 +19,7 @@ use admission_contract::credential::{self, Claims};
 use admission_server::config::Config;
 use common::{
     AUDITOR, ConfigOptions, ORCHESTRATOR, Pki, REVIEWER, SERVICE_KID, TestServer,
+    requests::{self, bundle},
     store::{Backend, TestDb},
 };
 use tonic::Code;
@@ -158,11 +159,7 @@ fn share_keys(from: &Path, to: &Path) {
 // --- requests ---
 
 fn env(environment_id: &str) -> pb::EnvironmentRef {
-    pb::EnvironmentRef {
-        org_id: "acme".to_owned(),
-        project_id: "payments".to_owned(),
-        environment_id: environment_id.to_owned(),
-    }
+    requests::environment("acme", "payments", environment_id)
 }
 
 fn spec_hash() -> String {
@@ -185,19 +182,16 @@ fn create_request(environment_id: &str) -> pb::CreateApprovalRequest {
 /// A deploy of [`SPEC`] to `environment_id` carrying `credentials`.
 fn deploy(environment_id: &str, request_id: &str, credentials: &[String]) -> pb::DeployRequest {
     pb::DeployRequest {
-        request_id: request_id.to_owned(),
-        environment: Some(env(environment_id)),
         pipeline_version: "2026.11.3".to_owned(),
         spec_kv: SPEC.to_vec(),
-        config_bundle: Some(pb::ConfigBundle {
-            bundle_id: format!("payments-{environment_id}-42"),
-            digest: BUNDLE_DIGEST.to_owned(),
-            environment_id: environment_id.to_owned(),
-        }),
-        required_capabilities: Vec::new(),
+        config_bundle: Some(bundle(
+            &format!("payments-{environment_id}-42"),
+            BUNDLE_DIGEST,
+            environment_id,
+        )),
         credentials: credentials.to_vec(),
         initiated_by: INITIATOR.to_owned(),
-        break_glass: None,
+        ..requests::deploy(environment_id, request_id)
     }
 }
 

@@ -14,31 +14,14 @@ use std::{
 use admission_client::{AdmissionClient, AdmitError, Reason, Rejection, pb};
 use admission_server::audit::{Append, AuditStore, ListFilter, NewEntry, Scope, StoreOptions};
 use common::{
-    AUDITOR, DEFAULT_ROLES, NOBODY, ORCHESTRATOR, REVIEWER, TestServer,
+    AUDITOR, DEFAULT_ROLES, DEV_ENVIRONMENT, NOBODY, ORCHESTRATOR, REVIEWER, SHOP_DEV_ENVIRONMENT,
+    TestServer,
+    requests::{create_approval, deploy, environment},
     store::{Backend, StoreLock, TestDb, execute_sql},
 };
 use sqlx::Connection;
 use tonic::Code;
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
-
-/// Two `dev` environments (admitted without credentials) besides the `prod` one of
-/// [`DEFAULT_ROLES`], which needs an approval.
-const ENVIRONMENTS: &str = r#"
-[[environments]]
-org_id = "acme"
-project_id = "payments"
-environment_id = "dev"
-posture = "dev"
-
-[[environments]]
-org_id = "acme"
-project_id = "shop"
-environment_id = "dev"
-posture = "dev"
-"#;
-
-/// The spec every request deploys.
-const SPEC_KV: &[u8] = b"image=registry.example/payments:1.4.2\nreplicas=3\n";
 
 /// Bound on polling loops; each iteration sleeps [`POLL_INTERVAL`].
 const POLL_ATTEMPTS: u32 = 1200;
@@ -440,7 +423,7 @@ async fn page_size_cap(backend: Backend) {
 
 // === helpers ===
 
-/// Starts a server with [`DEFAULT_ROLES`], [`ENVIRONMENTS`] and `extra` on a fresh database of
+/// Starts a server with [`DEFAULT_ROLES`], the two dev environments and `extra` on a fresh database of
 /// `backend`, or `None` (with a notice) for PostgreSQL when `ADMISSION_TEST_DATABASE_URL` is
 /// unset.
 async fn start(backend: Backend, test: &str, extra: &str) -> Option<(TestServer, TestDb)> {
@@ -449,9 +432,13 @@ async fn start(backend: Backend, test: &str, extra: &str) -> Option<(TestServer,
     Some((server, db))
 }
 
-/// A server with [`DEFAULT_ROLES`], [`ENVIRONMENTS`] and `extra` whose store is `db`.
+/// A server with [`DEFAULT_ROLES`], the two dev environments and `extra` whose store is `db`.
 async fn serve_on(db: &TestDb, extra: &str) -> TestServer {
-    TestServer::start_on(db, &format!("{DEFAULT_ROLES}{ENVIRONMENTS}{extra}")).await
+    TestServer::start_on(
+        db,
+        &format!("{DEFAULT_ROLES}{DEV_ENVIRONMENT}{SHOP_DEV_ENVIRONMENT}{extra}"),
+    )
+    .await
 }
 
 /// Stops the server, then drops its database.
@@ -469,45 +456,13 @@ async fn admit_many(client: &AdmissionClient, prefix: &str, count: usize) -> Vec
     futures::future::join_all(calls).await
 }
 
-/// A valid deploy request to `acme/payments/<env>`.
-fn deploy(env: &str, request_id: &str) -> pb::DeployRequest {
-    pb::DeployRequest {
-        request_id: request_id.to_owned(),
-        environment: Some(environment("acme", "payments", env)),
-        pipeline_version: "pipeline-2026.11.1".to_owned(),
-        spec_kv: SPEC_KV.to_vec(),
-        config_bundle: Some(pb::ConfigBundle {
-            bundle_id: "bundle-1".to_owned(),
-            digest: format!("sha256:{}", "ab".repeat(32)),
-            environment_id: env.to_owned(),
-        }),
-        initiated_by: "alice@acme.example".to_owned(),
-        ..pb::DeployRequest::default()
-    }
-}
-
-fn environment(org: &str, project: &str, env: &str) -> pb::EnvironmentRef {
-    pb::EnvironmentRef {
-        org_id: org.to_owned(),
-        project_id: project.to_owned(),
-        environment_id: env.to_owned(),
-    }
-}
-
 /// Creates an approval for [`SPEC_KV`] in `acme/payments/prod` and has the reviewer approve it.
 async fn approved_prod_approval(
     orchestrator: &AdmissionClient,
     reviewer: &AdmissionClient,
 ) -> String {
     let created = orchestrator
-        .create_approval(pb::CreateApprovalRequest {
-            environment: Some(environment("acme", "payments", "prod")),
-            action: pb::Action::Deploy as i32,
-            spec: Some(pb::create_approval_request::Spec::SpecKv(SPEC_KV.to_vec())),
-            justification: "release 1.4.2".to_owned(),
-            initiated_by: "alice@acme.example".to_owned(),
-            ..pb::CreateApprovalRequest::default()
-        })
+        .create_approval(create_approval("prod", "release 1.4.2"))
         .await
         .unwrap();
     let approved = reviewer

@@ -14,14 +14,12 @@ use admission_client::{
 };
 use common::{
     AUDITOR, DEFAULT_ROLES, ORCHESTRATOR, REVIEWER, TestServer,
+    requests::{create_approval, deploy},
     store::{Backend, StoreLock, TestDb},
 };
 use tokio::sync::mpsc;
 use tonic::Code;
 use tonic_types::StatusExt;
-
-/// The spec every request deploys.
-const SPEC_KV: &[u8] = b"image=registry.example/payments:1.4.2\nreplicas=3\n";
 
 /// A short durable timeout, so each attempt against the locked store is answered quickly.
 const AUDIT: &str = "[audit]\ndurable_timeout = \"300ms\"\n";
@@ -65,7 +63,7 @@ async fn retries_through_outage(backend: Backend) {
         .await
         .unwrap();
     let (approval_id, credential) = approved_prod_credential(&once, &reviewer).await;
-    let mut request = deploy_prod("retry-outage-1");
+    let mut request = deploy("prod", "retry-outage-1");
     request.credentials = vec![credential];
 
     let lock = StoreLock::acquire(backend, &server.state.config().database_url).await;
@@ -127,7 +125,7 @@ async fn exhausted_attempts(backend: Backend) {
         .await
         .unwrap();
     let (approval_id, credential) = approved_prod_credential(&orchestrator, &reviewer).await;
-    let mut request = deploy_prod("retry-exhausted-1");
+    let mut request = deploy("prod", "retry-exhausted-1");
     request.credentials = vec![credential];
 
     let lock = StoreLock::acquire(backend, &server.state.config().database_url).await;
@@ -180,45 +178,13 @@ async fn finish(server: TestServer, db: TestDb) {
     db.cleanup().await;
 }
 
-/// A deploy of [`SPEC_KV`] to `acme/payments/prod`, which needs one approval.
-fn deploy_prod(request_id: &str) -> pb::DeployRequest {
-    pb::DeployRequest {
-        request_id: request_id.to_owned(),
-        environment: Some(prod()),
-        pipeline_version: "pipeline-2026.11.1".to_owned(),
-        spec_kv: SPEC_KV.to_vec(),
-        config_bundle: Some(pb::ConfigBundle {
-            bundle_id: "bundle-1".to_owned(),
-            digest: format!("sha256:{}", "ab".repeat(32)),
-            environment_id: "prod".to_owned(),
-        }),
-        initiated_by: "alice@acme.example".to_owned(),
-        ..pb::DeployRequest::default()
-    }
-}
-
-fn prod() -> pb::EnvironmentRef {
-    pb::EnvironmentRef {
-        org_id: "acme".to_owned(),
-        project_id: "payments".to_owned(),
-        environment_id: "prod".to_owned(),
-    }
-}
-
 /// An approval for [`SPEC_KV`] in prod, approved by the reviewer: its id and credential.
 async fn approved_prod_credential(
     orchestrator: &AdmissionClient,
     reviewer: &AdmissionClient,
 ) -> (String, String) {
     let created = orchestrator
-        .create_approval(pb::CreateApprovalRequest {
-            environment: Some(prod()),
-            action: pb::Action::Deploy as i32,
-            spec: Some(pb::create_approval_request::Spec::SpecKv(SPEC_KV.to_vec())),
-            justification: "release 1.4.2".to_owned(),
-            initiated_by: "alice@acme.example".to_owned(),
-            ..pb::CreateApprovalRequest::default()
-        })
+        .create_approval(create_approval("prod", "release 1.4.2"))
         .await
         .unwrap();
     let approved = reviewer

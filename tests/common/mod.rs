@@ -3,7 +3,10 @@
 // Each test target uses a part of the harness.
 #![allow(dead_code, unused_imports, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod dev;
 pub mod pki;
+pub mod raw_h2;
+pub mod requests;
 pub mod server;
 pub mod store;
 
@@ -19,8 +22,10 @@ pub const AUDITOR: &str = "spiffe://test.local/auditor/audit";
 /// Identity with no role at all.
 pub const NOBODY: &str = "spiffe://test.local/nobody";
 
-/// Role bindings for the identities above.
-pub const DEFAULT_ROLES: &str = r#"
+/// Writes the role bindings of the identities above (used by [`ROLES`] and [`DEFAULT_ROLES`]).
+macro_rules! roles_toml {
+    () => {
+        r#"
 [[roles]]
 identity = "spiffe://test.local/orchestrator/ci"
 roles = ["orchestrator"]
@@ -32,10 +37,47 @@ roles = ["reviewer"]
 [[roles]]
 identity = "spiffe://test.local/auditor/audit"
 roles = ["auditor"]
+"#
+    };
+}
 
+/// Writes the `acme/payments/prod` environment (used by [`PROD_ENVIRONMENT`] and
+/// [`DEFAULT_ROLES`]).
+macro_rules! prod_environment_toml {
+    () => {
+        r#"
 [[environments]]
 org_id = "acme"
 project_id = "payments"
 environment_id = "prod"
 posture = "prod"
+"#
+    };
+}
+
+/// Role bindings for the identities above.
+pub const ROLES: &str = roles_toml!();
+
+/// `acme/payments/prod`: the prod posture's defaults, one approval of one use.
+pub const PROD_ENVIRONMENT: &str = prod_environment_toml!();
+
+/// `acme/payments/dev`: the dev posture, admitted without credentials.
+pub const DEV_ENVIRONMENT: &str = r#"
+[[environments]]
+org_id = "acme"
+project_id = "payments"
+environment_id = "dev"
+posture = "dev"
 "#;
+
+/// `acme/shop/dev`: a second dev environment, in another project.
+pub const SHOP_DEV_ENVIRONMENT: &str = r#"
+[[environments]]
+org_id = "acme"
+project_id = "shop"
+environment_id = "dev"
+posture = "dev"
+"#;
+
+/// [`ROLES`] and [`PROD_ENVIRONMENT`]: the config most tests start from.
+pub const DEFAULT_ROLES: &str = concat!(roles_toml!(), prod_environment_toml!());
