@@ -1,5 +1,14 @@
-//! Shared end-to-end test harness: an rcgen PKI, a config writer, an in-process server on
-//! `127.0.0.1:0` with real mTLS, and client builders for it.
+//! The shared test harness of the root, server and client tests (the latter two include this
+//! file with `#[path = "../../tests/common/mod.rs"]`):
+//!
+//! - [`pki`]: an rcgen CA issuing server and client certificates, and CRLs;
+//! - [`server`]: the config writer and an in-process server on `127.0.0.1:0` with real mTLS;
+//! - [`store`]: the backend switch, a fresh SQLite or PostgreSQL database per test, raw SQL and
+//!   the write lock;
+//! - the standard identities, role bindings and environments (below);
+//! - [`requests`]: valid requests whose fields a test overrides;
+//! - [`dev`]: `admission-server dev` as a child process, and clients of its identities;
+//! - [`raw_h2`]: a raw HTTP/2 client, for tests that misbehave on purpose.
 // Each test target uses a part of the harness.
 #![allow(dead_code, unused_imports, clippy::unwrap_used, clippy::expect_used)]
 

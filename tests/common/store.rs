@@ -32,6 +32,15 @@ pub struct TestDb {
     place: Place,
 }
 
+/// Another connection holding the lock every audit write needs.
+pub enum StoreLock {
+    /// `BEGIN EXCLUSIVE` on the same SQLite file.
+    Sqlite(sqlx::SqliteConnection),
+    /// `LOCK TABLE audit_head IN ACCESS EXCLUSIVE MODE` in an open transaction.
+    Postgres(sqlx::PgConnection),
+}
+
+/// Where a [`TestDb`] lives, and what dropping it must clean up.
 enum Place {
     Sqlite(TempDir),
     Postgres {
@@ -39,14 +48,6 @@ enum Place {
         name: String,
         dropped: bool,
     },
-}
-
-/// Another connection holding the lock every audit write needs.
-pub enum StoreLock {
-    /// `BEGIN EXCLUSIVE` on the same SQLite file.
-    Sqlite(sqlx::SqliteConnection),
-    /// `LOCK TABLE audit_head IN ACCESS EXCLUSIVE MODE` in an open transaction.
-    Postgres(sqlx::PgConnection),
 }
 
 static NEXT_DATABASE: AtomicU64 = AtomicU64::new(0);
