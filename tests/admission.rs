@@ -17,7 +17,10 @@ use admission_contract::{
 };
 use admission_server::audit::{AuditEntry, ListFilter};
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
-use common::{AUDITOR, ConfigOptions, NOBODY, ORCHESTRATOR, REVIEWER, SERVICE_KID, TestServer};
+use common::{
+    AUDITOR, ConfigOptions, NOBODY, ORCHESTRATOR, REVIEWER, SERVICE_KID, TestServer,
+    requests::{self, bundle},
+};
 use ring::signature::Ed25519KeyPair;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 use tonic::Code;
@@ -245,11 +248,7 @@ fn unique(prefix: &str) -> String {
 }
 
 fn env_ref(env: &str) -> Option<pb::EnvironmentRef> {
-    Some(pb::EnvironmentRef {
-        org_id: "acme".into(),
-        project_id: "payments".into(),
-        environment_id: env.into(),
-    })
+    Some(requests::environment("acme", "payments", env))
 }
 
 fn spec_hash() -> SpecHash {
@@ -262,19 +261,11 @@ fn bundle_digest() -> String {
 
 fn deploy(env: &str) -> pb::DeployRequest {
     pb::DeployRequest {
-        request_id: unique("deploy"),
-        environment: env_ref(env),
         pipeline_version: "pipeline-7".into(),
         spec_kv: SPEC_KV.to_vec(),
-        config_bundle: Some(pb::ConfigBundle {
-            bundle_id: "bundle-42".into(),
-            digest: bundle_digest(),
-            environment_id: env.into(),
-        }),
-        required_capabilities: Vec::new(),
-        credentials: Vec::new(),
+        config_bundle: Some(bundle("bundle-42", &bundle_digest(), env)),
         initiated_by: INITIATOR.into(),
-        break_glass: None,
+        ..requests::deploy(env, &unique("deploy"))
     }
 }
 
@@ -287,19 +278,14 @@ fn deploy_with(env: &str, credentials: Vec<String>) -> pb::DeployRequest {
 
 fn replay(env: &str, mode: pb::ReplayMode) -> pb::ReplayRequest {
     pb::ReplayRequest {
-        request_id: unique("replay"),
-        environment: env_ref(env),
-        mode: mode as i32,
-        incident_id: "inc-1001".into(),
         spec_kv: SPEC_KV.to_vec(),
         source_artifact: Some(pb::SourceArtifact {
             artifact_id: "capture-9".into(),
             digest: SpecHash::of_bytes(b"capture 9").to_string(),
             environment_id: env.into(),
         }),
-        required_capabilities: Vec::new(),
-        credentials: Vec::new(),
         initiated_by: INITIATOR.into(),
+        ..requests::replay(env, &unique("replay"), mode)
     }
 }
 

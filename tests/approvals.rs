@@ -17,12 +17,12 @@ use std::{
 use admission_client::{AdmissionClient, AdmitError, Reason, Rejection, SpecHash, pb};
 use admission_contract::credential::{self, Claims};
 use admission_server::config::Config;
-use common::{AUDITOR, ConfigOptions, ORCHESTRATOR, Pki, REVIEWER, SERVICE_KID, TestServer};
-use sqlx::Connection;
+use common::{
+    AUDITOR, ConfigOptions, ORCHESTRATOR, Pki, REVIEWER, SERVICE_KID, TestServer,
+    requests::{self, bundle},
+    store::{Backend, TestDb},
+};
 use tonic::Code;
-
-/// The environment variable naming an administrative PostgreSQL URL.
-const PG_ENV: &str = "ADMISSION_TEST_DATABASE_URL";
 
 /// A second reviewer.
 const BOB: &str = "spiffe://test.local/reviewer/bob";
@@ -81,29 +81,7 @@ posture = "prod"
 clock_skew = "1s"
 "#;
 
-/// Generates one test per backend: `sqlite::<name>` and `postgres::<name>`.
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::Backend::Sqlite).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::Backend::Postgres).await;
-                }
-            )*
-        }
-    };
-}
-
-on_both_backends!(
+per_backend!(
     lifecycle_from_request_to_consumed_credential,
     quorum_needs_two_distinct_reviewers,
     unapproved_quorum_releases_no_credentials,
@@ -121,76 +99,10 @@ on_both_backends!(
     callers_need_the_role_for_each_rpc,
 );
 
-/// Where the audit store lives.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Backend {
-    Sqlite,
-    Postgres,
-}
-
-/// A fresh PostgreSQL database, dropped (even when the test panics) with the fixture.
-struct PgDatabase {
-    admin_url: String,
-    name: String,
-    url: String,
-}
-
 /// Running servers over one audit store; the database outlives the servers.
 struct Fixture {
     servers: Vec<TestServer>,
-    _database: Option<PgDatabase>,
-}
-
-// === impl PgDatabase ===
-
-impl PgDatabase {
-    /// A new database, or `None` with a one-line notice when PostgreSQL tests are off.
-    async fn create(test: &str) -> Option<Self> {
-        let Ok(admin_url) = std::env::var(PG_ENV) else {
-            println!("skipping PostgreSQL run of {test}: {PG_ENV} is not set");
-            return None;
-        };
-        let name = format!("admission_test_{}", random_hex());
-        let mut admin = sqlx::PgConnection::connect(&admin_url)
-            .await
-            .unwrap_or_else(|e| panic!("{PG_ENV} is set but PostgreSQL is unreachable: {e}"));
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&mut admin)
-            .await
-            .expect("create test database");
-        admin.close().await.expect("close admin connection");
-        let url = with_database(&admin_url, &name);
-        Some(Self {
-            admin_url,
-            name,
-            url,
-        })
-    }
-}
-
-impl Drop for PgDatabase {
-    fn drop(&mut self) {
-        let admin_url = self.admin_url.clone();
-        let name = self.name.clone();
-        // Drop runs inside the test's runtime, which cannot be blocked on: use a thread.
-        let dropped = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async {
-                let mut admin = sqlx::PgConnection::connect(&admin_url).await?;
-                sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .execute(&mut admin)
-                    .await?;
-                admin.close().await
-            })
-        })
-        .join();
-        if !matches!(dropped, Ok(Ok(()))) {
-            eprintln!("could not drop test database {}", self.name);
-        }
-    }
+    _database: TestDb,
 }
 
 // === impl Fixture ===
@@ -205,10 +117,7 @@ impl Fixture {
         extra: &str,
         options: &ConfigOptions,
     ) -> Option<Self> {
-        let database = match backend {
-            Backend::Sqlite => None,
-            Backend::Postgres => Some(PgDatabase::create(test).await?),
-        };
+        let database = backend.database(test).await?;
         let mut servers: Vec<TestServer> = Vec::with_capacity(instances);
         for _ in 0..instances {
             let pki = Pki::new("test clients CA");
@@ -217,13 +126,8 @@ impl Fixture {
             if let Some(first) = servers.first() {
                 share_keys(first.dir.path(), dir.path());
             }
-            let database_url = match (&database, servers.first()) {
-                (Some(pg), _) => pg.url.clone(),
-                (None, Some(first)) => sqlite_url(first.dir.path()),
-                (None, None) => sqlite_url(dir.path()),
-            };
-            set_database_url(&path, &database_url);
-            let config = Config::load(&path).unwrap();
+            let mut config = Config::load(&path).unwrap();
+            config.database_url = database.url.clone();
             servers.push(TestServer::serve(config, pki, dir).await);
         }
         Some(Self {
@@ -252,51 +156,10 @@ fn share_keys(from: &Path, to: &Path) {
     }
 }
 
-fn sqlite_url(dir: &Path) -> String {
-    format!("sqlite://{}", dir.join("admission.db").display())
-}
-
-/// Puts `database_url` among the top-level keys of the written config.
-fn set_database_url(path: &Path, url: &str) {
-    let text = std::fs::read_to_string(path).unwrap();
-    assert!(text.contains("\nkey_set = "), "{text}");
-    let text = text.replacen(
-        "\nkey_set = ",
-        &format!("\ndatabase_url = {url:?}\nkey_set = "),
-        1,
-    );
-    std::fs::write(path, text).unwrap();
-}
-
-/// `url` with its database path replaced by `name`.
-fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((base, query)) => (base, format!("?{query}")),
-        None => (url, String::new()),
-    };
-    let authority_start = base.find("://").map_or(0, |i| i + 3);
-    let base = match base[authority_start..].find('/') {
-        Some(i) => &base[..authority_start + i],
-        None => base,
-    };
-    format!("{base}/{name}{query}")
-}
-
-fn random_hex() -> String {
-    use ring::rand::SecureRandom;
-    let mut bytes = [0u8; 12];
-    ring::rand::SystemRandom::new().fill(&mut bytes).unwrap();
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 // --- requests ---
 
 fn env(environment_id: &str) -> pb::EnvironmentRef {
-    pb::EnvironmentRef {
-        org_id: "acme".to_owned(),
-        project_id: "payments".to_owned(),
-        environment_id: environment_id.to_owned(),
-    }
+    requests::environment("acme", "payments", environment_id)
 }
 
 fn spec_hash() -> String {
@@ -319,19 +182,16 @@ fn create_request(environment_id: &str) -> pb::CreateApprovalRequest {
 /// A deploy of [`SPEC`] to `environment_id` carrying `credentials`.
 fn deploy(environment_id: &str, request_id: &str, credentials: &[String]) -> pb::DeployRequest {
     pb::DeployRequest {
-        request_id: request_id.to_owned(),
-        environment: Some(env(environment_id)),
         pipeline_version: "2026.11.3".to_owned(),
         spec_kv: SPEC.to_vec(),
-        config_bundle: Some(pb::ConfigBundle {
-            bundle_id: format!("payments-{environment_id}-42"),
-            digest: BUNDLE_DIGEST.to_owned(),
-            environment_id: environment_id.to_owned(),
-        }),
-        required_capabilities: Vec::new(),
+        config_bundle: Some(bundle(
+            &format!("payments-{environment_id}-42"),
+            BUNDLE_DIGEST,
+            environment_id,
+        )),
         credentials: credentials.to_vec(),
         initiated_by: INITIATOR.to_owned(),
-        break_glass: None,
+        ..requests::deploy(environment_id, request_id)
     }
 }
 

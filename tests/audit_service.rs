@@ -8,59 +8,24 @@ mod common;
 
 use std::{
     collections::HashSet,
-    sync::atomic::{AtomicU64, Ordering},
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::{Duration, SystemTime},
 };
 
 use admission_client::{AdmissionClient, AdmitError, Reason, Rejection, pb};
-use admission_server::{
-    audit::{Append, AuditStore, ListFilter, NewEntry, Scope, StoreOptions},
-    config::Config,
+use admission_server::audit::{Append, AuditStore, ListFilter, NewEntry, Scope, StoreOptions};
+use common::{
+    AUDITOR, DEFAULT_ROLES, DEV_ENVIRONMENT, NOBODY, ORCHESTRATOR, REVIEWER, SHOP_DEV_ENVIRONMENT,
+    TestServer,
+    requests::{create_approval, deploy, environment},
+    store::{Backend, StoreLock, TestDb, execute_sql},
 };
-use common::{AUDITOR, DEFAULT_ROLES, NOBODY, ORCHESTRATOR, Pki, REVIEWER, TestServer};
 use sqlx::Connection;
 use tonic::Code;
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
 
-/// The environment variable naming an administrative PostgreSQL URL.
-const PG_ENV: &str = "ADMISSION_TEST_DATABASE_URL";
-
-/// Two `dev` environments (admitted without credentials) besides the `prod` one of
-/// [`DEFAULT_ROLES`], which needs an approval.
-const ENVIRONMENTS: &str = r#"
-[[environments]]
-org_id = "acme"
-project_id = "payments"
-environment_id = "dev"
-posture = "dev"
-
-[[environments]]
-org_id = "acme"
-project_id = "shop"
-environment_id = "dev"
-posture = "dev"
-"#;
-
-/// The spec every request deploys.
-const SPEC_KV: &[u8] = b"image=registry.example/payments:1.4.2\nreplicas=3\n";
-
 /// Bound on polling loops; each iteration sleeps [`POLL_INTERVAL`].
 const POLL_ATTEMPTS: u32 = 1200;
 const POLL_INTERVAL: Duration = Duration::from_millis(50);
-
-/// Where a test's store lives.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Backend {
-    Sqlite,
-    Postgres,
-}
-
-/// A fresh PostgreSQL database for one test, dropped by [`PgDatabase::drop_database`].
-struct PgDatabase {
-    admin_url: String,
-    name: String,
-    url: String,
-}
 
 // === fail closed ===
 
@@ -152,7 +117,7 @@ async fn fail_closed_and_recover(backend: Backend) {
 /// write waits on a lock this test holds.
 #[tokio::test]
 async fn postgres_in_flight_admission_finishes_during_graceful_shutdown() {
-    let Some((server, Some(pg))) = start(
+    let Some((server, pg)) = start(
         Backend::Postgres,
         "graceful_shutdown",
         "[audit]\ndurable_timeout = \"30s\"\n",
@@ -192,7 +157,7 @@ async fn postgres_in_flight_admission_finishes_during_graceful_shutdown() {
     );
     assert!(store.verify().await.unwrap().ok);
     drop(store);
-    pg.drop_database().await;
+    pg.cleanup().await;
 }
 
 /// Waits until some session waits for a lock in the database at `url`.
@@ -218,11 +183,11 @@ async fn wait_for_lock_waiter(url: &str) {
 
 #[tokio::test]
 async fn two_servers_sharing_postgres_extend_one_chain() {
-    let Some(pg) = PgDatabase::create("two_servers").await else {
+    let Some(pg) = TestDb::postgres("two_servers").await else {
         return;
     };
-    let first = serve_on(&pg.url, "").await;
-    let second = serve_on(&pg.url, "").await;
+    let first = serve_on(&pg, "").await;
+    let second = serve_on(&pg, "").await;
     const PER_SERVER: usize = 50;
 
     let (first_client, second_client) = (
@@ -249,7 +214,7 @@ async fn two_servers_sharing_postgres_extend_one_chain() {
         assert_eq!(entries.last().unwrap().entry_hash, report.head_hash);
     }
     first.stop().await;
-    finish(second, Some(pg)).await;
+    finish(second, pg).await;
 }
 
 // === the Audit service ===
@@ -458,46 +423,28 @@ async fn page_size_cap(backend: Backend) {
 
 // === helpers ===
 
-static NEXT_DATABASE: AtomicU64 = AtomicU64::new(0);
-
-/// Starts a server with [`DEFAULT_ROLES`], [`ENVIRONMENTS`] and `extra` on `backend`, or
-/// `None` (with a notice) for PostgreSQL when `ADMISSION_TEST_DATABASE_URL` is unset.
-async fn start(
-    backend: Backend,
-    test: &str,
-    extra: &str,
-) -> Option<(TestServer, Option<PgDatabase>)> {
-    match backend {
-        Backend::Sqlite => {
-            let pki = Pki::new("test clients CA");
-            let extra = format!("{DEFAULT_ROLES}{ENVIRONMENTS}{extra}");
-            Some((TestServer::start_with(pki, &[], &extra).await, None))
-        }
-        Backend::Postgres => {
-            let pg = PgDatabase::create(test).await?;
-            let server = serve_on(&pg.url, extra).await;
-            Some((server, Some(pg)))
-        }
-    }
+/// Starts a server with [`DEFAULT_ROLES`], the two dev environments and `extra` on a fresh database of
+/// `backend`, or `None` (with a notice) for PostgreSQL when `ADMISSION_TEST_DATABASE_URL` is
+/// unset.
+async fn start(backend: Backend, test: &str, extra: &str) -> Option<(TestServer, TestDb)> {
+    let db = backend.database(test).await?;
+    let server = serve_on(&db, extra).await;
+    Some((server, db))
 }
 
-/// A server whose store is at `database_url`.
-async fn serve_on(database_url: &str, extra: &str) -> TestServer {
-    let pki = Pki::new("test clients CA");
-    let dir = tempfile::tempdir().unwrap();
-    let extra = format!("{DEFAULT_ROLES}{ENVIRONMENTS}{extra}");
-    let path = common::write_config(dir.path(), &pki, &[], &extra);
-    let mut config = Config::load(&path).unwrap();
-    config.database_url = database_url.to_owned();
-    TestServer::serve(config, pki, dir).await
+/// A server with [`DEFAULT_ROLES`], the two dev environments and `extra` whose store is `db`.
+async fn serve_on(db: &TestDb, extra: &str) -> TestServer {
+    TestServer::start_on(
+        db,
+        &format!("{DEFAULT_ROLES}{DEV_ENVIRONMENT}{SHOP_DEV_ENVIRONMENT}{extra}"),
+    )
+    .await
 }
 
-/// Stops the server, then drops its PostgreSQL database.
-async fn finish(server: TestServer, pg: Option<PgDatabase>) {
+/// Stops the server, then drops its database.
+async fn finish(server: TestServer, db: TestDb) {
     server.stop().await;
-    if let Some(pg) = pg {
-        pg.drop_database().await;
-    }
+    db.cleanup().await;
 }
 
 /// Admits `count` deploys to `acme/payments/dev` at once; their decision ids.
@@ -509,45 +456,13 @@ async fn admit_many(client: &AdmissionClient, prefix: &str, count: usize) -> Vec
     futures::future::join_all(calls).await
 }
 
-/// A valid deploy request to `acme/payments/<env>`.
-fn deploy(env: &str, request_id: &str) -> pb::DeployRequest {
-    pb::DeployRequest {
-        request_id: request_id.to_owned(),
-        environment: Some(environment("acme", "payments", env)),
-        pipeline_version: "pipeline-2026.11.1".to_owned(),
-        spec_kv: SPEC_KV.to_vec(),
-        config_bundle: Some(pb::ConfigBundle {
-            bundle_id: "bundle-1".to_owned(),
-            digest: format!("sha256:{}", "ab".repeat(32)),
-            environment_id: env.to_owned(),
-        }),
-        initiated_by: "alice@acme.example".to_owned(),
-        ..pb::DeployRequest::default()
-    }
-}
-
-fn environment(org: &str, project: &str, env: &str) -> pb::EnvironmentRef {
-    pb::EnvironmentRef {
-        org_id: org.to_owned(),
-        project_id: project.to_owned(),
-        environment_id: env.to_owned(),
-    }
-}
-
 /// Creates an approval for [`SPEC_KV`] in `acme/payments/prod` and has the reviewer approve it.
 async fn approved_prod_approval(
     orchestrator: &AdmissionClient,
     reviewer: &AdmissionClient,
 ) -> String {
     let created = orchestrator
-        .create_approval(pb::CreateApprovalRequest {
-            environment: Some(environment("acme", "payments", "prod")),
-            action: pb::Action::Deploy as i32,
-            spec: Some(pb::create_approval_request::Spec::SpecKv(SPEC_KV.to_vec())),
-            justification: "release 1.4.2".to_owned(),
-            initiated_by: "alice@acme.example".to_owned(),
-            ..pb::CreateApprovalRequest::default()
-        })
+        .create_approval(create_approval("prod", "release 1.4.2"))
         .await
         .unwrap();
     let approved = reviewer
@@ -676,126 +591,4 @@ fn seeded_entry(i: u64) -> Append {
         admission: None,
         approval_write: None,
     }
-}
-
-/// Runs `sql` on a connection of its own, as someone editing the database by hand would.
-async fn execute_sql(backend: Backend, url: &str, sql: &str) {
-    match backend {
-        Backend::Sqlite => {
-            let mut conn = sqlx::SqliteConnection::connect(url).await.unwrap();
-            sqlx::raw_sql(sql).execute(&mut conn).await.unwrap();
-            conn.close().await.unwrap();
-        }
-        Backend::Postgres => {
-            let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
-            sqlx::raw_sql(sql).execute(&mut conn).await.unwrap();
-            conn.close().await.unwrap();
-        }
-    }
-}
-
-/// Another connection holding the lock every audit write needs.
-enum StoreLock {
-    /// `BEGIN EXCLUSIVE` on the same SQLite file.
-    Sqlite(sqlx::SqliteConnection),
-    /// `LOCK TABLE audit_head IN ACCESS EXCLUSIVE MODE` in an open transaction.
-    Postgres(sqlx::PgConnection),
-}
-
-impl StoreLock {
-    async fn acquire(backend: Backend, url: &str) -> Self {
-        match backend {
-            Backend::Sqlite => {
-                let mut conn = sqlx::SqliteConnection::connect(url).await.unwrap();
-                sqlx::raw_sql("BEGIN EXCLUSIVE")
-                    .execute(&mut conn)
-                    .await
-                    .unwrap();
-                StoreLock::Sqlite(conn)
-            }
-            Backend::Postgres => {
-                let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
-                sqlx::raw_sql("BEGIN; LOCK TABLE audit_head IN ACCESS EXCLUSIVE MODE")
-                    .execute(&mut conn)
-                    .await
-                    .unwrap();
-                StoreLock::Postgres(conn)
-            }
-        }
-    }
-
-    async fn release(self) {
-        match self {
-            StoreLock::Sqlite(mut conn) => {
-                sqlx::raw_sql("ROLLBACK").execute(&mut conn).await.unwrap();
-                conn.close().await.unwrap();
-            }
-            StoreLock::Postgres(mut conn) => {
-                sqlx::raw_sql("ROLLBACK").execute(&mut conn).await.unwrap();
-                conn.close().await.unwrap();
-            }
-        }
-    }
-}
-
-// === impl PgDatabase ===
-
-impl PgDatabase {
-    /// A fresh database, or `None` (with a notice) when the variable is unset. A set but
-    /// unreachable server fails the test.
-    async fn create(test: &str) -> Option<Self> {
-        let Ok(admin_url) = std::env::var(PG_ENV) else {
-            println!("skipping PostgreSQL run of {test}: {PG_ENV} is not set");
-            return None;
-        };
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos();
-        let name = format!(
-            "admission_svc_{}_{nanos:x}_{}",
-            std::process::id(),
-            NEXT_DATABASE.fetch_add(1, Ordering::Relaxed)
-        );
-        let mut admin = sqlx::PgConnection::connect(&admin_url)
-            .await
-            .unwrap_or_else(|e| panic!("{PG_ENV} is set but PostgreSQL is unreachable: {e}"));
-        sqlx::raw_sql(&format!("CREATE DATABASE {name}"))
-            .execute(&mut admin)
-            .await
-            .unwrap();
-        admin.close().await.unwrap();
-        let url = with_database(&admin_url, &name);
-        Some(Self {
-            admin_url,
-            name,
-            url,
-        })
-    }
-
-    async fn drop_database(self) {
-        let mut admin = sqlx::PgConnection::connect(&self.admin_url).await.unwrap();
-        sqlx::raw_sql(&format!(
-            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-            self.name
-        ))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-        admin.close().await.unwrap();
-    }
-}
-
-/// `url` with its database path replaced by `name`.
-fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((base, query)) => (base, format!("?{query}")),
-        None => (url, String::new()),
-    };
-    let authority_start = base.find("://").map_or(0, |i| i + 3);
-    let base = match base[authority_start..].find('/') {
-        Some(i) => &base[..authority_start + i],
-        None => base,
-    };
-    format!("{base}/{name}{query}")
 }

@@ -3,6 +3,8 @@
 
 mod common;
 
+use common::dev::dev_client;
+
 use admission_client::{AdmissionClient, pb};
 use admission_server::{
     config::Config,
@@ -14,16 +16,7 @@ use tonic::Code;
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
 
 async fn client_as(env: &dev::DevEnvironment, port: u16, stem: &str) -> AdmissionClient {
-    AdmissionClient::builder()
-        .endpoint(format!("https://localhost:{port}"))
-        .ca_file(env.dir.join("ca.pem"))
-        .identity_files(
-            env.dir.join(format!("{stem}.pem")),
-            env.dir.join(format!("{stem}.key")),
-        )
-        .connect()
-        .await
-        .unwrap()
+    dev_client(&env.dir, port, stem).await
 }
 
 #[tokio::test]

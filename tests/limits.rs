@@ -4,16 +4,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
-#[path = "common/raw_h2.rs"]
-mod raw_h2;
 
 use std::{net::SocketAddr, time::Duration};
 
 use admission_contract::ERROR_DOMAIN;
 use admission_server::{config::Config, tls::Identity};
 use bytes::Bytes;
+use common::raw_h2::{self, OpenCall, RawH2, grpc_status};
 use common::{DEFAULT_ROLES, NOBODY, ORCHESTRATOR, Pki, TestServer, write_config};
-use raw_h2::{OpenCall, RawH2, grpc_status};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpSocket, TcpStream},

@@ -26,7 +26,9 @@ use std::{
 
 use admission_client::{AdmissionClient, Reason, Rejection, pb};
 use admission_server::config::Config;
-use common::{AUDITOR, ORCHESTRATOR, Pki, TestServer};
+use common::{
+    AUDITOR, DEV_ENVIRONMENT, ORCHESTRATOR, Pki, TestServer, dev::free_port, requests::deploy,
+};
 use tempfile::TempDir;
 use tokio::process::Command;
 use tonic::Code;
@@ -35,8 +37,9 @@ use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus}
 /// Overrides where the PostgreSQL server binaries (`initdb`, `pg_ctl`, `postgres`) live.
 const PG_BIN_ENV: &str = "ADMISSION_TEST_PG_BIN";
 
-/// Roles, an environment admitted without credentials, and a durable timeout long enough
-/// for a loaded machine, short enough that an outage is reported promptly.
+/// Roles and a durable timeout long enough
+/// for a loaded machine, short enough that an outage is reported promptly; the servers add
+/// [`DEV_ENVIRONMENT`], admitted without credentials.
 const CONFIG: &str = r#"
 [audit]
 durable_timeout = "5s"
@@ -48,12 +51,6 @@ roles = ["orchestrator"]
 [[roles]]
 identity = "spiffe://test.local/auditor/audit"
 roles = ["auditor"]
-
-[[environments]]
-org_id = "acme"
-project_id = "payments"
-environment_id = "dev"
-posture = "dev"
 "#;
 
 /// Concurrent callers putting load on the server.
@@ -305,50 +302,19 @@ async fn postgres_user() -> (u32, u32) {
     }
 }
 
-/// A port nobody listens on now (the kernel's pick for an ephemeral bind).
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
-}
-
 /// Writes the config for `database_url` and starts the server in-process.
 async fn serve_on(database_url: &str) -> TestServer {
     let pki = Pki::new("test clients CA");
     let dir = tempfile::tempdir().unwrap();
-    let path = common::write_config(dir.path(), &pki, &[], CONFIG);
-    let text = std::fs::read_to_string(&path).unwrap();
-    let text = text.replacen(
-        "\nkey_set = ",
-        &format!("\ndatabase_url = {database_url:?}\nkey_set = "),
-        1,
-    );
-    std::fs::write(&path, text).unwrap();
-    TestServer::serve(Config::load(&path).unwrap(), pki, dir).await
-}
-
-fn deploy(request_id: &str) -> pb::DeployRequest {
-    pb::DeployRequest {
-        request_id: request_id.to_owned(),
-        environment: Some(pb::EnvironmentRef {
-            org_id: "acme".to_owned(),
-            project_id: "payments".to_owned(),
-            environment_id: "dev".to_owned(),
-        }),
-        pipeline_version: "pipeline-2026.11.1".to_owned(),
-        spec_kv: b"image=registry.example/payments:1.4.2\nreplicas=3\n".to_vec(),
-        config_bundle: Some(pb::ConfigBundle {
-            bundle_id: "bundle-1".to_owned(),
-            digest: format!("sha256:{}", "ab".repeat(32)),
-            environment_id: "dev".to_owned(),
-        }),
-        initiated_by: "alice@acme.example".to_owned(),
-        ..pb::DeployRequest::default()
-    }
+    let path = common::write_config(dir.path(), &pki, &[], &format!("{CONFIG}{DEV_ENVIRONMENT}"));
+    let mut config = Config::load(&path).unwrap();
+    config.database_url = database_url.to_owned();
+    TestServer::serve(config, pki, dir).await
 }
 
 /// One admit through the generated stub (no client-side retries), classified.
 async fn admit(client: &AdmissionClient, request_id: &str) -> Answer {
-    match client.deploy().admit(deploy(request_id)).await {
+    match client.deploy().admit(deploy("dev", request_id)).await {
         Ok(response) => {
             let admission = response.into_inner();
             Answer::Admitted {

@@ -12,7 +12,10 @@ use admission_client::{AdmissionClient, AdmitError, Rejection, pb};
 use admission_contract::{Reason, echo::ECHO_MAX_BYTES};
 use admission_server::audit::{AuditEntry, ListFilter};
 use bytes::Bytes;
-use common::{AUDITOR, DEFAULT_ROLES, NOBODY, ORCHESTRATOR, Pki, REVIEWER, TestServer};
+use common::{
+    AUDITOR, DEFAULT_ROLES, DEV_ENVIRONMENT, NOBODY, ORCHESTRATOR, Pki, REVIEWER, TestServer,
+    requests,
+};
 use http_body_util::{BodyExt as _, Full};
 use prost::Message as _;
 use rustls_pki_types::{CertificateDer, pem::PemObject};
@@ -33,15 +36,7 @@ const ROW_BOUND: usize = 4 * 1024;
 const MESSAGE_BOUND: usize = 1024;
 
 fn config() -> String {
-    format!(
-        r#"{DEFAULT_ROLES}
-[[environments]]
-org_id = "acme"
-project_id = "payments"
-environment_id = "dev"
-posture = "dev"
-"#
-    )
+    format!("{DEFAULT_ROLES}{DEV_ENVIRONMENT}")
 }
 
 async fn server() -> TestServer {
@@ -68,21 +63,10 @@ async fn caller(server: &TestServer, identity: &'static str) -> Caller {
 
 fn deploy(env: &str) -> pb::DeployRequest {
     pb::DeployRequest {
-        request_id: format!("req-{}", uuid_like()),
-        environment: Some(pb::EnvironmentRef {
-            org_id: "acme".into(),
-            project_id: "payments".into(),
-            environment_id: env.into(),
-        }),
         pipeline_version: "v1".into(),
         spec_kv: b"service=payments\n".to_vec(),
-        config_bundle: Some(pb::ConfigBundle {
-            bundle_id: "bundle-1".into(),
-            digest: format!("sha256:{}", "ab".repeat(32)),
-            environment_id: env.into(),
-        }),
         initiated_by: "dana@acme.example".into(),
-        ..Default::default()
+        ..requests::deploy(env, &format!("req-{}", uuid_like()))
     }
 }
 

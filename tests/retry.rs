@@ -12,17 +12,14 @@ use std::time::Duration;
 use admission_client::{
     AdmissionClient, AdmitError, Reason, Rejection, RetryEvent, RetryPolicy, pb,
 };
-use admission_server::config::Config;
 use common::{
-    AUDITOR, DEFAULT_ROLES, ORCHESTRATOR, Pki, REVIEWER, TestServer,
-    store::{Backend, PgDatabase, StoreLock},
+    AUDITOR, DEFAULT_ROLES, ORCHESTRATOR, REVIEWER, TestServer,
+    requests::{create_approval, deploy},
+    store::{Backend, StoreLock, TestDb},
 };
 use tokio::sync::mpsc;
 use tonic::Code;
 use tonic_types::StatusExt;
-
-/// The spec every request deploys.
-const SPEC_KV: &[u8] = b"image=registry.example/payments:1.4.2\nreplicas=3\n";
 
 /// A short durable timeout, so each attempt against the locked store is answered quickly.
 const AUDIT: &str = "[audit]\ndurable_timeout = \"300ms\"\n";
@@ -55,7 +52,7 @@ async fn postgres_exhausted_attempts_return_audit_unavailable() {
 /// once it is released the admission goes through: one admitted audit entry for the
 /// `request_id`, the approval used once.
 async fn retries_through_outage(backend: Backend) {
-    let Some((server, pg)) = start(backend, "retries_through_outage").await else {
+    let Some((server, db)) = start(backend, "retries_through_outage").await else {
         return;
     };
     let reviewer = server.client(REVIEWER).await;
@@ -66,7 +63,7 @@ async fn retries_through_outage(backend: Backend) {
         .await
         .unwrap();
     let (approval_id, credential) = approved_prod_credential(&once, &reviewer).await;
-    let mut request = deploy_prod("retry-outage-1");
+    let mut request = deploy("prod", "retry-outage-1");
     request.credentials = vec![credential];
 
     let lock = StoreLock::acquire(backend, &server.state.config().database_url).await;
@@ -107,13 +104,13 @@ async fn retries_through_outage(backend: Backend) {
     let again = once.admit_deploy(request).await.unwrap();
     assert_eq!(again.decision_id, admission.decision_id);
     assert_eq!(reviewer.get_approval(&approval_id).await.unwrap().uses, 1);
-    finish(server, pg).await;
+    finish(server, db).await;
 }
 
 /// With the store locked throughout, a client allowed three attempts makes exactly three and
 /// returns the typed AUDIT_UNAVAILABLE rejection; nothing is consumed or recorded.
 async fn exhausted_attempts(backend: Backend) {
-    let Some((server, pg)) = start(backend, "exhausted_attempts").await else {
+    let Some((server, db)) = start(backend, "exhausted_attempts").await else {
         return;
     };
     let reviewer = server.client(REVIEWER).await;
@@ -128,7 +125,7 @@ async fn exhausted_attempts(backend: Backend) {
         .await
         .unwrap();
     let (approval_id, credential) = approved_prod_credential(&orchestrator, &reviewer).await;
-    let mut request = deploy_prod("retry-exhausted-1");
+    let mut request = deploy("prod", "retry-exhausted-1");
     request.credentials = vec![credential];
 
     let lock = StoreLock::acquire(backend, &server.state.config().database_url).await;
@@ -149,7 +146,7 @@ async fn exhausted_attempts(backend: Backend) {
     assert_eq!(reviewer.get_approval(&approval_id).await.unwrap().uses, 0);
     let entries = entries_for(&server.client(AUDITOR).await, "retry-exhausted-1").await;
     assert!(entries.is_empty(), "{entries:?}");
-    finish(server, pg).await;
+    finish(server, db).await;
 }
 
 /// `policy` reporting each retry on the returned channel.
@@ -167,57 +164,18 @@ fn assert_audit_unavailable(status: &tonic::Status) {
     assert!(rejection.is(Reason::AuditUnavailable), "{rejection}");
 }
 
-/// A server with [`DEFAULT_ROLES`] and [`AUDIT`] on `backend`, or `None` for PostgreSQL when
-/// `ADMISSION_TEST_DATABASE_URL` is unset.
-async fn start(backend: Backend, test: &str) -> Option<(TestServer, Option<PgDatabase>)> {
-    let extra = format!("{DEFAULT_ROLES}{AUDIT}");
-    match backend {
-        Backend::Sqlite => {
-            let server = TestServer::start_with(Pki::new("test clients CA"), &[], &extra).await;
-            Some((server, None))
-        }
-        Backend::Postgres => {
-            let pg = PgDatabase::create(test).await?;
-            let pki = Pki::new("test clients CA");
-            let dir = tempfile::tempdir().unwrap();
-            let path = common::write_config(dir.path(), &pki, &[], &extra);
-            let mut config = Config::load(&path).unwrap();
-            config.database_url = pg.url.clone();
-            Some((TestServer::serve(config, pki, dir).await, Some(pg)))
-        }
-    }
+/// A server with [`DEFAULT_ROLES`] and [`AUDIT`] on a fresh database of `backend`, or `None`
+/// for PostgreSQL when `ADMISSION_TEST_DATABASE_URL` is unset.
+async fn start(backend: Backend, test: &str) -> Option<(TestServer, TestDb)> {
+    let db = backend.database(test).await?;
+    let server = TestServer::start_on(&db, &format!("{DEFAULT_ROLES}{AUDIT}")).await;
+    Some((server, db))
 }
 
-async fn finish(server: TestServer, pg: Option<PgDatabase>) {
+/// Stops the server, then drops its database.
+async fn finish(server: TestServer, db: TestDb) {
     server.stop().await;
-    if let Some(pg) = pg {
-        pg.drop_database().await;
-    }
-}
-
-/// A deploy of [`SPEC_KV`] to `acme/payments/prod`, which needs one approval.
-fn deploy_prod(request_id: &str) -> pb::DeployRequest {
-    pb::DeployRequest {
-        request_id: request_id.to_owned(),
-        environment: Some(prod()),
-        pipeline_version: "pipeline-2026.11.1".to_owned(),
-        spec_kv: SPEC_KV.to_vec(),
-        config_bundle: Some(pb::ConfigBundle {
-            bundle_id: "bundle-1".to_owned(),
-            digest: format!("sha256:{}", "ab".repeat(32)),
-            environment_id: "prod".to_owned(),
-        }),
-        initiated_by: "alice@acme.example".to_owned(),
-        ..pb::DeployRequest::default()
-    }
-}
-
-fn prod() -> pb::EnvironmentRef {
-    pb::EnvironmentRef {
-        org_id: "acme".to_owned(),
-        project_id: "payments".to_owned(),
-        environment_id: "prod".to_owned(),
-    }
+    db.cleanup().await;
 }
 
 /// An approval for [`SPEC_KV`] in prod, approved by the reviewer: its id and credential.
@@ -226,14 +184,7 @@ async fn approved_prod_credential(
     reviewer: &AdmissionClient,
 ) -> (String, String) {
     let created = orchestrator
-        .create_approval(pb::CreateApprovalRequest {
-            environment: Some(prod()),
-            action: pb::Action::Deploy as i32,
-            spec: Some(pb::create_approval_request::Spec::SpecKv(SPEC_KV.to_vec())),
-            justification: "release 1.4.2".to_owned(),
-            initiated_by: "alice@acme.example".to_owned(),
-            ..pb::CreateApprovalRequest::default()
-        })
+        .create_approval(create_approval("prod", "release 1.4.2"))
         .await
         .unwrap();
     let approved = reviewer

@@ -5,7 +5,10 @@ mod common;
 
 use admission_client::{AdmissionClientBuilder, Rejection, pb};
 use admission_contract::{ERROR_DOMAIN, Reason};
-use common::{AUDITOR, DEFAULT_ROLES, NOBODY, ORCHESTRATOR, Pki, REVIEWER, TestServer};
+use common::{
+    AUDITOR, DEFAULT_ROLES, NOBODY, ORCHESTRATOR, Pki, REVIEWER, TestServer,
+    requests::{bundle, deploy},
+};
 use tokio::io::AsyncReadExt;
 use tonic::Code;
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
@@ -179,21 +182,10 @@ async fn roles_gate_each_service_before_it_answers() {
 
 fn valid_deploy() -> pb::DeployRequest {
     pb::DeployRequest {
-        request_id: "transport-1".into(),
-        environment: Some(pb::EnvironmentRef {
-            org_id: "acme".into(),
-            project_id: "payments".into(),
-            environment_id: "prod".into(),
-        }),
         pipeline_version: "v1".into(),
         spec_kv: b"a=1\n".to_vec(),
-        config_bundle: Some(pb::ConfigBundle {
-            bundle_id: "b1".into(),
-            digest: format!("sha256:{}", "0".repeat(64)),
-            environment_id: "prod".into(),
-        }),
-        initiated_by: "alice@acme.example".into(),
-        ..Default::default()
+        config_bundle: Some(bundle("b1", &format!("sha256:{}", "0".repeat(64)), "prod")),
+        ..deploy("prod", "transport-1")
     }
 }
 

@@ -13,6 +13,8 @@
 //! The constants are the ones the README's command-line version of this flow uses.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::path::Path;
 
 use admission_client::{AdmissionClient, AdmitError, Reason, SpecHash, pb};
@@ -21,6 +23,7 @@ use admission_server::{
     dev,
     serve::{self, AppState},
 };
+use common::dev::dev_client;
 use tokio::net::TcpListener;
 use tonic::Code;
 
@@ -55,11 +58,7 @@ const ORCHESTRATOR: &str = "spiffe://dev.local/orchestrator/ci";
 const REVIEWER: &str = "spiffe://dev.local/reviewer/alice";
 
 fn environment() -> pb::EnvironmentRef {
-    pb::EnvironmentRef {
-        org_id: ENVIRONMENT.0.to_owned(),
-        project_id: ENVIRONMENT.1.to_owned(),
-        environment_id: ENVIRONMENT.2.to_owned(),
-    }
+    common::requests::environment(ENVIRONMENT.0, ENVIRONMENT.1, ENVIRONMENT.2)
 }
 
 /// The deploy request as `admissionctl deploy preview|admit` builds it from the files.
@@ -90,16 +89,7 @@ fn sha256(bytes: &[u8]) -> String {
 }
 
 async fn client_as(env: &dev::DevEnvironment, port: u16, stem: &str) -> AdmissionClient {
-    AdmissionClient::builder()
-        .endpoint(format!("https://localhost:{port}"))
-        .ca_file(env.dir.join("ca.pem"))
-        .identity_files(
-            env.dir.join(format!("{stem}.pem")),
-            env.dir.join(format!("{stem}.key")),
-        )
-        .connect()
-        .await
-        .unwrap()
+    dev_client(&env.dir, port, stem).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

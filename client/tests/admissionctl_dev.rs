@@ -8,13 +8,16 @@
 //! run `cargo build -p admission-server` first.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "../../tests/common/mod.rs"]
+mod common;
+
 use std::{
     collections::HashMap,
     path::{Path, PathBuf},
-    process::{Output, Stdio},
+    process::Output,
 };
 
-use tokio::io::{AsyncBufReadExt, BufReader};
+use common::dev::{dev_command, free_port, spawn_until_served};
 
 const ADMISSIONCTL: &str = env!("CARGO_BIN_EXE_admissionctl");
 
@@ -358,32 +361,7 @@ fn server_binary() -> PathBuf {
 /// Starts `admission-server dev` on a free loopback port and returns it with everything it
 /// printed up to its last instruction line (printed once the listener is bound).
 async fn start_dev(dir: &Path) -> (tokio::process::Child, String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut child = tokio::process::Command::new(server_binary())
-        .arg("dev")
-        .arg("--dir")
-        .arg(dir)
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut printed = String::new();
-    while let Some(line) = lines.next_line().await.unwrap() {
-        printed.push_str(&line);
-        printed.push('\n');
-        if line.contains("--endpoint") {
-            return (child, printed);
-        }
-    }
-    panic!("admission-server dev exited before printing its instructions: {printed}");
+    spawn_until_served(&mut dev_command(&server_binary(), dir, free_port())).await
 }
 
 /// The `NAME=value` pairs of the printed `export …` line.

@@ -2,6 +2,9 @@
 //! audit trail after a restart on the same SQLite file, and the chain still verifies.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "../../tests/common/mod.rs"]
+mod common;
+
 use std::{
     path::{Path, PathBuf},
     process::Stdio,
@@ -10,6 +13,10 @@ use std::{
 };
 
 use admission_client::{AdmissionClient, pb};
+use common::{
+    dev::free_port,
+    requests::{bundle, dev_deploy},
+};
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
 
 const BIN: &str = env!("CARGO_BIN_EXE_admission-server");
@@ -164,21 +171,15 @@ async fn list_all(auditor: &AdmissionClient) -> Vec<pb::AuditEntry> {
 /// A deploy to the dev environment of `admission-server dev`, admitted without credentials.
 fn deploy(request_id: &str) -> pb::DeployRequest {
     pb::DeployRequest {
-        request_id: request_id.to_owned(),
-        environment: Some(pb::EnvironmentRef {
-            org_id: "dev".to_owned(),
-            project_id: "app".to_owned(),
-            environment_id: "dev".to_owned(),
-        }),
         pipeline_version: "pipeline-1".to_owned(),
         spec_kv: b"image=app:1\n".to_vec(),
-        config_bundle: Some(pb::ConfigBundle {
-            bundle_id: "bundle-1".to_owned(),
-            digest: format!("sha256:{}", "ab".repeat(32)),
-            environment_id: "dev".to_owned(),
-        }),
+        config_bundle: Some(bundle(
+            "bundle-1",
+            &format!("sha256:{}", "ab".repeat(32)),
+            "dev",
+        )),
         initiated_by: "alice@dev.local".to_owned(),
-        ..pb::DeployRequest::default()
+        ..dev_deploy("dev", request_id)
     }
 }
 
@@ -196,12 +197,4 @@ fn set_listen(config: &PathBuf, port: u16) {
         })
         .collect();
     std::fs::write(config, text).unwrap();
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }

@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use std::collections::BTreeSet;
@@ -12,10 +13,11 @@ use std::time::{Duration, SystemTime};
 use admission_contract::{Reason, pb};
 use admission_server::audit::chain::GENESIS_HASH;
 use admission_server::audit::{
-    Append, Appended, ApprovalRow, ApprovalUse, ApprovalWrite, AuditEntry, AuditStore, ListFilter,
-    Receipt, RefusalRecord, StoreError, StoreOptions, UseRefusal, service,
+    Append, Appended, ApprovalRow, ApprovalUse, ApprovalWrite, AuditEntry, AuditStore,
+    IdempotencyKey, ListFilter, NewEntry, Receipt, RefusalRecord, Scope, StoreError, StoreOptions,
+    UseRefusal, service,
 };
-use common::{TestDb, entry, key, plain, prod, scope};
+use common::store::TestDb;
 
 on_both_backends!(
     list_pages_and_filters,
@@ -30,6 +32,70 @@ on_both_backends!(
     idle_store_reports_failure_without_traffic,
     acknowledged_entries_survive_sigkill,
 );
+
+/// The environment most tests use.
+fn prod() -> Scope {
+    scope("acme", "payments", "prod")
+}
+
+/// A scope.
+fn scope(org: &str, project: &str, env: &str) -> Scope {
+    Scope {
+        org_id: org.to_owned(),
+        project_id: project.to_owned(),
+        environment_id: env.to_owned(),
+    }
+}
+
+/// A deploy decision entry.
+fn entry(entry_id: &str, scope: &Scope, outcome: &str) -> NewEntry {
+    NewEntry {
+        entry_id: entry_id.to_owned(),
+        actor: "spiffe://acme.example/orchestrator/ci".to_owned(),
+        actor_cert_sha256: "ab".repeat(32),
+        initiated_by: "alice@acme.example".to_owned(),
+        action: "deploy.admit".to_owned(),
+        scope: scope.clone(),
+        spec_hash: format!("sha256:{}", "cd".repeat(32)),
+        capabilities: vec!["deploy".to_owned(), "db.migrate".to_owned()],
+        approval_ids: vec![],
+        approvers: vec![],
+        outcome: outcome.to_owned(),
+        reason: if outcome == "rejected" {
+            "POLICY_DENIED".to_owned()
+        } else {
+            String::new()
+        },
+        grpc_code: if outcome == "rejected" {
+            "PERMISSION_DENIED".to_owned()
+        } else {
+            "OK".to_owned()
+        },
+        request_id: format!("req-{entry_id}"),
+        detail: "detail with = and : and\na newline".to_owned(),
+    }
+}
+
+/// An append of just an entry.
+fn plain(entry: NewEntry) -> Append {
+    Append {
+        entry,
+        consume: vec![],
+        on_refused: None,
+        idempotency: None,
+        admission: None,
+        approval_write: None,
+    }
+}
+
+/// An idempotency key.
+fn key(caller: &str, request_id: &str, fingerprint: &str) -> IdempotencyKey {
+    IdempotencyKey {
+        caller: caller.to_owned(),
+        request_id: request_id.to_owned(),
+        fingerprint: fingerprint.to_owned(),
+    }
+}
 
 /// Appends and expects a commit.
 async fn commit(store: &AuditStore, append: Append) -> Receipt {
@@ -768,7 +834,7 @@ async fn unwritable_store_fails_closed_and_recovers(db: &TestDb) {
     let mut health = store.health();
     assert!(*health.borrow());
 
-    let lock = hold_write_lock(db).await;
+    let lock = db.lock().await;
     assert_eq!(
         store
             .append(plain(entry("during", &prod(), "admitted")))
@@ -798,53 +864,12 @@ async fn idle_store_reports_failure_without_traffic(db: &TestDb) {
     assert!(*health.borrow());
 
     // No appends at all: the idle probe finds the store unwritable, then writable again.
-    let lock = hold_write_lock(db).await;
+    let lock = db.lock().await;
     health.wait_for(|healthy| !*healthy).await.unwrap();
     lock.release().await;
     health.wait_for(|healthy| *healthy).await.unwrap();
     commit(&store, plain(entry("after", &prod(), "admitted"))).await;
     assert!(store.verify().await.unwrap().ok);
-}
-
-/// A write lock held by another connection, as a stuck or hostile writer would.
-enum WriteLock {
-    Sqlite(sqlx::SqliteConnection),
-    Postgres(sqlx::PgConnection),
-}
-
-async fn hold_write_lock(db: &TestDb) -> WriteLock {
-    use sqlx::Connection;
-    if db.is_postgres() {
-        let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
-        sqlx::raw_sql("BEGIN; LOCK TABLE audit_head IN ACCESS EXCLUSIVE MODE;")
-            .execute(&mut conn)
-            .await
-            .unwrap();
-        WriteLock::Postgres(conn)
-    } else {
-        let mut conn = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
-        sqlx::raw_sql("BEGIN EXCLUSIVE")
-            .execute(&mut conn)
-            .await
-            .unwrap();
-        WriteLock::Sqlite(conn)
-    }
-}
-
-impl WriteLock {
-    async fn release(self) {
-        use sqlx::Connection;
-        match self {
-            WriteLock::Sqlite(mut conn) => {
-                sqlx::raw_sql("ROLLBACK").execute(&mut conn).await.unwrap();
-                conn.close().await.unwrap();
-            }
-            WriteLock::Postgres(mut conn) => {
-                sqlx::raw_sql("ROLLBACK").execute(&mut conn).await.unwrap();
-                conn.close().await.unwrap();
-            }
-        }
-    }
 }
 
 /// Acknowledgements the parent waits for before it kills the child.

@@ -2,16 +2,23 @@
 //! reload on SIGHUP.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "../../tests/common/mod.rs"]
+mod common;
+
 use std::{
     path::Path,
     process::{Command, Stdio},
     time::{Duration, SystemTime},
 };
 
-use admission_client::{AdmissionClient, Reason, pb};
+use admission_client::{Reason, pb};
 use admission_contract::{
     SpecHash,
     credential::{Claims, KeyStatus, SigningKey},
+};
+use common::{
+    dev::{dev_client, dev_command, free_port, spawn_until_served},
+    requests::dev_deploy,
 };
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tonic::Code;
@@ -103,38 +110,17 @@ async fn start_dev_logging(
     log: &str,
     stderr: Stdio,
 ) -> tokio::process::Child {
-    let mut child = tokio::process::Command::new(BIN)
-        .arg("dev")
-        .arg("--dir")
-        .arg(dir)
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
+    let mut command = dev_command(Path::new(BIN), dir, port);
+    command
         .env("RUST_LOG", log)
         .env("NO_COLOR", "1")
-        .stdout(Stdio::piped())
-        .stderr(stderr)
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let first = lines
-        .next_line()
-        .await
-        .unwrap()
-        .expect("dev prints its directory");
+        .stderr(stderr);
+    let (child, text) = spawn_until_served(&mut command).await;
+    let first = text.lines().next().expect("dev prints its directory");
     assert!(
         first.starts_with("admission dev environment in "),
         "{first}"
     );
-    let mut text = String::new();
-    while let Some(line) = lines.next_line().await.unwrap() {
-        text.push_str(&line);
-        text.push('\n');
-        if line.contains("--endpoint") {
-            break;
-        }
-    }
     assert!(
         text.contains(&format!(
             "export ADMISSION_ENDPOINT=https://localhost:{port}"
@@ -145,13 +131,7 @@ async fn start_dev_logging(
 }
 
 async fn health_as_orchestrator(dir: &Path, port: u16) -> i32 {
-    let client = AdmissionClient::builder()
-        .endpoint(format!("https://localhost:{port}"))
-        .ca_file(dir.join("ca.pem"))
-        .identity_files(dir.join("orchestrator.pem"), dir.join("orchestrator.key"))
-        .connect()
-        .await
-        .unwrap();
+    let client = dev_client(dir, port, "orchestrator").await;
     client
         .health()
         .check(HealthCheckRequest::default())
@@ -159,14 +139,6 @@ async fn health_as_orchestrator(dir: &Path, port: u16) -> i32 {
         .unwrap()
         .into_inner()
         .status
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[tokio::test]
@@ -201,22 +173,8 @@ async fn dev_serves_and_a_second_run_reuses_the_directory() {
 /// A deploy to dev/app/prod (approval required) carrying `credential`.
 fn prod_deploy(request_id: &str, credential: String) -> pb::DeployRequest {
     pb::DeployRequest {
-        request_id: request_id.to_owned(),
-        environment: Some(pb::EnvironmentRef {
-            org_id: "dev".to_owned(),
-            project_id: "app".to_owned(),
-            environment_id: "prod".to_owned(),
-        }),
-        pipeline_version: "v1".to_owned(),
-        spec_kv: b"a=1\n".to_vec(),
-        config_bundle: Some(pb::ConfigBundle {
-            bundle_id: "bundle-1".to_owned(),
-            digest: format!("sha256:{}", "0".repeat(64)),
-            environment_id: "prod".to_owned(),
-        }),
         credentials: vec![credential],
-        initiated_by: "alice@example.com".to_owned(),
-        ..Default::default()
+        ..dev_deploy("prod", request_id)
     }
 }
 
@@ -280,13 +238,7 @@ async fn sighup_reloads_the_key_set_and_an_invalid_file_keeps_the_old_one() {
     let port = free_port();
     let mut server = start_dev_logging(&dir, port, "info", Stdio::piped()).await;
     let mut log = BufReader::new(server.stderr.take().unwrap()).lines();
-    let client = AdmissionClient::builder()
-        .endpoint(format!("https://localhost:{port}"))
-        .ca_file(dir.join("ca.pem"))
-        .identity_files(dir.join("orchestrator.pem"), dir.join("orchestrator.key"))
-        .connect()
-        .await
-        .unwrap();
+    let client = dev_client(&dir, port, "orchestrator").await;
     let (rotated, _pem) = SigningKey::generate("rotated-2026-12").unwrap();
 
     // Not trusted yet.

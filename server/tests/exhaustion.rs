@@ -4,21 +4,23 @@
 //! legitimate caller keeps being served.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "../../tests/common/raw_h2.rs"]
-mod raw_h2;
+#[path = "../../tests/common/mod.rs"]
+mod common;
 
-use std::{net::SocketAddr, path::Path, process::Stdio, time::SystemTime};
+use std::{net::SocketAddr, path::Path, time::SystemTime};
 
-use admission_client::{AdmissionClient, pb};
 use admission_contract::SpecHash;
 use admission_server::config::Limits;
 use bytes::Bytes;
-use raw_h2::{OpenCall, RawH2};
+use common::{
+    dev::{dev_client, dev_command, free_port, spawn_until_served},
+    raw_h2::{self, OpenCall, RawH2},
+    requests::dev_deploy,
+};
 use rcgen::{
     CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, Issuer, KeyPair,
     KeyUsagePurpose, SanType,
 };
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
 
 const BIN: &str = env!("CARGO_BIN_EXE_admission-server");
@@ -33,34 +35,11 @@ const SENT_PER_STREAM: usize = 1024 * 1024;
 /// The bound on the server's peak resident memory; unbounded, the attack took it past 2 GB.
 const RSS_BOUND_BYTES: u64 = 300 * 1024 * 1024;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Starts `admission-server dev` (default limits) and waits until it serves.
 async fn start_dev(dir: &Path, port: u16) -> tokio::process::Child {
-    let mut child = tokio::process::Command::new(BIN)
-        .arg("dev")
-        .arg("--dir")
-        .arg(dir)
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    while let Some(line) = lines.next_line().await.unwrap() {
-        if line.contains("--endpoint") {
-            break;
-        }
-    }
-    child
+    spawn_until_served(&mut dev_command(Path::new(BIN), dir, port))
+        .await
+        .0
 }
 
 /// `VmRSS` or `VmHWM` (peak) of process `pid`, in bytes.
@@ -122,26 +101,6 @@ async fn attack_connection(
     (raw, calls)
 }
 
-fn dev_deploy(request_id: &str) -> pb::DeployRequest {
-    pb::DeployRequest {
-        request_id: request_id.to_owned(),
-        environment: Some(pb::EnvironmentRef {
-            org_id: "dev".to_owned(),
-            project_id: "app".to_owned(),
-            environment_id: "dev".to_owned(),
-        }),
-        pipeline_version: "v1".to_owned(),
-        spec_kv: b"a=1\n".to_vec(),
-        config_bundle: Some(pb::ConfigBundle {
-            bundle_id: "bundle-1".to_owned(),
-            digest: format!("sha256:{}", "0".repeat(64)),
-            environment_id: "dev".to_owned(),
-        }),
-        initiated_by: "alice@example.com".to_owned(),
-        ..Default::default()
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streams_claiming_large_messages_cannot_exhaust_server_memory() {
     let tmp = tempfile::tempdir().unwrap();
@@ -151,13 +110,7 @@ async fn streams_claiming_large_messages_cannot_exhaust_server_memory() {
     let pid = server.id().unwrap();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let ca = std::fs::read_to_string(dir.join("ca.pem")).unwrap();
-    let legitimate = AdmissionClient::builder()
-        .endpoint(format!("https://localhost:{port}"))
-        .ca_file(dir.join("ca.pem"))
-        .identity_files(dir.join("orchestrator.pem"), dir.join("orchestrator.key"))
-        .connect()
-        .await
-        .unwrap();
+    let legitimate = dev_client(&dir, port, "orchestrator").await;
     let baseline = memory_of(pid, "VmRSS");
 
     // Half the connections claim 4 MiB per message as reported; half claim the largest
@@ -197,7 +150,7 @@ async fn streams_claiming_large_messages_cannot_exhaust_server_memory() {
             .as_nanos()
     );
     let admitted = legitimate
-        .admit_deploy(dev_deploy(&request_id))
+        .admit_deploy(dev_deploy("dev", &request_id))
         .await
         .unwrap();
     assert_eq!(admitted.spec_hash, SpecHash::of_bytes(b"a=1\n").to_string());

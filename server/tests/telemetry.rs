@@ -1,6 +1,9 @@
 //! OTLP export from the real `admission-server` binary, received by an in-process collector.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "../../tests/common/mod.rs"]
+mod common;
+
 use std::{
     path::Path,
     process::Stdio,
@@ -9,6 +12,10 @@ use std::{
 };
 
 use admission_client::{AdmissionClient, pb};
+use common::{
+    dev::{dev_client, dev_command, free_port, spawn_until_served},
+    requests::{self, bundle},
+};
 use opentelemetry_proto::tonic::{
     collector::{
         metrics::v1::{
@@ -23,7 +30,6 @@ use opentelemetry_proto::tonic::{
     common::v1::{AnyValue, KeyValue, any_value},
     trace::v1::Span,
 };
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status};
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
@@ -104,28 +110,11 @@ async fn start_collector(collector: Collector) -> u16 {
     port
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Starts `admission-server dev` with `otel_env` and waits until it has printed its
 /// instructions, which it does once the listener is bound.
 async fn start_dev(dir: &Path, port: u16, otel_env: &[(&str, &str)]) -> tokio::process::Child {
-    let mut command = tokio::process::Command::new(BIN);
-    command
-        .arg("dev")
-        .arg("--dir")
-        .arg(dir)
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
+    let mut command = dev_command(Path::new(BIN), dir, port);
+    command.stderr(Stdio::piped());
     for var in [
         "OTEL_EXPORTER_OTLP_ENDPOINT",
         "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
@@ -138,44 +127,18 @@ async fn start_dev(dir: &Path, port: u16, otel_env: &[(&str, &str)]) -> tokio::p
         command.env_remove(var);
     }
     command.envs(otel_env.iter().copied());
-    let mut child = command.spawn().unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    while let Some(line) = lines.next_line().await.unwrap() {
-        if line.contains("--endpoint") {
-            return child;
-        }
-    }
-    panic!("admission-server dev exited before serving");
+    spawn_until_served(&mut command).await.0
 }
 
 async fn connect(dir: &Path, port: u16) -> AdmissionClient {
-    AdmissionClient::builder()
-        .endpoint(format!("https://localhost:{port}"))
-        .ca_file(dir.join("ca.pem"))
-        .identity_files(dir.join("orchestrator.pem"), dir.join("orchestrator.key"))
-        .connect()
-        .await
-        .unwrap()
+    dev_client(dir, port, "orchestrator").await
 }
 
 fn dev_deploy() -> pb::DeployRequest {
     pb::DeployRequest {
-        request_id: "telemetry-1".into(),
-        environment: Some(pb::EnvironmentRef {
-            org_id: "dev".into(),
-            project_id: "app".into(),
-            environment_id: "dev".into(),
-        }),
-        pipeline_version: "v1".into(),
-        spec_kv: b"a=1\n".to_vec(),
-        config_bundle: Some(pb::ConfigBundle {
-            bundle_id: "b1".into(),
-            digest: format!("sha256:{}", "0".repeat(64)),
-            environment_id: "dev".into(),
-        }),
+        config_bundle: Some(bundle("b1", &format!("sha256:{}", "0".repeat(64)), "dev")),
         initiated_by: "alice@dev.example".into(),
-        ..Default::default()
+        ..requests::dev_deploy("dev", "telemetry-1")
     }
 }
 

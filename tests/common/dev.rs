@@ -1,0 +1,67 @@
+//! `admission-server dev` as a child process on a loopback port, and clients presenting the
+//! identities it generates.
+
+use std::{path::Path, process::Stdio};
+
+use admission_client::AdmissionClient;
+use tokio::{
+    io::{AsyncBufReadExt, BufReader},
+    process::{Child, Command},
+};
+
+/// A port nobody listens on now (the kernel's pick for an ephemeral bind).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `<server_bin> dev --dir <dir> --listen 127.0.0.1:<port>` with `RUST_LOG=warn`, its stdout
+/// piped (for [`spawn_until_served`]) and killed when dropped; callers add what they need.
+pub fn dev_command(server_bin: &Path, dir: &Path, port: u16) -> Command {
+    let mut command = Command::new(server_bin);
+    command
+        .arg("dev")
+        .arg("--dir")
+        .arg(dir)
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .kill_on_drop(true);
+    command
+}
+
+/// Spawns `command` (a [`dev_command`]) and waits until it has printed its last instruction
+/// line, which it does once the listener is bound; the child and everything it printed.
+pub async fn spawn_until_served(command: &mut Command) -> (Child, String) {
+    let mut child = command.spawn().unwrap();
+    let stdout = child.stdout.take().expect("dev_command pipes stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let mut printed = String::new();
+    while let Some(line) = lines.next_line().await.unwrap() {
+        printed.push_str(&line);
+        printed.push('\n');
+        if line.contains("--endpoint") {
+            return (child, printed);
+        }
+    }
+    panic!("admission-server dev exited before printing its instructions: {printed}");
+}
+
+/// A client of `https://localhost:<port>` presenting the dev identity `stem` of `dir`
+/// (`<stem>.pem`, `<stem>.key`, trusting `ca.pem`).
+pub async fn dev_client(dir: &Path, port: u16, stem: &str) -> AdmissionClient {
+    AdmissionClient::builder()
+        .endpoint(format!("https://localhost:{port}"))
+        .ca_file(dir.join("ca.pem"))
+        .identity_files(
+            dir.join(format!("{stem}.pem")),
+            dir.join(format!("{stem}.key")),
+        )
+        .connect()
+        .await
+        .unwrap()
+}
