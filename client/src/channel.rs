@@ -19,6 +19,9 @@ use crate::{
     retry::RetryPolicy,
 };
 
+/// How long [`AdmissionClientBuilder::connect`] waits for a connection by default.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// A connected client; cheap to clone (the channel is shared).
 ///
 /// The typed calls (`admit_deploy`, `preview_deploy`, …) retry what the service did not decide
@@ -38,6 +41,7 @@ pub struct AdmissionClientBuilder {
     identity: Option<(Pem, Pem)>,
     domain_name: Option<String>,
     connect_timeout: Option<Duration>,
+    request_timeout: Option<Duration>,
     retry: RetryPolicy,
 }
 
@@ -98,6 +102,14 @@ pub enum ClientError {
     /// The TLS settings were refused.
     #[error("tls configuration refused: {0}")]
     Tls(tonic::transport::Error),
+    /// The connection, TLS handshake included, was not established within the connect timeout.
+    #[error("cannot connect to {endpoint}: no TLS connection within {}", humantime::format_duration(*.timeout))]
+    ConnectTimeout {
+        /// The endpoint.
+        endpoint: String,
+        /// The connect timeout.
+        timeout: Duration,
+    },
     /// The connection could not be established.
     #[error("cannot connect to {endpoint}: {source}")]
     Connect {
@@ -208,9 +220,16 @@ impl AdmissionClientBuilder {
         self
     }
 
-    /// Deadline for establishing the connection (default 10s).
+    /// Deadline for establishing the connection, TLS handshake included (default 10s).
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = Some(timeout);
+        self
+    }
+
+    /// Deadline of every call on the channel, the raw service clients' too (default: none; the
+    /// typed calls still stop at their retry deadline).
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = Some(timeout);
         self
     }
 
@@ -235,14 +254,19 @@ impl AdmissionClientBuilder {
     /// Connects now; fails when the server is unreachable or the TLS handshake fails.
     pub async fn connect(self) -> Result<AdmissionClient, ClientError> {
         let retry = self.retry.clone();
+        let timeout = self.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
         let (endpoint, url) = self.build_endpoint()?;
-        let channel = endpoint
-            .connect()
+        // The endpoint's own connect timeout covers the TCP connect, not the TLS handshake.
+        let connected = tokio::time::timeout(timeout, endpoint.connect())
             .await
-            .map_err(|source| ClientError::Connect {
-                endpoint: url,
-                source,
+            .map_err(|_| ClientError::ConnectTimeout {
+                endpoint: url.clone(),
+                timeout,
             })?;
+        let channel = connected.map_err(|source| ClientError::Connect {
+            endpoint: url,
+            source,
+        })?;
         Ok(AdmissionClient { channel, retry })
     }
 
@@ -277,14 +301,16 @@ impl AdmissionClientBuilder {
         if let Some(name) = self.domain_name {
             tls = tls.domain_name(name);
         }
-        let endpoint = Endpoint::from_shared(url.clone())
+        let mut endpoint = Endpoint::from_shared(url.clone())
             .map_err(|source| ClientError::Endpoint {
                 endpoint: url.clone(),
                 source,
             })?
-            .connect_timeout(self.connect_timeout.unwrap_or(Duration::from_secs(10)))
-            .tls_config(tls)
-            .map_err(ClientError::Tls)?;
+            .connect_timeout(self.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT));
+        if let Some(timeout) = self.request_timeout {
+            endpoint = endpoint.timeout(timeout);
+        }
+        let endpoint = endpoint.tls_config(tls).map_err(ClientError::Tls)?;
         Ok((endpoint, url))
     }
 }
