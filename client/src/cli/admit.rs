@@ -225,7 +225,8 @@ impl CommonArgs {
             let approval = client.get_approval(approval_id).await?;
             if approval.credentials.is_empty() {
                 return Err(CliError::Refused(format!(
-                    "approval {approval_id} has no credentials yet (state {}); it must be approved first",
+                    "approval {approval_id} has no credentials yet (state {}); it must be \
+                     approved first",
                     output::approval_state(approval.state)
                 )));
             }

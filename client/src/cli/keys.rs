@@ -161,13 +161,14 @@ pub fn keygen(args: &KeygenArgs) -> Result<KeygenOutcome, String> {
 pub fn print_sign(output: &Output, args: &SignArgs) -> Result<ExitStatus, CliError> {
     let (claims, credential) = signed(args).map_err(CliError::usage)?;
     let time = |t| humantime::format_rfc3339_seconds(t).to_string();
+    let environment = [&claims.org_id, &claims.project_id, &claims.environment_id];
     output.print(
         &credential,
         json!({
             "credential": credential,
             "kid": claims.kid,
             "approval_id": claims.approval_id,
-            "environment": format!("{}/{}/{}", claims.org_id, claims.project_id, claims.environment_id),
+            "environment": environment.map(String::as_str).join("/"),
             "spec_hash": claims.spec_hash,
             "capabilities": claims.capabilities,
             "issued_by": claims.issued_by,
