@@ -3,6 +3,8 @@
 //! checking the exit status (0 ok, 1 rejected, 2 usage, 3 unavailable) and that `--json`
 //! prints exactly one JSON object on stdout.
 //!
+//! The GitHub Action's script, built on that contract, is run here too.
+//!
 //! Like `admissionctl_dev.rs`, it finds `admission-server` next to the `admissionctl` under
 //! test (a `cargo test --workspace` builds both).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -19,6 +21,10 @@ use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 const ADMISSIONCTL: &str = env!("CARGO_BIN_EXE_admissionctl");
+const ACTION_SCRIPT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../integrations/github-action/admit.sh"
+);
 const ZERO_DIGEST: &str = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
 
 /// Exit statuses of the CLI contract.
@@ -686,6 +692,162 @@ async fn audit_commands() {
     dev.ctl("auditor", &["--json", "audit", "verify", "--all"])
         .await
         .failure(USAGE, "usage");
+}
+
+/// The GitHub Action's script (`integrations/github-action/admit.sh`) with the variables the
+/// action sets and a fake `GITHUB_OUTPUT`: a dev deploy is admitted, a prod deploy without
+/// approval fails the step with an annotation, one with a signed credential is admitted, and
+/// an unreachable service is exit status 3.
+#[tokio::test]
+async fn github_action_script_admits_and_fails_the_step_on_rejection() {
+    let dev = Dev::start().await;
+    let work = dev.tmp.path();
+    let spec = write(work, "spec.kv", "pipeline=payments-api\nversion=1\n");
+    let bundle = write(work, "bundle.cfg", "db_pool=20\n");
+    let pem = |name: &str| std::fs::read_to_string(dev.dir.join(name)).unwrap();
+    let inputs = HashMap::from([
+        ("ADMISSIONCTL", ADMISSIONCTL.to_owned()),
+        ("ADMISSION_ENDPOINT", dev.endpoint.clone()),
+        // Secrets arrive as PEM text; a path works too.
+        ("INPUT_CA", pem("ca.pem")),
+        ("INPUT_CERT", pem("orchestrator.pem")),
+        ("INPUT_KEY", dev.file("orchestrator.key")),
+        ("INPUT_SPEC", spec.clone()),
+        ("INPUT_BUNDLE", bundle),
+        ("GITHUB_RUN_ID", "4242".to_owned()),
+        ("GITHUB_ACTOR", "alice".to_owned()),
+        ("RUNNER_TEMP", work.to_str().unwrap().to_owned()),
+    ])
+    .into_iter()
+    .map(|(name, value)| (name.to_owned(), value))
+    .collect::<HashMap<String, String>>();
+    let step = |name: &str, extra: &[(&str, &str)]| {
+        let mut env = inputs.clone();
+        let outputs = work.join(format!("{name}.out"));
+        std::fs::write(&outputs, "").unwrap();
+        env.insert(
+            "GITHUB_OUTPUT".to_owned(),
+            outputs.to_str().unwrap().to_owned(),
+        );
+        // One job per deploy: the default request id is made from the run, attempt and job.
+        env.insert("GITHUB_JOB".to_owned(), name.to_owned());
+        for (key, value) in extra {
+            env.insert((*key).to_owned(), (*value).to_owned());
+        }
+        async move {
+            let ran = tokio::process::Command::new("bash")
+                .arg(ACTION_SCRIPT)
+                .env_clear()
+                .env("PATH", std::env::var("PATH").unwrap_or_default())
+                .envs(env)
+                .output()
+                .await
+                .unwrap();
+            let written = std::fs::read_to_string(&outputs).unwrap();
+            let outputs: HashMap<String, String> = written
+                .lines()
+                .filter_map(|line| line.split_once('='))
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect();
+            let stdout = String::from_utf8(ran.stdout).unwrap();
+            (ran.status.code().unwrap(), stdout, outputs)
+        }
+    };
+
+    let (code, stdout, outputs) = step("dev", &[("INPUT_ENVIRONMENT", "dev/app/dev")]).await;
+    assert_eq!(code, OK, "{stdout}");
+    assert_eq!(outputs["admitted"], "true");
+    assert!(outputs["decision_id"].starts_with("dec_"), "{outputs:?}");
+    assert_eq!(outputs["reason"], "");
+    let leftovers: Vec<_> = std::fs::read_dir(work)
+        .unwrap()
+        .filter_map(|entry| entry.ok())
+        .filter(|entry| {
+            entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with("admission.")
+        })
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "the PEM files are removed: {leftovers:?}"
+    );
+
+    let (code, stdout, outputs) = step("prod", &[("INPUT_ENVIRONMENT", "dev/app/prod")]).await;
+    assert_eq!(code, REJECTED, "{stdout}");
+    assert_eq!(outputs["admitted"], "false");
+    assert_eq!(outputs["reason"], "APPROVAL_REQUIRED");
+    let decision_id = &outputs["decision_id"];
+    assert!(decision_id.starts_with("dec_"), "{outputs:?}");
+    assert_eq!(
+        stdout,
+        format!(
+            "::error title=Admission rejected::APPROVAL_REQUIRED: deploy in dev/app/prod \
+             requires approval; attach a credential covering deploy (decision {decision_id})\n"
+        )
+    );
+
+    let config = std::fs::read_to_string(dev.dir.join("admission.toml")).unwrap();
+    let kid = config
+        .lines()
+        .find_map(|line| line.strip_prefix("kid = "))
+        .unwrap()
+        .trim_matches('"');
+    let signing_key = dev.file("signing.key");
+    let sign = [
+        "sign",
+        "--signing-key",
+        &signing_key,
+        "--kid",
+        kid,
+        "--org",
+        "dev",
+        "--project",
+        "app",
+        "--env",
+        "prod",
+        "--posture",
+        "prod",
+        "--spec",
+        &spec,
+        "--capability",
+        "deploy",
+        "--issued-by",
+        "spiffe://dev.local/reviewer/bob",
+        "--approval-id",
+        "apr_action_1",
+    ];
+    let signed = ctl(&HashMap::new(), &sign).await;
+    assert_eq!(signed.code, OK, "{signed:?}");
+    let credential = signed.stdout.trim();
+    let (code, stdout, outputs) = step(
+        "signed",
+        &[
+            ("INPUT_ENVIRONMENT", "dev/app/prod"),
+            ("INPUT_CREDENTIAL", credential),
+        ],
+    )
+    .await;
+    assert_eq!(code, OK, "{stdout}");
+    assert_eq!(outputs["admitted"], "true");
+
+    let closed = closed_endpoint();
+    let (code, stdout, outputs) = step(
+        "closed",
+        &[
+            ("INPUT_ENVIRONMENT", "dev/app/dev"),
+            ("ADMISSION_ENDPOINT", &closed),
+        ],
+    )
+    .await;
+    assert_eq!(code, UNAVAILABLE, "{stdout}");
+    assert!(
+        stdout.starts_with("::error title=Admission service unavailable::cannot connect to"),
+        "{stdout}"
+    );
+    assert_eq!(outputs["admitted"], "false");
+    assert_eq!(outputs["decision_id"], "");
 }
 
 /// One run of `admissionctl`.
