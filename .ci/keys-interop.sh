@@ -146,7 +146,7 @@ start_dev "$dir"
 created="$(ctl --json approvals create --env dev/app/prod --spec "$spec" \
   --justification "release 2026.11.24" --initiated-by alice@dev.local)" \
   || fail "approvals create failed: $created"
-approval_id="$(python3 -c 'import json, sys; print(json.loads(sys.argv[1])[0]["approval_id"])' "$created")"
+approval_id="$(python3 -c 'import json, sys; print(json.loads(sys.argv[1])["approval_id"])' "$created")"
 decided="$(ctl --as=reviewer --json approvals decide "$approval_id" --approve)" \
   || fail "approvals decide failed (the server signs the credential here): $decided"
 answer="$(admit_prod keys-v2-server-1 --approval "$approval_id")" \

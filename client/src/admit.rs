@@ -11,7 +11,7 @@ use crate::{
 /// Why an admission or preview call did not return its answer.
 #[derive(Debug, thiserror::Error)]
 pub enum AdmitError {
-    /// The service rejected the request with a typed reason (SPEC §7).
+    /// The service rejected the request with a typed reason (see docs/reference.md).
     #[error("{}", .0)]
     Rejected(Rejection),
     /// The call failed without a typed rejection (transport error, unknown status).

@@ -5,6 +5,8 @@ use std::{
     time::Duration,
 };
 
+use rustls::{InconsistentKeys, sign::CertifiedKey};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic_health::pb::health_client::HealthClient;
 
@@ -16,6 +18,9 @@ use crate::{
     },
     retry::RetryPolicy,
 };
+
+/// How long [`AdmissionClientBuilder::connect`] waits for a connection by default.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A connected client; cheap to clone (the channel is shared).
 ///
@@ -36,6 +41,7 @@ pub struct AdmissionClientBuilder {
     identity: Option<(Pem, Pem)>,
     domain_name: Option<String>,
     connect_timeout: Option<Duration>,
+    request_timeout: Option<Duration>,
     retry: RetryPolicy,
 }
 
@@ -67,9 +73,43 @@ pub enum ClientError {
         /// The parse error.
         source: tonic::transport::Error,
     },
+    /// The endpoint is not an `https://` URL; the service only accepts TLS.
+    #[error("endpoint {endpoint} is not https://: the service only accepts TLS; use {suggestion}")]
+    NotHttps {
+        /// The endpoint as given.
+        endpoint: String,
+        /// The same endpoint with `https://`.
+        suggestion: String,
+    },
+    /// A PEM input holds nothing usable of what it should.
+    #[error("{source_name}: {problem}")]
+    Pem {
+        /// The file, or what an in-memory PEM was given as.
+        source_name: String,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// The client certificate and private key are not one key pair.
+    #[error(
+        "certificate {cert} does not match key {key}: give the key the certificate was issued for"
+    )]
+    KeyMismatch {
+        /// The certificate file (or `client certificate` when given in memory).
+        cert: String,
+        /// The key file (or `client key` when given in memory).
+        key: String,
+    },
     /// The TLS settings were refused.
     #[error("tls configuration refused: {0}")]
     Tls(tonic::transport::Error),
+    /// The connection, TLS handshake included, was not established within the connect timeout.
+    #[error("cannot connect to {endpoint}: no TLS connection within {}", humantime::format_duration(*.timeout))]
+    ConnectTimeout {
+        /// The endpoint.
+        endpoint: String,
+        /// The connect timeout.
+        timeout: Duration,
+    },
     /// The connection could not be established.
     #[error("cannot connect to {endpoint}: {source}")]
     Connect {
@@ -180,9 +220,16 @@ impl AdmissionClientBuilder {
         self
     }
 
-    /// Deadline for establishing the connection (default 10s).
+    /// Deadline for establishing the connection, TLS handshake included (default 10s).
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = Some(timeout);
+        self
+    }
+
+    /// Deadline of every call on the channel, the raw service clients' too (default: none; the
+    /// typed calls still stop at their retry deadline).
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = Some(timeout);
         self
     }
 
@@ -207,14 +254,19 @@ impl AdmissionClientBuilder {
     /// Connects now; fails when the server is unreachable or the TLS handshake fails.
     pub async fn connect(self) -> Result<AdmissionClient, ClientError> {
         let retry = self.retry.clone();
+        let timeout = self.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
         let (endpoint, url) = self.build_endpoint()?;
-        let channel = endpoint
-            .connect()
+        // The endpoint's own connect timeout covers the TCP connect, not the TLS handshake.
+        let connected = tokio::time::timeout(timeout, endpoint.connect())
             .await
-            .map_err(|source| ClientError::Connect {
-                endpoint: url,
-                source,
+            .map_err(|_| ClientError::ConnectTimeout {
+                endpoint: url.clone(),
+                timeout,
             })?;
+        let channel = connected.map_err(|source| ClientError::Connect {
+            endpoint: url,
+            source,
+        })?;
         Ok(AdmissionClient { channel, retry })
     }
 
@@ -228,24 +280,37 @@ impl AdmissionClientBuilder {
         })
     }
 
+    /// Checks everything it can before a connection is tried, so a mistake names its input.
     fn build_endpoint(self) -> Result<(Endpoint, String), ClientError> {
         let url = self.endpoint.ok_or(ClientError::Missing("endpoint"))?;
-        let ca = self.ca.ok_or(ClientError::Missing("ca"))?.read()?;
+        require_https(&url)?;
+        let ca_pem = self.ca.ok_or(ClientError::Missing("ca"))?;
+        let ca = ca_pem.read()?;
+        first_certificate(&ca, &ca_pem.name("CA certificate"))?;
         let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca));
-        if let Some((cert, key)) = self.identity {
-            tls = tls.identity(Identity::from_pem(cert.read()?, key.read()?));
+        if let Some((cert_pem, key_pem)) = self.identity {
+            let (cert, key) = (cert_pem.read()?, key_pem.read()?);
+            check_key_pair(
+                &cert,
+                &key,
+                &cert_pem.name("client certificate"),
+                &key_pem.name("client key"),
+            )?;
+            tls = tls.identity(Identity::from_pem(cert, key));
         }
         if let Some(name) = self.domain_name {
             tls = tls.domain_name(name);
         }
-        let endpoint = Endpoint::from_shared(url.clone())
+        let mut endpoint = Endpoint::from_shared(url.clone())
             .map_err(|source| ClientError::Endpoint {
                 endpoint: url.clone(),
                 source,
             })?
-            .connect_timeout(self.connect_timeout.unwrap_or(Duration::from_secs(10)))
-            .tls_config(tls)
-            .map_err(ClientError::Tls)?;
+            .connect_timeout(self.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT));
+        if let Some(timeout) = self.request_timeout {
+            endpoint = endpoint.timeout(timeout);
+        }
+        let endpoint = endpoint.tls_config(tls).map_err(ClientError::Tls)?;
         Ok((endpoint, url))
     }
 }
@@ -253,12 +318,137 @@ impl AdmissionClientBuilder {
 // === impl Pem ===
 
 impl Pem {
-    fn read(self) -> Result<Vec<u8>, ClientError> {
+    fn read(&self) -> Result<Vec<u8>, ClientError> {
         match self {
-            Pem::Bytes(bytes) => Ok(bytes),
-            Pem::File(path) => {
-                std::fs::read(&path).map_err(|source| ClientError::Read { path, source })
-            }
+            Pem::Bytes(bytes) => Ok(bytes.clone()),
+            Pem::File(path) => std::fs::read(path).map_err(|source| ClientError::Read {
+                path: path.clone(),
+                source,
+            }),
         }
+    }
+
+    /// The file name, or `what` for PEM given in memory.
+    fn name(&self, what: &str) -> String {
+        match self {
+            Pem::Bytes(_) => what.to_owned(),
+            Pem::File(path) => path.display().to_string(),
+        }
+    }
+}
+
+/// Refuses `http://` and scheme-less endpoints with the `https://` URL to use instead.
+fn require_https(url: &str) -> Result<(), ClientError> {
+    if url.starts_with("https://") {
+        return Ok(());
+    }
+    let rest = url.strip_prefix("http://").unwrap_or(url);
+    Err(ClientError::NotHttps {
+        endpoint: url.to_owned(),
+        suggestion: format!("https://{rest}"),
+    })
+}
+
+/// The first certificate of a PEM bundle, or an error naming `name`.
+fn first_certificate(pem: &[u8], name: &str) -> Result<CertificateDer<'static>, ClientError> {
+    let problem = |problem: String| ClientError::Pem {
+        source_name: name.to_owned(),
+        problem,
+    };
+    match CertificateDer::pem_slice_iter(pem).next() {
+        Some(Ok(cert)) => Ok(cert),
+        Some(Err(error)) => Err(problem(format!("not a PEM certificate: {error}"))),
+        None => Err(problem("holds no PEM certificate".to_owned())),
+    }
+}
+
+/// Checks that the key is the private half of the certificate's public key.
+///
+/// The TLS library would refuse a mismatched pair too, but without naming either file.
+fn check_key_pair(
+    cert: &[u8],
+    key: &[u8],
+    cert_name: &str,
+    key_name: &str,
+) -> Result<(), ClientError> {
+    let leaf = first_certificate(cert, cert_name)?;
+    let problem = |problem: String| ClientError::Pem {
+        source_name: key_name.to_owned(),
+        problem,
+    };
+    let key = PrivateKeyDer::from_pem_slice(key)
+        .map_err(|error| problem(format!("not a PEM private key: {error}")))?;
+    let signing_key = rustls::crypto::ring::default_provider()
+        .key_provider
+        .load_private_key(key)
+        .map_err(|error| problem(format!("unsupported private key: {error}")))?;
+    let mismatch = || ClientError::KeyMismatch {
+        cert: cert_name.to_owned(),
+        key: key_name.to_owned(),
+    };
+    match CertifiedKey::new(vec![leaf], signing_key).keys_match() {
+        Ok(()) => Ok(()),
+        Err(rustls::Error::InconsistentKeys(InconsistentKeys::KeyMismatch)) => Err(mismatch()),
+        // The key cannot tell its public half: leave the check to the handshake.
+        Err(rustls::Error::InconsistentKeys(_)) => Ok(()),
+        Err(error) => Err(ClientError::Pem {
+            source_name: cert_name.to_owned(),
+            problem: format!("not a usable certificate: {error}"),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair(name: &str) -> (String, String) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec![name.to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
+    #[test]
+    fn plain_http_and_bare_hosts_are_told_to_use_https() {
+        assert!(require_https("https://localhost:50051").is_ok());
+        for (endpoint, suggestion) in [
+            ("http://localhost:50051", "https://localhost:50051"),
+            ("localhost:50051", "https://localhost:50051"),
+        ] {
+            let error = require_https(endpoint).unwrap_err();
+            assert_eq!(
+                error.to_string(),
+                format!(
+                    "endpoint {endpoint} is not https://: the service only accepts TLS; use \
+                     {suggestion}"
+                )
+            );
+        }
+    }
+
+    #[test]
+    fn a_certificate_and_another_key_are_refused_naming_both() {
+        let (cert, key) = pair("orchestrator");
+        let (_, other_key) = pair("reviewer");
+        assert!(check_key_pair(cert.as_bytes(), key.as_bytes(), "a.pem", "a.key").is_ok());
+        let error =
+            check_key_pair(cert.as_bytes(), other_key.as_bytes(), "a.pem", "b.key").unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "certificate a.pem does not match key b.key: give the key the certificate was \
+             issued for"
+        );
+        let error = check_key_pair(key.as_bytes(), key.as_bytes(), "a.key", "a.key").unwrap_err();
+        assert_eq!(error.to_string(), "a.key: holds no PEM certificate");
+        let error = check_key_pair(cert.as_bytes(), cert.as_bytes(), "a.pem", "a.pem").unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .starts_with("a.pem: not a PEM private key"),
+            "{error}"
+        );
     }
 }

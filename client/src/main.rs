@@ -3,19 +3,19 @@
 
 use std::process::ExitCode;
 
-use admission_client::cli::{self, Cli, CliError};
-use clap::Parser;
+use admission_client::cli::{self, CliError, Output};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match cli::parse(std::env::args_os()) {
+        Ok(cli) => cli,
+        Err(status) => return status,
+    };
     match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime.block_on(cli::run(cli)),
         Err(error) => {
-            eprintln!(
-                "admissionctl: {}",
-                CliError::failure(format_args!("cannot start the async runtime: {error}"))
-            );
-            ExitCode::FAILURE
+            let error = CliError::usage(format_args!("cannot start the async runtime: {error}"));
+            Output { json: cli.json }.failure(&error, false);
+            error.exit_status().into()
         }
     }
 }

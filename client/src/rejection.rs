@@ -5,7 +5,7 @@ use std::{collections::HashMap, fmt};
 use admission_contract::{ERROR_DOMAIN, Reason};
 use tonic_types::StatusExt;
 
-/// A rejection answered by the service (SPEC §7).
+/// A rejection answered by the service; docs/reference.md lists every reason.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Rejection {
     /// The ErrorInfo reason.

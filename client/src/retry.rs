@@ -32,12 +32,15 @@ pub const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Defaults: [`DEFAULT_MAX_ATTEMPTS`] attempts within [`DEFAULT_RETRY_DEADLINE`]; waits grow
 /// from [`DEFAULT_INITIAL_BACKOFF`], doubling up to [`DEFAULT_MAX_BACKOFF`], each between half
 /// and all of that value (jitter). When the status carries `google.rpc.RetryInfo`, the wait is at
-/// least its `retry_delay`. Each attempt's gRPC timeout is what remains of the deadline, and no
-/// wait runs past it: the call then returns the last answer it got.
+/// least its `retry_delay`. Each attempt's gRPC timeout is what remains of the deadline (or the
+/// attempt timeout, when shorter), and no wait runs past it: the call then returns the last
+/// answer it got. An idempotent attempt cut off by the attempt timeout is retried like a
+/// connection failure.
 #[derive(Clone)]
 pub struct RetryPolicy {
     max_attempts: u32,
     deadline: Duration,
+    attempt_timeout: Option<Duration>,
     initial_backoff: Duration,
     max_backoff: Duration,
     observer: Option<RetryObserver>,
@@ -87,6 +90,13 @@ impl RetryPolicy {
         self
     }
 
+    /// Deadline of each attempt; without it an attempt may take what remains of the call's
+    /// deadline.
+    pub fn with_attempt_timeout(mut self, timeout: Duration) -> Self {
+        self.attempt_timeout = Some(timeout);
+        self
+    }
+
     /// First backoff and the cap it doubles up to.
     pub fn with_backoff(mut self, initial: Duration, max: Duration) -> Self {
         self.initial_backoff = initial;
@@ -110,6 +120,11 @@ impl RetryPolicy {
         self.deadline
     }
 
+    /// Deadline of each attempt, when one is set.
+    pub fn attempt_timeout(&self) -> Option<Duration> {
+        self.attempt_timeout
+    }
+
     /// Runs `call` with `request` until it succeeds, fails in a way that must not be retried,
     /// or the attempts or the deadline run out; every attempt gets a clone of `request`.
     pub(crate) async fn run<Req, Resp, F, Fut>(
@@ -127,13 +142,22 @@ impl RetryPolicy {
         let mut attempt = 1;
         loop {
             let remaining = self.deadline.saturating_sub(started.elapsed());
+            let timeout = self
+                .attempt_timeout
+                .map_or(remaining, |timeout| timeout.min(remaining));
             let mut message = tonic::Request::new(request.clone());
-            message.set_timeout(remaining);
+            message.set_timeout(timeout);
+            let attempt_started = Instant::now();
             let status = match call(message).await {
                 Ok(response) => return Ok(response.into_inner()),
                 Err(status) => status,
             };
-            let Some(server_delay) = retry_hint(&status, idempotency) else {
+            let timed_out = attempt_started.elapsed() >= timeout && is_timeout(&status);
+            let hint = match retry_hint(&status, idempotency) {
+                None if timed_out && idempotency == Idempotency::Idempotent => Some(None),
+                hint => hint,
+            };
+            let Some(server_delay) = hint else {
                 return Err(status);
             };
             let delay = self.backoff(attempt, server_delay);
@@ -175,6 +199,7 @@ impl Default for RetryPolicy {
         Self {
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             deadline: DEFAULT_RETRY_DEADLINE,
+            attempt_timeout: None,
             initial_backoff: DEFAULT_INITIAL_BACKOFF,
             max_backoff: DEFAULT_MAX_BACKOFF,
             observer: None,
@@ -187,6 +212,7 @@ impl fmt::Debug for RetryPolicy {
         f.debug_struct("RetryPolicy")
             .field("max_attempts", &self.max_attempts)
             .field("deadline", &self.deadline)
+            .field("attempt_timeout", &self.attempt_timeout)
             .field("initial_backoff", &self.initial_backoff)
             .field("max_backoff", &self.max_backoff)
             .field("observer", &self.observer.is_some())
@@ -209,6 +235,15 @@ fn retry_hint(status: &tonic::Status, idempotency: Idempotency) -> Option<Option
             (connection_failure && idempotency == Idempotency::Idempotent).then_some(None)
         }
     }
+}
+
+/// Whether `status` is how a call cut off by its deadline ends: tonic answers its own timeout
+/// as CANCELLED, a server as DEADLINE_EXCEEDED; neither carries ErrorInfo.
+fn is_timeout(status: &tonic::Status) -> bool {
+    matches!(
+        status.code(),
+        tonic::Code::Cancelled | tonic::Code::DeadlineExceeded
+    ) && status.get_details_error_info().is_none()
 }
 
 /// A uniform fraction in `[0, 1)`; 0 when the system generator fails (no jitter, still bounded).
@@ -331,6 +366,32 @@ mod tests {
         let (calls, status) = attempts_with(&policy, typed(Reason::ApprovalRequired, None)).await;
         assert_eq!(calls, 1);
         assert_eq!(status.code(), Code::PermissionDenied);
+    }
+
+    #[tokio::test]
+    async fn an_attempt_cut_off_by_its_timeout_is_retried_when_idempotent() {
+        let policy = RetryPolicy::default()
+            .with_max_attempts(3)
+            .with_attempt_timeout(Duration::from_millis(20))
+            .with_backoff(Duration::from_millis(1), Duration::from_millis(2));
+        for (idempotency, expected) in [
+            (Idempotency::Idempotent, 3),
+            (Idempotency::NotIdempotent, 1),
+        ] {
+            let calls = std::sync::atomic::AtomicU32::new(0);
+            let result: Result<(), _> = policy
+                .run(idempotency, (), |request| {
+                    assert!(request.metadata().get("grpc-timeout").is_some());
+                    calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    async {
+                        tokio::time::sleep(Duration::from_millis(25)).await;
+                        Err(tonic::Status::cancelled("Timeout expired"))
+                    }
+                })
+                .await;
+            assert_eq!(result.unwrap_err().code(), Code::Cancelled);
+            assert_eq!(calls.into_inner(), expected, "{idempotency:?}");
+        }
     }
 
     #[test]

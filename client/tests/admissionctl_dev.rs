@@ -185,7 +185,7 @@ async fn admissionctl_runs_the_approval_flow_against_the_dev_server() {
         .await,
         0,
     );
-    let approval = &created[0];
+    let approval = &created;
     assert_eq!(approval["state"], "pending");
     assert_eq!(approval["posture"], "prod");
     let approval_id = approval["approval_id"].as_str().unwrap().to_owned();
@@ -197,11 +197,8 @@ async fn admissionctl_runs_the_approval_flow_against_the_dev_server() {
         .await,
         0,
     );
-    assert_eq!(decided[0]["state"], "approved");
-    assert_eq!(
-        decided[0]["approvers"][0],
-        "spiffe://dev.local/reviewer/alice"
-    );
+    assert_eq!(decided["state"], "approved");
+    assert_eq!(decided["approvers"][0], "spiffe://dev.local/reviewer/alice");
     let eligible = json(
         admissionctl(
             &orchestrator,
@@ -218,7 +215,10 @@ async fn admissionctl_runs_the_approval_flow_against_the_dev_server() {
         .await,
         0,
     );
-    assert_eq!(eligible[0]["approval_id"], approval_id.as_str());
+    assert_eq!(
+        eligible["approvals"][0]["approval_id"],
+        approval_id.as_str()
+    );
 
     // Step 5: submit with the approval attached.
     let mut with_approval = deploy("cli-prod-2");
@@ -317,7 +317,7 @@ async fn admissionctl_runs_the_approval_flow_against_the_dev_server() {
         .await,
         0,
     );
-    assert_eq!(revoked[0]["state"], "revoked");
+    assert_eq!(revoked["state"], "revoked");
     let mut after_revoke = deploy("cli-prod-4");
     after_revoke.extend(["--approval", approval_id.as_str()]);
     let refused = json(admissionctl(&orchestrator, &after_revoke).await, 1);

@@ -129,7 +129,7 @@ pub fn instructions(env: &DevEnvironment, addr: SocketAddr) -> String {
          call it as the orchestrator:\n\
          \x20 export ADMISSION_ENDPOINT=https://localhost:{port} ADMISSION_CA={dir}/ca.pem \
          ADMISSION_CERT={dir}/orchestrator.pem ADMISSION_KEY={dir}/orchestrator.key\n\
-         \x20 cargo run -p admission-client --bin admissionctl -- health\n\
+         \x20 admissionctl health\n\
          \n\
          as a reviewer:   ADMISSION_CERT={dir}/reviewer.pem ADMISSION_KEY={dir}/reviewer.key \
          (second reviewer: reviewer2.pem, reviewer2.key)\n\

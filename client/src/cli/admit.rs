@@ -1,13 +1,13 @@
 //! `admissionctl deploy|replay preview|admit`.
 
-use std::{path::PathBuf, process::ExitCode, time::SystemTime};
+use std::{path::PathBuf, time::SystemTime};
 
 use admission_contract::SpecHash;
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{Value, json};
 
-use super::output;
-use crate::{AdmissionClient, AdmitError, pb};
+use super::{CliError, ExitStatus, Output, output};
+use crate::{AdmissionClient, pb};
 
 /// `admissionctl deploy …`.
 #[derive(Debug, Subcommand)]
@@ -116,8 +116,8 @@ pub struct ReplayArgs {
 pub async fn run_deploy(
     client: &AdmissionClient,
     command: DeployCommand,
-    json: bool,
-) -> Result<ExitCode, String> {
+    output: &Output,
+) -> Result<ExitStatus, CliError> {
     let (args, admit) = match command {
         DeployCommand::Preview(args) => (args, false),
         DeployCommand::Admit(args) => (args, true),
@@ -125,11 +125,12 @@ pub async fn run_deploy(
     let (environment, spec_kv, credentials) = args.common.resolve(client).await?;
     let bundle_digest = match (&args.bundle_digest, &args.bundle_file) {
         (Some(digest), _) => digest.clone(),
-        (None, Some(path)) => {
-            let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-            SpecHash::of_bytes(&bytes).to_string()
+        (None, Some(path)) => SpecHash::of_bytes(&read_file(path)?).to_string(),
+        (None, None) => {
+            return Err(CliError::usage(
+                "--bundle-digest or --bundle-file is required",
+            ));
         }
-        (None, None) => return Err("--bundle-digest or --bundle-file is required".to_owned()),
     };
     let request = pb::DeployRequest {
         request_id: args.common.request_id(),
@@ -151,9 +152,9 @@ pub async fn run_deploy(
             .map(|justification| pb::BreakGlass { justification }),
     };
     if admit {
-        Ok(print_admission(client.admit_deploy(request).await, json))
+        print_admission(&client.admit_deploy(request).await?, output)
     } else {
-        Ok(print_preview(client.preview_deploy(request).await, json))
+        print_preview(&client.preview_deploy(request).await?, output)
     }
 }
 
@@ -161,8 +162,8 @@ pub async fn run_deploy(
 pub async fn run_replay(
     client: &AdmissionClient,
     command: ReplayCommand,
-    json: bool,
-) -> Result<ExitCode, String> {
+    output: &Output,
+) -> Result<ExitStatus, CliError> {
     let (args, admit) = match command {
         ReplayCommand::Preview(args) => (args, false),
         ReplayCommand::Admit(args) => (args, true),
@@ -190,9 +191,9 @@ pub async fn run_replay(
         initiated_by: args.common.initiated_by,
     };
     if admit {
-        Ok(print_admission(client.admit_replay(request).await, json))
+        print_admission(&client.admit_replay(request).await?, output)
     } else {
-        Ok(print_preview(client.preview_replay(request).await, json))
+        print_preview(&client.preview_replay(request).await?, output)
     }
 }
 
@@ -200,17 +201,19 @@ pub async fn run_replay(
 
 impl CommonArgs {
     /// Environment, spec bytes and every credential (flags, files, then fetched approvals).
+    ///
+    /// Local input is checked before any approval is fetched. The spec is sent as it is: what
+    /// the service finds wrong with it is a rejection it records (`SPEC_MALFORMED`).
     async fn resolve(
         &self,
         client: &AdmissionClient,
-    ) -> Result<(pb::EnvironmentRef, Vec<u8>, Vec<String>), String> {
-        let environment = parse_environment(&self.environment)?;
-        let spec_kv =
-            std::fs::read(&self.spec).map_err(|e| format!("{}: {e}", self.spec.display()))?;
+    ) -> Result<(pb::EnvironmentRef, Vec<u8>, Vec<String>), CliError> {
+        let environment = parse_environment(&self.environment).map_err(CliError::usage)?;
+        let spec_kv = read_file(&self.spec)?;
         let mut credentials = self.credentials.clone();
         for path in &self.credential_files {
-            let text =
-                std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let text = String::from_utf8(read_file(path)?)
+                .map_err(|e| CliError::usage(format_args!("{}: {e}", path.display())))?;
             credentials.extend(
                 text.lines()
                     .map(str::trim)
@@ -219,15 +222,13 @@ impl CommonArgs {
             );
         }
         for approval_id in &self.approvals {
-            let approval = client
-                .get_approval(approval_id)
-                .await
-                .map_err(|e| format!("fetching approval {approval_id}: {e}"))?;
+            let approval = client.get_approval(approval_id).await?;
             if approval.credentials.is_empty() {
-                return Err(format!(
-                    "approval {approval_id} has no credentials yet (state {})",
+                return Err(CliError::Refused(format!(
+                    "approval {approval_id} has no credentials yet (state {}); it must be \
+                     approved first",
                     output::approval_state(approval.state)
-                ));
+                )));
             }
             credentials.extend(approval.credentials);
         }
@@ -245,6 +246,12 @@ impl CommonArgs {
     }
 }
 
+/// The bytes of a file named on the command line; unreadable is a usage error.
+pub fn read_file(path: &std::path::Path) -> Result<Vec<u8>, CliError> {
+    std::fs::read(path)
+        .map_err(|e| CliError::usage(format_args!("cannot read {}: {e}", path.display())))
+}
+
 /// Parses `ORG/PROJECT/ENV`.
 pub fn parse_environment(text: &str) -> Result<pb::EnvironmentRef, String> {
     let parts: Vec<&str> = text.split('/').collect();
@@ -260,91 +267,89 @@ pub fn parse_environment(text: &str) -> Result<pb::EnvironmentRef, String> {
     }
 }
 
-fn print_admission(result: Result<pb::Admission, AdmitError>, json: bool) -> ExitCode {
-    match result {
-        Ok(admission) => {
-            if json {
-                output::print_json(&admission_json(&admission));
-            } else {
-                let verdict = if admission.break_glass {
-                    "ADMITTED (break-glass)"
-                } else if admission.shadow_reason.is_empty() {
-                    "ADMITTED"
-                } else {
-                    "ADMITTED (shadow mode)"
-                };
-                println!("{verdict}");
-                println!("  decision_id:  {}", admission.decision_id);
-                println!("  action:       {}", output::action(admission.action));
-                println!("  spec_hash:    {}", admission.spec_hash);
-                if !admission.approval_ids.is_empty() {
-                    println!("  approvals:    {}", admission.approval_ids.join(", "));
-                }
-                if !admission.shadow_reason.is_empty() {
-                    println!("  would reject: {}", admission.shadow_reason);
-                }
-                println!("  audit entry:  {}", admission.audit_entry_hash);
-            }
-            ExitCode::SUCCESS
-        }
-        Err(error) => output::print_error(&error, json),
+/// Prints the admission; exit status 0.
+fn print_admission(admission: &pb::Admission, output: &Output) -> Result<ExitStatus, CliError> {
+    if output.json {
+        output::print_json(&admission_json(admission));
+        return Ok(ExitStatus::Ok);
     }
+    let verdict = if admission.break_glass {
+        "ADMITTED (break-glass)"
+    } else if admission.shadow_reason.is_empty() {
+        "ADMITTED"
+    } else {
+        "ADMITTED (shadow mode)"
+    };
+    println!("{verdict}");
+    println!("  decision_id:  {}", admission.decision_id);
+    println!("  action:       {}", output::action(admission.action));
+    println!("  spec_hash:    {}", admission.spec_hash);
+    if !admission.approval_ids.is_empty() {
+        println!("  approvals:    {}", admission.approval_ids.join(", "));
+    }
+    if !admission.shadow_reason.is_empty() {
+        println!("  would reject: {}", admission.shadow_reason);
+    }
+    println!("  audit entry:  {}", admission.audit_entry_hash);
+    Ok(ExitStatus::Ok)
 }
 
-fn print_preview(result: Result<pb::Preview, AdmitError>, json: bool) -> ExitCode {
-    match result {
-        Ok(preview) => {
-            if json {
-                output::print_json(&json!({
-                    "decision_id": preview.decision_id,
-                    "action": output::action(preview.action),
-                    "spec_hash": preview.spec_hash,
-                    "policy_decision": output::policy_decision(preview.policy_decision),
-                    "posture": output::posture(preview.posture),
-                    "required_capabilities": preview.required_capabilities,
-                    "required_approvals": preview.required_approvals,
-                    "eligible_approvals": preview.eligible_approvals.iter().map(output::approval_json).collect::<Vec<_>>(),
-                }));
-            } else {
-                println!(
-                    "policy decision: {}",
-                    output::policy_decision(preview.policy_decision)
-                );
-                println!(
-                    "  action:                {}",
-                    output::action(preview.action)
-                );
-                println!(
-                    "  posture:               {}",
-                    output::posture(preview.posture)
-                );
-                println!("  spec_hash:             {}", preview.spec_hash);
-                println!(
-                    "  required capabilities: {}",
-                    preview.required_capabilities.join(", ")
-                );
-                println!("  required approvals:    {}", preview.required_approvals);
-                if preview.eligible_approvals.is_empty() {
-                    println!("  eligible approvals:    none");
-                } else {
-                    println!("  eligible approvals:");
-                    for approval in &preview.eligible_approvals {
-                        println!(
-                            "    {}  expires {}  uses {}/{}  approved by {}",
-                            approval.approval_id,
-                            output::time(approval.expires_at.as_ref()),
-                            approval.uses,
-                            approval.max_uses,
-                            approval.approvers.join(", ")
-                        );
-                    }
-                }
-                println!("  decision_id:           {}", preview.decision_id);
-            }
-            ExitCode::SUCCESS
-        }
-        Err(error) => output::print_error(&error, json),
+/// Prints the preview; exit status 0 whatever the policy decision, which it reports.
+fn print_preview(preview: &pb::Preview, output: &Output) -> Result<ExitStatus, CliError> {
+    if output.json {
+        output::print_json(&preview_json(preview));
+        return Ok(ExitStatus::Ok);
     }
+    let decision = output::policy_decision(preview.policy_decision);
+    println!("policy decision: {decision}");
+    println!(
+        "  action:                {}",
+        output::action(preview.action)
+    );
+    println!(
+        "  posture:               {}",
+        output::posture(preview.posture)
+    );
+    println!("  spec_hash:             {}", preview.spec_hash);
+    println!(
+        "  required capabilities: {}",
+        preview.required_capabilities.join(", ")
+    );
+    println!("  required approvals:    {}", preview.required_approvals);
+    if preview.eligible_approvals.is_empty() {
+        println!("  eligible approvals:    none");
+    } else {
+        println!("  eligible approvals:");
+        for approval in &preview.eligible_approvals {
+            println!(
+                "    {}  expires {}  uses {}/{}  approved by {}",
+                approval.approval_id,
+                output::time(approval.expires_at.as_ref()),
+                approval.uses,
+                approval.max_uses,
+                approval.approvers.join(", ")
+            );
+        }
+    }
+    println!("  decision_id:           {}", preview.decision_id);
+    Ok(ExitStatus::Ok)
+}
+
+fn preview_json(preview: &pb::Preview) -> Value {
+    json!({
+        "decision_id": preview.decision_id,
+        "action": output::action(preview.action),
+        "spec_hash": preview.spec_hash,
+        "policy_decision": output::policy_decision(preview.policy_decision),
+        "posture": output::posture(preview.posture),
+        "required_capabilities": preview.required_capabilities,
+        "required_approvals": preview.required_approvals,
+        "eligible_approvals": preview
+            .eligible_approvals
+            .iter()
+            .map(output::approval_json)
+            .collect::<Vec<_>>(),
+    })
 }
 
 fn admission_json(admission: &pb::Admission) -> Value {

@@ -1,12 +1,16 @@
 //! `admissionctl approvals create|get|list|decide|revoke`.
 
-use std::{path::PathBuf, process::ExitCode};
+use std::path::PathBuf;
 
 use admission_contract::SpecHash;
 use clap::{Args, Subcommand, ValueEnum};
-use serde_json::Value;
+use serde_json::{Value, json};
 
-use super::{admit::parse_environment, output};
+use super::{
+    CliError, ExitStatus, Output,
+    admit::{parse_environment, read_file},
+    output,
+};
 use crate::{AdmissionClient, pb};
 
 /// `admissionctl approvals …`.
@@ -106,54 +110,20 @@ pub struct DecideArgs {
     reason: String,
 }
 
-/// Runs `admissionctl approvals …`.
+/// Runs `admissionctl approvals …`. One approval prints as one object; `list` as
+/// `{"approvals": […]}`.
 pub async fn run(
     client: &AdmissionClient,
     command: ApprovalsCommand,
-    json: bool,
-) -> Result<ExitCode, String> {
-    let result = match command {
-        ApprovalsCommand::Create(args) => {
-            let spec = match (&args.spec, args.spec_hash) {
-                (Some(path), _) => pb::create_approval_request::Spec::SpecKv(
-                    std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?,
-                ),
-                (None, Some(hash)) => pb::create_approval_request::Spec::SpecHash(hash),
-                (None, None) => return Err("--spec or --spec-hash is required".to_owned()),
-            };
-            let request = pb::CreateApprovalRequest {
-                environment: Some(parse_environment(&args.environment)?),
-                action: pb_action(args.action) as i32,
-                spec: Some(spec),
-                capabilities: args.capabilities,
-                ttl: args.ttl.map(|ttl| prost_types::Duration {
-                    seconds: i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX),
-                    nanos: 0,
-                }),
-                justification: args.justification,
-                initiated_by: args.initiated_by,
-            };
-            client.create_approval(request).await.map(|a| vec![a])
-        }
-        ApprovalsCommand::Get { approval_id } => {
-            client.get_approval(&approval_id).await.map(|a| vec![a])
-        }
+    output: &Output,
+) -> Result<ExitStatus, CliError> {
+    let approval = match command {
+        ApprovalsCommand::Create(args) => client.create_approval(create_request(args)?).await?,
+        ApprovalsCommand::Get { approval_id } => client.get_approval(&approval_id).await?,
         ApprovalsCommand::List(args) => {
-            let spec_hash = match (&args.spec, args.spec_hash) {
-                (Some(path), _) => {
-                    let bytes =
-                        std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-                    SpecHash::of_bytes(&bytes).to_string()
-                }
-                (None, Some(hash)) => hash,
-                (None, None) => return Err("--spec or --spec-hash is required".to_owned()),
-            };
-            let request = pb::ListEligibleRequest {
-                environment: Some(parse_environment(&args.environment)?),
-                action: pb_action(args.action) as i32,
-                spec_hash,
-            };
-            client.list_eligible(request).await
+            let approvals = client.list_eligible(list_request(args)?).await?;
+            print_list(&approvals, output);
+            return Ok(ExitStatus::Ok);
         }
         ApprovalsCommand::Decide(args) => {
             let verdict = if args.approve {
@@ -166,32 +136,65 @@ pub async fn run(
                 verdict: verdict as i32,
                 reason: args.reason,
             };
-            client.decide_approval(request).await.map(|a| vec![a])
+            client.decide_approval(request).await?
         }
         ApprovalsCommand::Revoke {
             approval_id,
             reason,
-        } => client
-            .revoke_approval(&approval_id, &reason)
-            .await
-            .map(|a| vec![a]),
+        } => client.revoke_approval(&approval_id, &reason).await?,
     };
-    match result {
-        Ok(approvals) if json => {
-            let values: Vec<Value> = approvals.iter().map(output::approval_json).collect();
-            output::print_json(&Value::Array(values));
-            Ok(ExitCode::SUCCESS)
-        }
-        Ok(approvals) => {
-            if approvals.is_empty() {
-                println!("no eligible approvals");
-            }
-            for approval in &approvals {
-                output::print_approval(approval);
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        Err(error) => Ok(output::print_error(&error, json)),
+    if output.json {
+        output::print_json(&output::approval_json(&approval));
+    } else {
+        output::print_approval(&approval);
+    }
+    Ok(ExitStatus::Ok)
+}
+
+fn create_request(args: CreateArgs) -> Result<pb::CreateApprovalRequest, CliError> {
+    let spec = match (&args.spec, args.spec_hash) {
+        (Some(path), _) => pb::create_approval_request::Spec::SpecKv(read_file(path)?),
+        (None, Some(hash)) => pb::create_approval_request::Spec::SpecHash(hash),
+        (None, None) => return Err(CliError::usage("--spec or --spec-hash is required")),
+    };
+    Ok(pb::CreateApprovalRequest {
+        environment: Some(parse_environment(&args.environment).map_err(CliError::usage)?),
+        action: pb_action(args.action) as i32,
+        spec: Some(spec),
+        capabilities: args.capabilities,
+        ttl: args.ttl.map(|ttl| prost_types::Duration {
+            seconds: i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX),
+            nanos: 0,
+        }),
+        justification: args.justification,
+        initiated_by: args.initiated_by,
+    })
+}
+
+fn list_request(args: ListArgs) -> Result<pb::ListEligibleRequest, CliError> {
+    let spec_hash = match (&args.spec, args.spec_hash) {
+        (Some(path), _) => SpecHash::of_bytes(&read_file(path)?).to_string(),
+        (None, Some(hash)) => hash,
+        (None, None) => return Err(CliError::usage("--spec or --spec-hash is required")),
+    };
+    Ok(pb::ListEligibleRequest {
+        environment: Some(parse_environment(&args.environment).map_err(CliError::usage)?),
+        action: pb_action(args.action) as i32,
+        spec_hash,
+    })
+}
+
+fn print_list(approvals: &[pb::Approval], output: &Output) {
+    if output.json {
+        let approvals: Vec<Value> = approvals.iter().map(output::approval_json).collect();
+        output::print_json(&json!({ "approvals": approvals }));
+        return;
+    }
+    if approvals.is_empty() {
+        println!("no eligible approvals");
+    }
+    for approval in approvals {
+        output::print_approval(approval);
     }
 }
 

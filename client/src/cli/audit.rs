@@ -1,6 +1,5 @@
 //! `admissionctl audit list|verify`: read and check the audit trail (auditor role).
 
-use std::process::ExitCode;
 use std::time::SystemTime;
 
 use admission_contract::pb;
@@ -8,6 +7,8 @@ use admission_contract::pb::audit_client::AuditClient;
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 use tonic::transport::Channel;
+
+use super::{CliError, ExitStatus, Output};
 
 /// Largest page the service serves.
 const MAX_PAGE_SIZE: u32 = 1000;
@@ -40,30 +41,19 @@ pub struct ListArgs {
     pub limit: u32,
 }
 
-/// Why an audit command failed.
-#[derive(Debug, thiserror::Error)]
-pub enum AuditCliError {
-    /// A command-line value is malformed.
-    #[error("{0}")]
-    Usage(String),
-    /// The service answered with an error status.
-    #[error("audit request failed: {}: {}", .0.code(), .0.message())]
-    Rpc(#[from] tonic::Status),
-}
-
-/// Runs one audit command over `channel`, printing to stdout (JSON with `json`).
-/// `verify` returns exit code 1 when the chain does not check out.
+/// Runs one audit command over `channel`, printing to stdout (JSON with `--json`).
+/// `verify` ends with exit status 1 when the chain does not check out.
 pub async fn run(
     channel: Channel,
     command: AuditCommand,
-    json: bool,
-) -> Result<ExitCode, AuditCliError> {
+    output: &Output,
+) -> Result<ExitStatus, CliError> {
     let mut client = AuditClient::new(channel);
     match command {
         AuditCommand::List(args) => {
             let request = list_request(&args)?;
             let entries = list_entries(&mut client, request, args.limit).await?;
-            if json {
+            if output.json {
                 let entries: Vec<Value> = entries.iter().map(entry_json).collect();
                 println!("{}", json!({ "entries": entries }));
             } else {
@@ -71,19 +61,19 @@ pub async fn run(
                     println!("{}", entry_line(entry));
                 }
             }
-            Ok(ExitCode::SUCCESS)
+            Ok(ExitStatus::Ok)
         }
         AuditCommand::Verify => {
             let report = client.verify(pb::VerifyAuditRequest {}).await?.into_inner();
-            if json {
+            if output.json {
                 println!("{}", verify_json(&report));
             } else {
                 println!("{}", verify_line(&report));
             }
             Ok(if report.ok {
-                ExitCode::SUCCESS
+                ExitStatus::Ok
             } else {
-                ExitCode::FAILURE
+                ExitStatus::Rejected
             })
         }
     }
@@ -94,7 +84,7 @@ async fn list_entries(
     client: &mut AuditClient<Channel>,
     mut request: pb::ListAuditRequest,
     limit: u32,
-) -> Result<Vec<pb::AuditEntry>, AuditCliError> {
+) -> Result<Vec<pb::AuditEntry>, CliError> {
     let mut entries = Vec::new();
     loop {
         let remaining = match limit {
@@ -120,13 +110,13 @@ async fn list_entries(
 }
 
 /// The first-page request for these arguments.
-fn list_request(args: &ListArgs) -> Result<pb::ListAuditRequest, AuditCliError> {
+fn list_request(args: &ListArgs) -> Result<pb::ListAuditRequest, CliError> {
     let environment = args.env.as_deref().map(parse_environment).transpose()?;
     let since = match args.since.as_deref() {
         None => None,
         Some(text) => {
             let time = humantime::parse_rfc3339(text).map_err(|e| {
-                AuditCliError::Usage(format!(
+                CliError::usage(format_args!(
                     "--since must be an RFC 3339 UTC time such as 2026-11-23T10:00:00Z: {e}"
                 ))
             })?;
@@ -143,10 +133,10 @@ fn list_request(args: &ListArgs) -> Result<pb::ListAuditRequest, AuditCliError> 
 }
 
 /// `ORG[/PROJECT[/ENV]]`; omitted parts match any.
-fn parse_environment(text: &str) -> Result<pb::EnvironmentRef, AuditCliError> {
+fn parse_environment(text: &str) -> Result<pb::EnvironmentRef, CliError> {
     let parts: Vec<&str> = text.split('/').collect();
     if parts.len() > 3 || parts.iter().any(|part| part.is_empty()) {
-        return Err(AuditCliError::Usage(format!(
+        return Err(CliError::usage(format_args!(
             "--env must be ORG, ORG/PROJECT or ORG/PROJECT/ENV, got {text:?}"
         )));
     }
@@ -358,15 +348,12 @@ mod tests {
         );
         assert!(matches!(
             parse_environment("acme//prod"),
-            Err(AuditCliError::Usage(_))
+            Err(CliError::Usage(_))
         ));
         let bad_time = ListArgs {
             since: Some("yesterday".into()),
             ..args
         };
-        assert!(matches!(
-            list_request(&bad_time),
-            Err(AuditCliError::Usage(_))
-        ));
+        assert!(matches!(list_request(&bad_time), Err(CliError::Usage(_))));
     }
 }

@@ -1,11 +1,9 @@
 //! `admissionctl health`.
 
-use std::process::ExitCode;
-
 use clap::Args;
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
 
-use super::{CliError, ConnectionArgs, Output};
+use super::{CliError, ConnectionArgs, ExitStatus, Output};
 
 /// Arguments of `health`.
 #[derive(Debug, Args)]
@@ -15,12 +13,12 @@ pub struct HealthArgs {
     pub service: String,
 }
 
-/// Prints SERVING or NOT_SERVING; exit status 0 only when serving.
+/// Prints SERVING or NOT_SERVING; exit status 0 only when serving, else 3 (unavailable).
 pub async fn run(
     connection: &ConnectionArgs,
     output: &Output,
     args: HealthArgs,
-) -> Result<ExitCode, CliError> {
+) -> Result<ExitStatus, CliError> {
     let client = connection.connect().await?;
     let response = client
         .health()
@@ -36,8 +34,8 @@ pub async fn run(
         serde_json::json!({ "service": args.service, "status": status.as_str_name() }),
     );
     Ok(if status == ServingStatus::Serving {
-        ExitCode::SUCCESS
+        ExitStatus::Ok
     } else {
-        ExitCode::from(super::EXIT_FAILURE)
+        ExitStatus::Unavailable
     })
 }

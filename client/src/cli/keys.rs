@@ -1,5 +1,6 @@
 //! `admissionctl keygen` and `admissionctl sign`: make an Ed25519 signing key with its key set
-//! entry, and issue an approval credential offline (SPEC §5).
+//! entry, and issue an approval credential offline (approval-credentials-v1, described in
+//! docs/reference.md). Both run without the service; their failures are usage errors.
 
 use std::{
     fs,
@@ -13,7 +14,9 @@ use admission_contract::{
     credential::{Claims, KeySet, KeyStatus, SigningKey, parse_time},
     spec::is_sha256_digest,
 };
-use serde_json::Value;
+use serde_json::{Value, json};
+
+use super::{CliError, ExitStatus, Output};
 
 /// `admissionctl keygen`: a new Ed25519 signing key, optionally added to a key set.
 #[derive(Clone, Debug, clap::Args)]
@@ -93,23 +96,32 @@ pub struct KeygenOutcome {
 }
 
 /// Runs `admissionctl keygen` and prints what it wrote.
-pub fn run_keygen(args: &KeygenArgs) -> Result<(), String> {
-    let outcome = keygen(args)?;
-    match &outcome.jwks_file {
-        Some(jwks) => println!(
+pub fn run_keygen(output: &Output, args: &KeygenArgs) -> Result<ExitStatus, CliError> {
+    let outcome = keygen(args).map_err(CliError::usage)?;
+    let text = match &outcome.jwks_file {
+        Some(jwks) => format!(
             "wrote signing key {} to {} (mode 0600) and added it to {} as active",
             outcome.kid,
             outcome.key_file.display(),
             jwks.display()
         ),
-        None => println!(
+        None => format!(
             "wrote signing key {} to {} (mode 0600); public key x = {}",
             outcome.kid,
             outcome.key_file.display(),
             outcome.public_x
         ),
-    }
-    Ok(())
+    };
+    output.print(
+        text,
+        json!({
+            "kid": outcome.kid,
+            "key_file": outcome.key_file.display().to_string(),
+            "jwks_file": outcome.jwks_file.map(|path| path.display().to_string()),
+            "x": outcome.public_x,
+        }),
+    );
+    Ok(ExitStatus::Ok)
 }
 
 /// Generates the key, writes it, and adds its public half to the key set.
@@ -144,14 +156,43 @@ pub fn keygen(args: &KeygenArgs) -> Result<KeygenOutcome, String> {
     })
 }
 
-/// Runs `admissionctl sign`: returns the credential for the caller to print.
+/// Runs `admissionctl sign` and prints the credential (with `--json`, an object with the
+/// credential and the claims a reviewer checks).
+pub fn print_sign(output: &Output, args: &SignArgs) -> Result<ExitStatus, CliError> {
+    let (claims, credential) = signed(args).map_err(CliError::usage)?;
+    let time = |t| humantime::format_rfc3339_seconds(t).to_string();
+    let environment = [&claims.org_id, &claims.project_id, &claims.environment_id];
+    output.print(
+        &credential,
+        json!({
+            "credential": credential,
+            "kid": claims.kid,
+            "approval_id": claims.approval_id,
+            "environment": environment.map(String::as_str).join("/"),
+            "spec_hash": claims.spec_hash,
+            "capabilities": claims.capabilities,
+            "issued_by": claims.issued_by,
+            "issued_at": time(claims.issued_at),
+            "expires_at": time(claims.expires_at),
+        }),
+    );
+    Ok(ExitStatus::Ok)
+}
+
+/// Signs the credential `sign` issues and returns it.
 pub fn run_sign(args: &SignArgs) -> Result<String, String> {
+    signed(args).map(|(_, credential)| credential)
+}
+
+/// The claims and the signed credential.
+fn signed(args: &SignArgs) -> Result<(Claims, String), String> {
     let pem = fs::read_to_string(&args.key)
         .map_err(|e| format!("cannot read signing key {}: {e}", args.key.display()))?;
     let key = SigningKey::from_pkcs8_pem(&args.kid, &pem)
         .map_err(|e| format!("cannot use {}: {e}", args.key.display()))?;
     let claims = sign_claims(args, SystemTime::now())?;
-    key.sign(&claims).map_err(|e| e.to_string())
+    let credential = key.sign(&claims).map_err(|e| e.to_string())?;
+    Ok((claims, credential))
 }
 
 /// The claims `sign` issues; `now` is the issue time unless `--issued-at` is given.

@@ -1,37 +1,48 @@
 //! `admissionctl`: the operator CLI. Each command group lives in its own file here; to add
 //! one, add a variant to [`Command`] and a match arm in [`run`].
+//!
+//! Every command ends with an [`ExitStatus`] (0 ok, 1 rejected, 2 usage, 3 unavailable) and,
+//! with `--json`, prints exactly one JSON object on stdout, failures included.
 
 pub mod admit;
 pub mod approvals;
 pub mod audit;
+pub mod completion;
+pub mod error;
 pub mod health;
 pub mod keys;
 pub mod output;
 pub mod spec;
 
-use std::{fmt, path::PathBuf, process::ExitCode, time::Duration};
+use std::{ffi::OsString, fmt, path::PathBuf, process::ExitCode, time::Duration};
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+
+pub use error::{CliError, ExitStatus};
 
 use crate::{AdmissionClient, Rejection, RetryEvent, RetryPolicy, retry::DEFAULT_MAX_ATTEMPTS};
 
 /// Operator CLI for the ByteOr admission service.
+///
+/// Exit status: 0 ok, 1 rejected, 2 usage or local input error, 3 service unavailable. The
+/// reasons, exit statuses and formats are described in docs/reference.md.
 #[derive(Debug, Parser)]
-#[command(name = "admissionctl", version, about)]
+#[command(name = "admissionctl", version)]
 pub struct Cli {
+    /// Print one JSON object on stdout instead of text, errors included.
+    #[arg(long, global = true)]
+    pub json: bool,
     /// How to reach the service.
     #[command(flatten)]
     pub connection: ConnectionArgs,
-    /// Print JSON instead of human-readable text.
-    #[arg(long, global = true)]
-    pub json: bool,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
 }
 
-/// Endpoint and mTLS files, from flags or the environment.
+/// Endpoint, mTLS files and call limits, from flags or the environment.
 #[derive(Clone, Debug, Args)]
+#[command(next_help_heading = "Connection")]
 pub struct ConnectionArgs {
     /// Service URL, e.g. https://localhost:50051.
     #[arg(long, global = true, env = "ADMISSION_ENDPOINT")]
@@ -45,6 +56,15 @@ pub struct ConnectionArgs {
     /// Client private key (PEM).
     #[arg(long, global = true, env = "ADMISSION_KEY")]
     pub key: Option<PathBuf>,
+    /// Deadline of connecting and of each call attempt, e.g. `10s`.
+    #[arg(
+        long,
+        global = true,
+        env = "ADMISSION_TIMEOUT",
+        default_value = "10s",
+        value_parser = humantime::parse_duration
+    )]
+    pub timeout: Duration,
     /// Attempts per call while the service is unavailable or overloaded (1: no retries).
     #[arg(long, global = true, env = "ADMISSION_MAX_ATTEMPTS", default_value_t = DEFAULT_MAX_ATTEMPTS)]
     pub max_attempts: u32,
@@ -62,9 +82,9 @@ pub struct ConnectionArgs {
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Check the service health (exit status 0 only when SERVING).
+    /// Check the service health (exit status 0 only when SERVING, 3 otherwise).
     Health(health::HealthArgs),
-    /// Print the spec hash of a spec_kv file (SPEC §4).
+    /// Print the spec hash of a spec_kv file (checked locally, no service needed).
     SpecHash(spec::SpecHashArgs),
     /// Generate an Ed25519 signing key (PKCS#8 PEM) and add it to a JWKS key set.
     Keygen(keys::KeygenArgs),
@@ -82,71 +102,8 @@ pub enum Command {
     /// List and verify the audit trail.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
-}
-
-/// A command failure: a one-line message and the exit status.
-#[derive(Debug)]
-pub struct CliError {
-    message: String,
-    status: u8,
-}
-
-/// Exit status for bad input: flags, files, specs.
-pub const EXIT_USAGE: u8 = 2;
-
-/// Exit status for a failed or refused call.
-pub const EXIT_FAILURE: u8 = 1;
-
-/// Runs the parsed command line and returns the process exit status.
-pub async fn run(cli: Cli) -> ExitCode {
-    let output = Output { json: cli.json };
-    let result = match cli.command {
-        Command::Health(args) => health::run(&cli.connection, &output, args).await,
-        Command::SpecHash(args) => spec::run(&output, args),
-        Command::Keygen(args) => keys::run_keygen(&args)
-            .map(|()| ExitCode::SUCCESS)
-            .map_err(CliError::usage),
-        Command::Sign(args) => keys::run_sign(&args)
-            .map(|credential| {
-                println!("{credential}");
-                ExitCode::SUCCESS
-            })
-            .map_err(CliError::usage),
-        Command::Deploy(command) => match cli.connection.connect().await {
-            Ok(client) => admit::run_deploy(&client, command, cli.json)
-                .await
-                .map_err(CliError::usage),
-            Err(error) => Err(error),
-        },
-        Command::Replay(command) => match cli.connection.connect().await {
-            Ok(client) => admit::run_replay(&client, command, cli.json)
-                .await
-                .map_err(CliError::usage),
-            Err(error) => Err(error),
-        },
-        Command::Approvals(command) => match cli.connection.connect().await {
-            Ok(client) => approvals::run(&client, command, cli.json)
-                .await
-                .map_err(CliError::usage),
-            Err(error) => Err(error),
-        },
-        Command::Audit(command) => match cli.connection.connect().await {
-            Ok(client) => audit::run(client.channel(), command, cli.json)
-                .await
-                .map_err(|error| match error {
-                    audit::AuditCliError::Usage(message) => CliError::usage(message),
-                    audit::AuditCliError::Rpc(status) => CliError::from_status(&status),
-                }),
-            Err(error) => Err(error),
-        },
-    };
-    match result {
-        Ok(status) => status,
-        Err(error) => {
-            eprintln!("admissionctl: {error}");
-            ExitCode::from(error.status)
-        }
-    }
+    /// Print a shell completion script: bash, zsh or fish.
+    Completion(completion::CompletionArgs),
 }
 
 /// Where results go: text or JSON on stdout.
@@ -154,6 +111,119 @@ pub async fn run(cli: Cli) -> ExitCode {
 pub struct Output {
     /// Whether to print JSON.
     pub json: bool,
+}
+
+/// The commands that never call the service; the connection options are left out of their
+/// help.
+const OFFLINE_COMMANDS: [&str; 4] = ["spec-hash", "keygen", "sign", "completion"];
+
+/// The argument ids of [`ConnectionArgs`].
+const CONNECTION_ARGS: [&str; 7] = [
+    "endpoint",
+    "ca",
+    "cert",
+    "key",
+    "timeout",
+    "max_attempts",
+    "retry_deadline",
+];
+
+/// The command line: [`Cli`] with the connection options hidden where they do not apply.
+pub fn command() -> clap::Command {
+    let command = Cli::command();
+    // A subcommand that defines an argument itself does not receive the global one of that
+    // id, so a hidden copy keeps the connection options out of the offline commands' help.
+    let hidden: Vec<clap::Arg> = command
+        .get_arguments()
+        .filter(|arg| CONNECTION_ARGS.contains(&arg.get_id().as_str()))
+        .map(|arg| arg.clone().hide(true))
+        .collect();
+    OFFLINE_COMMANDS.iter().fold(command, |command, name| {
+        command.mut_subcommand(name, |sub| {
+            let own: Vec<clap::Id> = sub.get_arguments().map(|a| a.get_id().clone()).collect();
+            let copies = hidden.iter().filter(|arg| !own.contains(arg.get_id()));
+            sub.args(copies.cloned())
+        })
+    })
+}
+
+/// Parses the command line. On a usage error it prints the error (one JSON object on stdout
+/// when `--json` is among the arguments) and returns the exit status to end with.
+pub fn parse(args: impl IntoIterator<Item = impl Into<OsString>>) -> Result<Cli, ExitCode> {
+    let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+    let error = match command()
+        .try_get_matches_from(&args)
+        .and_then(|matches| Cli::from_arg_matches(&matches))
+    {
+        Ok(cli) => return Ok(cli),
+        Err(error) => error,
+    };
+    let help = matches!(
+        error.kind(),
+        clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion
+    );
+    let json = args.iter().skip(1).any(|arg| arg == "--json");
+    if help || !json {
+        // Best effort: nothing else can be told if stdout or stderr is closed.
+        let _ = error.print();
+        return Err(ExitCode::from(if help {
+            0
+        } else {
+            ExitStatus::Usage.code()
+        }));
+    }
+    let message = match error.kind() {
+        clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            "a subcommand is missing; run with --help to list them".to_owned()
+        }
+        _ => {
+            let rendered = error.render().to_string();
+            let first = rendered.lines().next().unwrap_or_default();
+            first.strip_prefix("error: ").unwrap_or(first).to_owned()
+        }
+    };
+    println!("{}", CliError::usage(message).to_json());
+    Err(ExitStatus::Usage.into())
+}
+
+/// Runs the parsed command line and returns the process exit status.
+pub async fn run(cli: Cli) -> ExitCode {
+    let output = Output { json: cli.json };
+    let admission = matches!(
+        cli.command,
+        Command::Deploy(admit::DeployCommand::Admit(_))
+            | Command::Replay(admit::ReplayCommand::Admit(_))
+    );
+    let result = match cli.command {
+        Command::Health(args) => health::run(&cli.connection, &output, args).await,
+        Command::SpecHash(args) => spec::run(&output, args),
+        Command::Keygen(args) => keys::run_keygen(&output, &args),
+        Command::Sign(args) => keys::print_sign(&output, &args),
+        Command::Completion(args) => completion::run(&output, args),
+        Command::Deploy(command) => match cli.connection.connect().await {
+            Ok(client) => admit::run_deploy(&client, command, &output).await,
+            Err(error) => Err(error),
+        },
+        Command::Replay(command) => match cli.connection.connect().await {
+            Ok(client) => admit::run_replay(&client, command, &output).await,
+            Err(error) => Err(error),
+        },
+        Command::Approvals(command) => match cli.connection.connect().await {
+            Ok(client) => approvals::run(&client, command, &output).await,
+            Err(error) => Err(error),
+        },
+        Command::Audit(command) => match cli.connection.connect().await {
+            Ok(client) => audit::run(client.channel(), command, &output).await,
+            Err(error) => Err(error),
+        },
+    };
+    match result {
+        Ok(status) => status.into(),
+        Err(error) => {
+            output.failure(&error, admission);
+            error.exit_status().into()
+        }
+    }
 }
 
 // === impl Output ===
@@ -166,6 +236,20 @@ impl Output {
         } else {
             println!("{text}");
         }
+    }
+
+    /// Prints a failure: its JSON object on stdout, or its text on stderr. An admission's
+    /// object also says `"admitted": false`.
+    pub fn failure(&self, error: &CliError, admission: bool) {
+        if !self.json {
+            eprintln!("{}", error.to_text());
+            return;
+        }
+        let mut value = error.to_json();
+        if let (true, Some(object)) = (admission, value.as_object_mut()) {
+            object.insert("admitted".to_owned(), serde_json::Value::Bool(false));
+        }
+        println!("{value}");
     }
 }
 
@@ -190,18 +274,47 @@ impl ConnectionArgs {
         let policy = RetryPolicy::default()
             .with_max_attempts(max_attempts)
             .with_deadline(self.retry_deadline)
+            .with_attempt_timeout(self.timeout)
             .on_retry(move |event| eprintln!("{}", retry_notice(event, max_attempts)));
         AdmissionClient::builder()
             .endpoint(endpoint)
             .ca_file(ca)
             .identity_files(cert, key)
+            .connect_timeout(self.timeout)
+            .request_timeout(self.timeout)
             .retry_policy(policy)
             .connect()
             .await
-            .map_err(|error| match error {
-                crate::ClientError::Connect { .. } => CliError::failure(error_chain(&error)),
-                other => CliError::usage(error_chain(&other)),
+            .map_err(|error| self.explain(error))
+    }
+
+    /// The error as the CLI reports it, naming the flag to fix when the handshake failed.
+    fn explain(&self, error: crate::ClientError) -> CliError {
+        let cause = error::error_chain(&error);
+        let hint = if cause.contains("UnknownIssuer") || cause.contains("invalid peer certificate")
+        {
+            self.ca.as_ref().map(|ca| {
+                format!(
+                    "; the server certificate does not chain to --ca {}",
+                    ca.display()
+                )
             })
+        } else if cause.contains("alert") || cause.contains("certificate required") {
+            self.cert.as_ref().map(|cert| {
+                format!(
+                    "; the service refused the client certificate {}",
+                    cert.display()
+                )
+            })
+        } else {
+            None
+        };
+        match (CliError::from(error), hint) {
+            (CliError::Unavailable { code, message }, Some(hint)) => {
+                CliError::unavailable(code, format!("{message}{hint}"))
+            }
+            (error, _) => error,
+        }
     }
 }
 
@@ -218,75 +331,14 @@ fn retry_notice(event: &RetryEvent, max_attempts: u32) -> String {
     )
 }
 
-// === impl CliError ===
-
-impl CliError {
-    /// Bad input (exit status 2).
-    pub fn usage(message: impl fmt::Display) -> Self {
-        Self {
-            message: one_line(message),
-            status: EXIT_USAGE,
-        }
-    }
-
-    /// A failed or refused call (exit status 1).
-    pub fn failure(message: impl fmt::Display) -> Self {
-        Self {
-            message: one_line(message),
-            status: EXIT_FAILURE,
-        }
-    }
-
-    /// A failed call, with the typed rejection when the status carries one.
-    pub fn from_status(status: &tonic::Status) -> Self {
-        match crate::Rejection::from_status(status) {
-            Some(rejection) => Self::failure(rejection),
-            None => Self::failure(format_args!("{:?}: {}", status.code(), status.message())),
-        }
-    }
-}
-
-impl fmt::Display for CliError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for CliError {}
-
-/// The error and its sources, e.g. `cannot connect to …: transport error: connection refused`.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.ends_with(&cause_text) {
-            text = format!("{text}: {cause_text}");
-        }
-        source = cause.source();
-    }
-    text
-}
-
-fn one_line(message: impl fmt::Display) -> String {
-    let text = message.to_string();
-    // Transport errors nest their causes; the chain reads better on one line.
-    text.split('\n')
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect::<Vec<_>>()
-        .join(": ")
-}
-
 #[cfg(test)]
 mod tests {
-    use clap::CommandFactory;
-
     use super::*;
 
     #[test]
     fn command_line_is_well_formed() {
         Cli::command().debug_assert();
+        command().debug_assert();
     }
 
     #[test]
@@ -308,6 +360,63 @@ mod tests {
         .unwrap();
         assert_eq!(cli.connection.max_attempts, 1);
         assert_eq!(cli.connection.retry_deadline, Duration::from_secs(120));
+    }
+
+    #[test]
+    fn connection_options_are_global_and_hidden_from_offline_commands() {
+        let cli = parse(["admissionctl", "health", "--timeout", "2s", "--json"]).unwrap();
+        assert_eq!(cli.connection.timeout, Duration::from_secs(2));
+        assert!(cli.json);
+        let sign = [
+            "admissionctl",
+            "sign",
+            "--signing-key",
+            "s.key",
+            "--kid",
+            "k",
+            "--org",
+            "o",
+            "--project",
+            "p",
+            "--env",
+            "e",
+            "--posture",
+            "dev",
+            "--spec-hash",
+            "sha256:00",
+            "--capability",
+            "deploy",
+            "--issued-by",
+            "bob",
+            "--approval-id",
+            "apr_1",
+            "--json",
+        ];
+        assert!(matches!(parse(sign).unwrap().command, Command::Sign(_)));
+        let mut command = command();
+        // Checks every subcommand's definition, as parsing it would.
+        command.build();
+        let top = command.render_help().to_string();
+        assert!(
+            top.contains("Connection:") && top.contains("--endpoint"),
+            "{top}"
+        );
+        for name in OFFLINE_COMMANDS {
+            let help = command
+                .find_subcommand_mut(name)
+                .unwrap()
+                .render_help()
+                .to_string();
+            assert!(!help.contains("--endpoint"), "{name}: {help}");
+            assert!(help.contains("--json"), "{name}: {help}");
+        }
+        let deploy = command.find_subcommand_mut("deploy").unwrap();
+        let admit = deploy.find_subcommand_mut("admit").unwrap();
+        let help = admit.render_help().to_string();
+        assert!(
+            help.contains("--endpoint") && help.contains("--timeout"),
+            "{help}"
+        );
     }
 
     #[test]

@@ -1,61 +1,12 @@
 //! Shared printing for admissionctl: human-readable by default, `--json` for scripts.
 
-use std::process::ExitCode;
-
 use serde_json::{Value, json};
 
-use admission_contract::reason::code_name;
-
-use crate::{AdmitError, pb};
+use crate::pb;
 
 /// Prints a JSON value on one line.
 pub fn print_json(value: &Value) {
     println!("{value}");
-}
-
-/// Prints a failed call (typed rejection or transport error); exit status 1.
-pub fn print_error(error: &AdmitError, json: bool) -> ExitCode {
-    match error {
-        AdmitError::Rejected(rejection) => {
-            if json {
-                print_json(&json!({
-                    "admitted": false,
-                    "reason": rejection.reason.as_str(),
-                    "code": code_name(rejection.code),
-                    "message": rejection.message,
-                    "decision_id": rejection.decision_id,
-                    "metadata": rejection.metadata,
-                }));
-            } else {
-                println!(
-                    "REJECTED {} ({})",
-                    rejection.reason.as_str(),
-                    code_name(rejection.code)
-                );
-                println!("  {}", rejection.message);
-                if let Some(decision_id) = &rejection.decision_id {
-                    println!("  decision_id: {decision_id}");
-                }
-                let mut metadata: Vec<_> = rejection
-                    .metadata
-                    .iter()
-                    .filter(|(k, _)| k.as_str() != "decision_id")
-                    .collect();
-                metadata.sort();
-                for (key, value) in metadata {
-                    println!("  {key}: {value}");
-                }
-            }
-        }
-        AdmitError::Call(status) => {
-            if json {
-                print_json(&json!({"error": status.message(), "code": code_name(status.code())}));
-            } else {
-                eprintln!("error: {}: {}", code_name(status.code()), status.message());
-            }
-        }
-    }
-    ExitCode::from(1)
 }
 
 /// `ACTION_DEPLOY` → `deploy`.

@@ -1,10 +1,10 @@
 //! `admissionctl spec-hash`.
 
-use std::{path::PathBuf, process::ExitCode};
+use std::path::PathBuf;
 
 use clap::Args;
 
-use super::{CliError, Output};
+use super::{CliError, ExitStatus, Output};
 use crate::SpecHash;
 
 /// Arguments of `spec-hash`.
@@ -14,8 +14,9 @@ pub struct SpecHashArgs {
     pub file: PathBuf,
 }
 
-/// Validates the spec (SPEC §4) and prints `sha256:…`, the same as `sha256sum FILE`.
-pub fn run(output: &Output, args: SpecHashArgs) -> Result<ExitCode, CliError> {
+/// Checks that the file is a canonical spec and prints `sha256:…`, the same as
+/// `sha256sum FILE`; a file that is not is a usage error (exit status 2).
+pub fn run(output: &Output, args: SpecHashArgs) -> Result<ExitStatus, CliError> {
     let file = args.file.display();
     let bytes = std::fs::read(&args.file)
         .map_err(|e| CliError::usage(format_args!("cannot read {file}: {e}")))?;
@@ -25,5 +26,5 @@ pub fn run(output: &Output, args: SpecHashArgs) -> Result<ExitCode, CliError> {
         &hash,
         serde_json::json!({ "file": file.to_string(), "spec_hash": hash.as_str() }),
     );
-    Ok(ExitCode::SUCCESS)
+    Ok(ExitStatus::Ok)
 }
