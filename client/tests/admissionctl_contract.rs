@@ -13,12 +13,15 @@ use std::{
     collections::HashMap,
     net::TcpListener,
     path::{Path, PathBuf},
-    process::Stdio,
     time::{Duration, Instant},
 };
 
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, BufReader};
+
+#[path = "../../tests/common/mod.rs"]
+mod common;
+
+use common::dev::{dev_command, free_port, server_binary_beside, spawn_until_served};
 
 const ADMISSIONCTL: &str = env!("CARGO_BIN_EXE_admissionctl");
 const ACTION_SCRIPT: &str = concat!(
@@ -898,34 +901,15 @@ impl Dev {
     async fn start() -> Self {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("dev");
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut server = tokio::process::Command::new(server_binary())
-            .arg("dev")
-            .arg("--dir")
-            .arg(&dir)
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if line.contains("--endpoint") {
-                return Self {
-                    tmp,
-                    dir,
-                    endpoint: format!("https://localhost:{port}"),
-                    _server: server,
-                };
-            }
+        let port = free_port();
+        let server = server_binary_beside(Path::new(ADMISSIONCTL));
+        let (server, _printed) = spawn_until_served(&mut dev_command(&server, &dir, port)).await;
+        Self {
+            tmp,
+            dir,
+            endpoint: format!("https://localhost:{port}"),
+            _server: server,
         }
-        panic!("admission-server dev exited before printing its instructions");
     }
 
     /// A file of the dev environment, as a string.
@@ -990,12 +974,7 @@ async fn ctl(env: &HashMap<String, String>, args: &[&str]) -> Run {
 
 /// `https://localhost:PORT` where nothing listens.
 fn closed_endpoint() -> String {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    format!("https://localhost:{port}")
+    format!("https://localhost:{}", free_port())
 }
 
 /// A CA certificate the dev server's certificate does not chain to.
@@ -1017,17 +996,4 @@ fn write(dir: &Path, name: &str, contents: &str) -> String {
     let path = dir.join(name);
     std::fs::write(&path, contents).unwrap();
     path.to_str().unwrap().to_owned()
-}
-
-/// `admission-server`, next to `admissionctl` in the same target directory.
-fn server_binary() -> PathBuf {
-    let name = format!("admission-server{}", std::env::consts::EXE_SUFFIX);
-    let path = Path::new(ADMISSIONCTL).with_file_name(name);
-    assert!(
-        path.exists(),
-        "{} is not built: run `cargo build -p admission-server` (a `cargo test --workspace` \
-         builds it)",
-        path.display()
-    );
-    path
 }

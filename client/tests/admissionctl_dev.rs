@@ -11,13 +11,9 @@
 #[path = "../../tests/common/mod.rs"]
 mod common;
 
-use std::{
-    collections::HashMap,
-    path::{Path, PathBuf},
-    process::Output,
-};
+use std::{collections::HashMap, path::Path, process::Output};
 
-use common::dev::{dev_command, free_port, spawn_until_served};
+use common::dev::{dev_command, free_port, server_binary_beside, spawn_until_served};
 
 const ADMISSIONCTL: &str = env!("CARGO_BIN_EXE_admissionctl");
 
@@ -344,24 +340,11 @@ fn identity_line(printed: &str, marker: &str) -> HashMap<String, String> {
     found
 }
 
-/// `admission-server`, next to `admissionctl` in the same target directory.
-fn server_binary() -> PathBuf {
-    let ctl = Path::new(ADMISSIONCTL);
-    let name = format!("admission-server{}", std::env::consts::EXE_SUFFIX);
-    let path = ctl.with_file_name(name);
-    assert!(
-        path.exists(),
-        "{} is not built: run `cargo build -p admission-server` (a `cargo test --workspace` \
-         builds it)",
-        path.display()
-    );
-    path
-}
-
 /// Starts `admission-server dev` on a free loopback port and returns it with everything it
 /// printed up to its last instruction line (printed once the listener is bound).
 async fn start_dev(dir: &Path) -> (tokio::process::Child, String) {
-    spawn_until_served(&mut dev_command(&server_binary(), dir, free_port())).await
+    let server = server_binary_beside(Path::new(ADMISSIONCTL));
+    spawn_until_served(&mut dev_command(&server, dir, free_port())).await
 }
 
 /// The `NAME=value` pairs of the printed `export …` line.

@@ -1,7 +1,10 @@
 //! `admission-server dev` as a child process on a loopback port, and clients presenting the
 //! identities it generates.
 
-use std::{path::Path, process::Stdio};
+use std::{
+    path::{Path, PathBuf},
+    process::Stdio,
+};
 
 use admission_client::AdmissionClient;
 use tokio::{
@@ -16,6 +19,20 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// `admission-server` in the same target directory as `admissionctl` (a client test's
+/// `CARGO_BIN_EXE_admissionctl`; a `cargo test --workspace` builds both).
+pub fn server_binary_beside(admissionctl: &Path) -> PathBuf {
+    let name = format!("admission-server{}", std::env::consts::EXE_SUFFIX);
+    let path = admissionctl.with_file_name(name);
+    assert!(
+        path.exists(),
+        "{} is not built: run `cargo build -p admission-server` (a `cargo test --workspace` \
+         builds it)",
+        path.display()
+    );
+    path
 }
 
 /// `<server_bin> dev --dir <dir> --listen 127.0.0.1:<port>` with `RUST_LOG=warn`, its stdout
