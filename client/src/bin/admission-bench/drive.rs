@@ -1,0 +1,164 @@
+//! The load shapes: a closed loop of workers, or an open loop sending on a fixed schedule.
+//! Both spread calls over the same connections, round robin.
+
+use std::{
+    ops::Range,
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use tokio::{sync::Semaphore, task::JoinSet};
+
+use crate::{
+    BenchError,
+    tally::Tally,
+    workload::{Calls, Connection},
+};
+
+/// What one run of a load shape measured.
+#[derive(Debug)]
+pub struct Driven {
+    /// Latencies and answers.
+    pub tally: Tally,
+    /// From the first call sent to the last one answered.
+    pub elapsed: Duration,
+    /// Why it stopped sending.
+    pub stopped_by: StopReason,
+}
+
+/// Why a phase stopped sending calls.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    /// Its duration was up.
+    Duration,
+    /// It made its last allowed call.
+    MaxCalls,
+}
+
+// === impl StopReason ===
+
+impl StopReason {
+    /// The name in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            StopReason::Duration => "duration",
+            StopReason::MaxCalls => "max_calls",
+        }
+    }
+}
+
+/// Calls `indices` of `calls` from `concurrency` workers, each sending its next call when its
+/// last one is answered, until the indices or `duration` run out. Latency is send to answer.
+pub async fn closed_loop(
+    connections: &[Connection],
+    calls: Arc<Calls>,
+    indices: Range<u64>,
+    concurrency: usize,
+    duration: Duration,
+) -> Result<Driven, BenchError> {
+    let tally = Arc::new(Mutex::new(Tally::new()));
+    let next = Arc::new(AtomicU64::new(indices.start));
+    let started = Instant::now();
+    let deadline = started + duration;
+    let mut workers = JoinSet::new();
+    for connection in connections.iter().cycle().take(concurrency) {
+        let (connection, calls) = (connection.clone(), calls.clone());
+        let (next, tally, end) = (next.clone(), tally.clone(), indices.end);
+        workers.spawn(async move {
+            loop {
+                let index = next.fetch_add(1, Ordering::Relaxed);
+                if index >= end || Instant::now() >= deadline {
+                    return;
+                }
+                let call = calls.call(index);
+                let sent = Instant::now();
+                let outcome = call.send(&connection).await;
+                let latency = sent.elapsed();
+                lock(&tally).record(latency, outcome);
+            }
+        });
+    }
+    while let Some(joined) = workers.join_next().await {
+        joined?;
+    }
+    let elapsed = started.elapsed();
+    let stopped_by = if next.load(Ordering::Relaxed) >= indices.end {
+        StopReason::MaxCalls
+    } else {
+        StopReason::Duration
+    };
+    let tally = lock(&tally).clone();
+    Ok(Driven {
+        tally,
+        elapsed,
+        stopped_by,
+    })
+}
+
+/// Sends calls `indices` of `calls` at `rate` per second on a fixed schedule, whatever the
+/// answers, with at most `max_in_flight` outstanding, until the indices or `duration` run out.
+///
+/// Latency runs from when a call was due, not when it was sent: a call held back by the
+/// in-flight cap or a late timer counts its wait (no coordinated omission).
+pub async fn open_loop(
+    connections: &[Connection],
+    calls: Arc<Calls>,
+    indices: Range<u64>,
+    rate: f64,
+    max_in_flight: usize,
+    duration: Duration,
+) -> Result<Driven, BenchError> {
+    let permits = Arc::new(Semaphore::new(max_in_flight));
+    let mut tally = Tally::new();
+    let mut in_flight = JoinSet::new();
+    let started = Instant::now();
+    let deadline = started + duration;
+    let mut connection = connections.iter().cycle();
+    let mut sent = 0u64;
+    let stopped_by = loop {
+        let due = started + Duration::from_secs_f64(sent as f64 / rate);
+        if due >= deadline {
+            break StopReason::Duration;
+        }
+        let index = indices.start + sent;
+        if index >= indices.end {
+            break StopReason::MaxCalls;
+        }
+        tokio::time::sleep_until(due.into()).await;
+        // The semaphore is never closed, so acquiring only waits.
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            break StopReason::Duration;
+        };
+        let Some(connection) = connection.next().cloned() else {
+            return Err(BenchError::usage("no connection to send on"));
+        };
+        let call = calls.call(index);
+        in_flight.spawn(async move {
+            let outcome = call.send(&connection).await;
+            drop(permit);
+            (due.elapsed(), outcome)
+        });
+        sent += 1;
+        while let Some(done) = in_flight.try_join_next() {
+            let (latency, outcome) = done?;
+            tally.record(latency, outcome);
+        }
+    };
+    while let Some(done) = in_flight.join_next().await {
+        let (latency, outcome) = done?;
+        tally.record(latency, outcome);
+    }
+    Ok(Driven {
+        tally,
+        elapsed: started.elapsed(),
+        stopped_by,
+    })
+}
+
+/// The tally, even if a worker panicked while holding it (its counts so far are still right).
+fn lock(tally: &Mutex<Tally>) -> std::sync::MutexGuard<'_, Tally> {
+    tally.lock().unwrap_or_else(PoisonError::into_inner)
+}
