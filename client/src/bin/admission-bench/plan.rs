@@ -112,8 +112,8 @@ pub struct BenchArgs {
     /// Time each measured phase runs for, at most (e.g. `10s`, `2m`).
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub duration: Duration,
-    /// Most calls per measured phase.
-    #[arg(long, default_value_t = 20_000)]
+    /// Most calls per measured phase; `admit-prod` signs this many fresh credentials first.
+    #[arg(long, default_value_t = 100_000)]
     pub max_calls: u64,
     /// Unmeasured calls per phase before the clock starts.
     #[arg(long, default_value_t = 20)]
