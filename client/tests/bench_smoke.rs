@@ -68,6 +68,7 @@ async fn bench_reports_sane_figures_against_the_dev_server() {
         assert_eq!(phase["calls"], 100, "{phase:#}");
         assert_eq!(phase["ok"], 100, "every call answered OK: {phase:#}");
         assert_eq!(phase["stopped_by"], "max_calls", "{phase:#}");
+        assert!(phase["send_lag_us"].is_null(), "closed loop: {phase:#}");
         assert!(phase["calls_per_s"].as_f64().unwrap() > 0.0, "{phase:#}");
         assert!(
             phase["latency_us"]["p50"].as_f64().unwrap() > 0.0,
@@ -99,6 +100,7 @@ async fn bench_reports_sane_figures_against_the_dev_server() {
         assert!((60..=80).contains(&calls), "{phase:#}");
         assert_eq!(phase["ok"], calls, "{phase:#}");
         assert_eq!(phase["stopped_by"], "duration", "{phase:#}");
+        assert!(phase["send_lag_us"]["p50"].is_f64(), "{phase:#}");
     }
     server.kill().await.unwrap();
 }

@@ -10,11 +10,12 @@ use std::{
     time::{Duration, Instant},
 };
 
+use hdrhistogram::Histogram;
 use tokio::{sync::Semaphore, task::JoinSet};
 
 use crate::{
     BenchError,
-    tally::Tally,
+    tally::{self, Tally},
     workload::{Calls, Connection},
 };
 
@@ -27,6 +28,9 @@ pub struct Driven {
     pub elapsed: Duration,
     /// Why it stopped sending.
     pub stopped_by: StopReason,
+    /// Open loop: how late each call was sent after it was due (timer granularity, the
+    /// in-flight cap, the bench waiting for a core), in nanoseconds. Part of every latency.
+    pub send_lag: Option<Histogram<u64>>,
 }
 
 /// Why a phase stopped sending calls.
@@ -95,6 +99,7 @@ pub async fn closed_loop(
         tally,
         elapsed,
         stopped_by,
+        send_lag: None,
     })
 }
 
@@ -113,6 +118,7 @@ pub async fn open_loop(
 ) -> Result<Driven, BenchError> {
     let permits = Arc::new(Semaphore::new(max_in_flight));
     let mut tally = Tally::new();
+    let mut send_lag = tally::latency_histogram();
     let mut in_flight = JoinSet::new();
     let started = Instant::now();
     let deadline = started + duration;
@@ -136,6 +142,7 @@ pub async fn open_loop(
             return Err(BenchError::usage("no connection to send on"));
         };
         let call = calls.call(index);
+        send_lag.saturating_record(tally::nanos(due.elapsed()));
         in_flight.spawn(async move {
             let outcome = call.send(&connection).await;
             drop(permit);
@@ -155,6 +162,7 @@ pub async fn open_loop(
         tally,
         elapsed: started.elapsed(),
         stopped_by,
+        send_lag: Some(send_lag),
     })
 }
 

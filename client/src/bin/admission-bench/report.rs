@@ -97,8 +97,11 @@ pub struct PhaseReport {
     pub calls_per_s: f64,
     /// `duration` or `max_calls`.
     pub stopped_by: &'static str,
-    /// Latency percentiles, microseconds.
+    /// Latency percentiles, microseconds (open loop: from when each call was due).
     pub latency_us: LatencyReport,
+    /// Open loop: how late calls were sent after they were due, microseconds; a large lag
+    /// means the bench, not the server, was behind.
+    pub send_lag_us: Option<LatencyReport>,
     /// Answers by code and reason.
     pub outcomes: Vec<OutcomeCount>,
     /// Server CPU time over the phase, when its pid was given.
@@ -219,6 +222,22 @@ impl Report {
                 "  {:<11} {}\n",
                 phase.workload,
                 answers.join(", ")
+            ));
+        }
+        let lags: Vec<_> = self
+            .phases
+            .iter()
+            .filter_map(|phase| Some((phase.workload, phase.send_lag_us?)))
+            .collect();
+        if !lags.is_empty() {
+            out.push_str("\nsend lag (after the call was due; part of its latency):\n");
+        }
+        for (workload, lag) in lags {
+            out.push_str(&format!(
+                "  {workload:<11} p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms\n",
+                lag.p50 / 1e3,
+                lag.p99 / 1e3,
+                lag.max / 1e3
             ));
         }
         out
@@ -350,6 +369,11 @@ impl PhaseReport {
             calls_per_s: per_second(calls, phase.driven.elapsed),
             stopped_by: phase.driven.stopped_by.name(),
             latency_us: LatencyReport::from(tally.percentiles()),
+            send_lag_us: phase
+                .driven
+                .send_lag
+                .as_ref()
+                .map(|lag| LatencyReport::from(Percentiles::of(lag))),
             outcomes: tally
                 .outcomes()
                 .iter()
