@@ -19,6 +19,9 @@ use crate::{
     workload::{Calls, Connection},
 };
 
+/// Resolution of the runtime's timer.
+const TIMER_TICK: Duration = Duration::from_millis(1);
+
 /// What one run of a load shape measured.
 #[derive(Debug)]
 pub struct Driven {
@@ -107,7 +110,8 @@ pub async fn closed_loop(
 /// answers, with at most `max_in_flight` outstanding, until the indices or `duration` run out.
 ///
 /// Latency runs from when a call was due, not when it was sent: a call held back by the
-/// in-flight cap or a late timer counts its wait (no coordinated omission).
+/// in-flight cap or a late timer counts its wait (no coordinated omission). Calls may leave up
+/// to one timer tick early; those count from when they were sent.
 pub async fn open_loop(
     connections: &[Connection],
     calls: Arc<Calls>,
@@ -133,7 +137,10 @@ pub async fn open_loop(
         if index >= indices.end {
             break StopReason::MaxCalls;
         }
-        tokio::time::sleep_until(due.into()).await;
+        // The timer fires on the first millisecond tick at or after its deadline; aiming one
+        // tick early puts sends near their due time instead of up to a tick late.
+        let wake = due.checked_sub(TIMER_TICK).unwrap_or(due);
+        tokio::time::sleep_until(wake.into()).await;
         // The semaphore is never closed, so acquiring only waits.
         let Ok(permit) = permits.clone().acquire_owned().await else {
             break StopReason::Duration;
@@ -142,11 +149,14 @@ pub async fn open_loop(
             return Err(BenchError::usage("no connection to send on"));
         };
         let call = calls.call(index);
-        send_lag.saturating_record(tally::nanos(due.elapsed()));
+        let now = Instant::now();
+        send_lag.saturating_record(tally::nanos(now.saturating_duration_since(due)));
+        // Late: latency counts from the due time. Early (by under a tick): from the send.
+        let origin = now.min(due);
         in_flight.spawn(async move {
             let outcome = call.send(&connection).await;
             drop(permit);
-            (due.elapsed(), outcome)
+            (origin.elapsed(), outcome)
         });
         sent += 1;
         while let Some(done) = in_flight.try_join_next() {
