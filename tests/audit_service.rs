@@ -14,8 +14,8 @@ use std::{
 
 use admission_client::{AdmissionClient, AdmitError, Reason, Rejection, pb};
 use admission_server::{
-    audit::{Append, AuditStore, ListFilter, NewEntry, Scope, StoreOptions},
-    config::Config,
+    runtime::config::Config,
+    store::{Append, AuditStore, ListFilter, NewEntry, Scope, StoreOptions},
 };
 use common::{AUDITOR, DEFAULT_ROLES, NOBODY, ORCHESTRATOR, Pki, REVIEWER, TestServer};
 use sqlx::Connection;

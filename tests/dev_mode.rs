@@ -5,9 +5,9 @@ mod common;
 
 use admission_client::{AdmissionClient, pb};
 use admission_server::{
-    config::Config,
-    dev,
-    serve::{self, AppState},
+    runtime::config::Config,
+    runtime::dev,
+    runtime::serve::{self, AppState},
 };
 use tokio::net::TcpListener;
 use tonic::Code;

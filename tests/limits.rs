@@ -10,7 +10,7 @@ mod raw_h2;
 use std::{net::SocketAddr, time::Duration};
 
 use admission_contract::ERROR_DOMAIN;
-use admission_server::{config::Config, tls::Identity};
+use admission_server::{identity::tls::Identity, runtime::config::Config};
 use bytes::Bytes;
 use common::{DEFAULT_ROLES, NOBODY, ORCHESTRATOR, Pki, TestServer, write_config};
 use raw_h2::{OpenCall, RawH2, grpc_status};

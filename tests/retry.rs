@@ -12,7 +12,7 @@ use std::time::Duration;
 use admission_client::{
     AdmissionClient, AdmitError, Reason, Rejection, RetryEvent, RetryPolicy, pb,
 };
-use admission_server::config::Config;
+use admission_server::runtime::config::Config;
 use common::{
     AUDITOR, DEFAULT_ROLES, ORCHESTRATOR, Pki, REVIEWER, TestServer,
     store::{Backend, PgDatabase, StoreLock},

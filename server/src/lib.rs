@@ -1,21 +1,13 @@
 //! The ByteOr admission service.
 //!
-//! Modules follow the request path: `tls` accepts mTLS connections and names the caller,
-//! `roles` authorizes it, `grpc` adapts the wire types, `decision` runs the SPEC §7 order using
-//! `policy` and `credential`, and `audit` makes every decision durable before it is answered.
+//! Dependencies point one way: `runtime` wires `grpc`, `identity` and `store` together;
+//! `grpc` adapts the wire to `app`, `app` runs the use cases over `store`, and every layer
+//! uses `domain`, which depends on nothing else in the crate.
 #![forbid(unsafe_code)]
 
-pub mod approvals;
-pub mod audit;
-pub mod call_limits;
-pub mod config;
-pub mod credential;
-pub mod decision;
-pub mod dev;
+pub mod app;
+pub mod domain;
 pub mod grpc;
-pub mod policy;
-pub mod rejection;
-pub mod roles;
-pub mod serve;
-pub mod telemetry;
-pub mod tls;
+pub mod identity;
+pub mod runtime;
+pub mod store;

@@ -10,10 +10,11 @@ use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime};
 
 use admission_contract::{Reason, pb};
-use admission_server::audit::chain::GENESIS_HASH;
-use admission_server::audit::{
+use admission_server::app::audit as service;
+use admission_server::store::chain::GENESIS_HASH;
+use admission_server::store::{
     Append, Appended, ApprovalRow, ApprovalUse, ApprovalWrite, AuditEntry, AuditStore, ListFilter,
-    Receipt, RefusalRecord, StoreError, StoreOptions, UseRefusal, service,
+    Receipt, RefusalRecord, StoreError, StoreOptions, UseRefusal,
 };
 use common::{TestDb, entry, key, plain, prod, scope};
 

@@ -11,7 +11,7 @@ use std::{net::SocketAddr, path::Path, process::Stdio, time::SystemTime};
 
 use admission_client::{AdmissionClient, pb};
 use admission_contract::SpecHash;
-use admission_server::config::Limits;
+use admission_server::runtime::config::Limits;
 use bytes::Bytes;
 use raw_h2::{OpenCall, RawH2};
 use rcgen::{

@@ -13,8 +13,8 @@ use std::{
 use admission_client::{AdmissionClient, AdmissionClientBuilder};
 use admission_contract::credential::{Jwk, KeyStatus, SigningKey};
 use admission_server::{
-    config::Config,
-    serve::{self, AppState, ServeError},
+    runtime::config::Config,
+    runtime::serve::{self, AppState, ServeError},
 };
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateRevocationListParams, CertifiedIssuer, DnType,

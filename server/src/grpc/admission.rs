@@ -12,13 +12,11 @@ use tonic::{Request, Response, Status};
 use tracing::{Instrument as _, Span, field::Empty};
 
 use crate::{
-    decision::{
-        Engine,
-        request::{AdmissionRequest, EnvironmentKey, Invalid, RequestLimits},
-    },
-    rejection::Rejection,
-    telemetry::DecisionMetrics,
-    tls::caller,
+    app::admission::Engine,
+    domain::rejection::Rejection,
+    domain::request::{AdmissionRequest, EnvironmentKey, Invalid, RequestLimits},
+    identity::tls::caller,
+    runtime::telemetry::DecisionMetrics,
 };
 
 /// The `DeployAdmission` service.

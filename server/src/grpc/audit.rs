@@ -1,4 +1,4 @@
-//! `Audit`: auditor-only reads of the trail, adapted to [`crate::audit::service`].
+//! `Audit`: auditor-only reads of the trail, adapted to [`crate::app::audit`].
 
 use std::sync::Arc;
 
@@ -7,10 +7,11 @@ use tonic::{Request, Response, Status};
 
 use super::{Rpc, authorize_rpc};
 use crate::{
-    audit::{AuditStore, service},
-    decision::request::{FieldCheck, RequestLimits},
-    rejection::Rejection,
-    roles::RoleBindings,
+    app::audit as service,
+    domain::rejection::Rejection,
+    domain::request::{FieldCheck, RequestLimits},
+    identity::roles::RoleBindings,
+    store::AuditStore,
 };
 
 /// The `Audit` service.

@@ -26,7 +26,7 @@ use tonic::{body::Body, server::NamedService};
 use tower::Service;
 
 use super::Rpc;
-use crate::{decision::Engine, rejection::Rejection, tls::caller_of};
+use crate::{app::admission::Engine, domain::rejection::Rejection, identity::tls::caller_of};
 
 /// Length of a gRPC message prefix: one flag byte and a four-byte big-endian length.
 const PREFIX_LEN: usize = 5;

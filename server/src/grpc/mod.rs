@@ -16,9 +16,9 @@ use tonic::service::Routes;
 use tonic_health::{pb::health_server::HealthServer, server::HealthService};
 
 use crate::{
-    roles::{Role, RoleBindings},
-    serve::AppState,
-    tls::{Caller, caller},
+    identity::roles::{Role, RoleBindings},
+    identity::tls::{Caller, caller},
+    runtime::serve::AppState,
 };
 
 pub use self::{

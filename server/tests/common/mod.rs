@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use admission_server::audit::{Append, AuditStore, IdempotencyKey, NewEntry, Scope, StoreOptions};
+use admission_server::store::{Append, AuditStore, IdempotencyKey, NewEntry, Scope, StoreOptions};
 use sqlx::Connection;
 
 /// The environment variable naming an administrative PostgreSQL URL.

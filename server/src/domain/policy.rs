@@ -16,7 +16,7 @@ use admission_contract::{
 };
 use serde::Deserialize;
 
-use crate::rejection::Rejection;
+use crate::domain::rejection::Rejection;
 
 /// Environment posture.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]

@@ -14,9 +14,6 @@
 //! of a rejected request is decided again, recorded under its own decision_id, and answered by
 //! the state at that moment, which is the same rejection while nothing has changed.
 
-pub mod request;
-pub mod rules;
-
 use std::{collections::HashMap, sync::Arc, time::SystemTime};
 
 use admission_contract::{
@@ -29,20 +26,20 @@ use admission_contract::{
 use prost::Message;
 use tokio::sync::Semaphore;
 
-use self::{
+use crate::domain::{
     request::{AdmissionRequest, Invalid, RequestLimits},
-    rules::{ApprovalUseState, RuleInput, UsedApproval, Verdict},
+    rules::{self, ApprovalUseState, RuleInput, UsedApproval, Verdict},
 };
 use crate::{
-    audit::{
+    domain::credential::KeyRing,
+    domain::policy::{ActionKind, Enforcement, EnvironmentPolicy, Policies, PolicyDecision},
+    domain::rejection::Rejection,
+    identity::roles::{Role, RoleBindings},
+    identity::tls::Caller,
+    store::{
         Append, Appended, ApprovalUse, AuditStore, IdempotencyKey, NewEntry, Receipt,
         RefusalRecord, Scope, StoreError, UseRefusal,
     },
-    credential::KeyRing,
-    policy::{ActionKind, Enforcement, EnvironmentPolicy, Policies, PolicyDecision},
-    rejection::Rejection,
-    roles::{Role, RoleBindings},
-    tls::Caller,
 };
 
 /// The gRPC code name recorded for decisions answered OK.
@@ -509,7 +506,7 @@ impl Engine {
             policy.required_capabilities(request.action, &request.requested_capabilities);
         let needs_approval = decision == PolicyDecision::RequireApproval;
         let eligible = if needs_approval {
-            crate::approvals::eligible(
+            crate::app::approvals::eligible(
                 &self.inner.store,
                 policy,
                 request.action,
@@ -771,8 +768,8 @@ fn decision_name(decision: PolicyDecision) -> &'static str {
 }
 
 /// The wire posture.
-pub fn pb_posture(posture: crate::policy::Posture) -> pb::Posture {
-    use crate::policy::Posture;
+pub fn pb_posture(posture: crate::domain::policy::Posture) -> pb::Posture {
+    use crate::domain::policy::Posture;
     match posture {
         Posture::Dev => pb::Posture::Dev,
         Posture::Staging => pb::Posture::Staging,
@@ -786,7 +783,7 @@ mod tests {
     use admission_contract::credential::{KeySet, KeyStatus, SigningKey};
 
     use super::*;
-    use crate::audit::{ListFilter, StoreOptions};
+    use crate::store::{ListFilter, StoreOptions};
 
     async fn engine(dir: &tempfile::TempDir) -> Engine {
         engine_with_limit(dir, 4).await
@@ -820,7 +817,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let engine = engine_with_limit(&dir, 0).await;
         let caller = Caller {
-            identity: crate::tls::Identity::new("spiffe://acme.example/orchestrator/ci"),
+            identity: crate::identity::tls::Identity::new("spiffe://acme.example/orchestrator/ci"),
             cert_sha256: "0".repeat(64),
         };
         let request = || {

@@ -13,11 +13,11 @@ use admission_contract::{
 
 use super::request::{AdmissionRequest, RequestLimits};
 use crate::{
-    credential::verify_rejection,
-    policy::{
+    domain::credential::verify_rejection,
+    domain::policy::{
         ActionKind, CredentialCheck, EnvironmentPolicy, PolicyDecision, check_claims, quorum,
     },
-    rejection::Rejection,
+    domain::rejection::Rejection,
 };
 
 /// Stored use state of one approval (rows 23–24).
@@ -380,8 +380,8 @@ mod tests {
 
     use super::*;
     use crate::{
-        decision::request::EnvironmentKey,
-        policy::{EnvironmentConfig, Policies},
+        domain::policy::{EnvironmentConfig, Policies},
+        domain::request::EnvironmentKey,
     };
 
     const ENVIRONMENTS: &str = r#"

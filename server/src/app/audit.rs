@@ -5,8 +5,8 @@ use std::time::SystemTime;
 
 use admission_contract::{Reason, pb};
 
-use super::{AuditStore, ListFilter, Scope, StoreError};
-use crate::rejection::Rejection;
+use crate::domain::rejection::Rejection;
+use crate::store::{AuditStore, ListFilter, Scope, StoreError};
 
 /// `Audit.List`: one page of entries matching the request's filters, in seq order.
 pub async fn list(

@@ -22,11 +22,11 @@ use serde::Deserialize;
 use admission_contract::credential::SigningKey;
 
 use crate::{
-    credential::KeyRing,
-    decision::request::RequestLimits,
-    policy::{EnvironmentConfig, Policies},
-    roles::{EnvironmentPattern, IdentityPattern, Role, RoleBindings},
-    tls,
+    domain::credential::KeyRing,
+    domain::policy::{EnvironmentConfig, Policies},
+    domain::request::RequestLimits,
+    identity::roles::{EnvironmentPattern, IdentityPattern, Role, RoleBindings},
+    identity::tls,
 };
 
 /// A loaded, validated configuration.

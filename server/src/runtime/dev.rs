@@ -416,7 +416,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let first = prepare(dir.path()).unwrap();
         assert_eq!(first.created.len(), 15);
-        let config = crate::config::Config::load(&first.config).unwrap();
+        let config = crate::runtime::config::Config::load(&first.config).unwrap();
         assert_eq!(config.environments.len(), 2);
         assert_eq!(config.roles.len(), 3);
         #[cfg(unix)]

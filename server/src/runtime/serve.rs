@@ -13,14 +13,14 @@ use tonic_health::{ServingStatus, server::HealthReporter};
 use tokio::sync::watch;
 
 use crate::{
-    approvals::ApprovalService,
-    audit::{AuditStore, StoreError, StoreOptions},
-    call_limits::{CallLimits, CallLimitsLayer},
-    config::Config,
-    decision::Engine,
+    app::admission::Engine,
+    app::approvals::ApprovalService,
     grpc::{self, RouterError},
-    roles::RoleBindings,
-    tls::{self, AcceptSettings, TransportMetrics},
+    identity::call_limits::{CallLimits, CallLimitsLayer},
+    identity::roles::RoleBindings,
+    identity::tls::{self, AcceptSettings, TransportMetrics},
+    runtime::config::Config,
+    store::{AuditStore, StoreError, StoreOptions},
 };
 
 /// What every service shares: the config, role bindings, the audit store and the decision

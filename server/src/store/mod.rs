@@ -13,7 +13,6 @@
 
 pub mod chain;
 mod db;
-pub mod service;
 mod writer;
 
 use std::sync::Arc;

@@ -129,7 +129,7 @@ fn push_json_string(out: &mut String, value: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::Scope;
+    use crate::store::Scope;
 
     fn sample() -> NewEntry {
         NewEntry {

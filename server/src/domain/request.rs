@@ -10,9 +10,9 @@ use prost::Message;
 use sha2::{Digest, Sha256};
 
 use crate::{
-    audit::Scope,
-    policy::{ActionKind, EnvironmentPolicy, Policies},
-    rejection::Rejection,
+    domain::policy::{ActionKind, EnvironmentPolicy, Policies},
+    domain::rejection::Rejection,
+    store::Scope,
 };
 
 /// Size and length limits on requests (configurable in `[limits]`). Lengths are in bytes of

@@ -14,7 +14,9 @@ use std::fmt;
 use admission_contract::Reason;
 use serde::Deserialize;
 
-use crate::{config::is_environment_segment, rejection::Rejection, tls::Identity};
+use crate::{
+    domain::rejection::Rejection, identity::tls::Identity, runtime::config::is_environment_segment,
+};
 
 /// A role a binding grants.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize)]

@@ -25,9 +25,9 @@ use tonic::body::Body;
 use tower::{Layer, Service};
 
 use crate::{
-    config::{GRPC_FRAME_HEADER_BYTES, Limits},
-    rejection::Rejection,
-    tls::{CallActivity, ConnectionInfo, Identity, IdentitySlot, PerIdentity},
+    domain::rejection::Rejection,
+    identity::tls::{CallActivity, ConnectionInfo, Identity, IdentitySlot, PerIdentity},
+    runtime::config::{GRPC_FRAME_HEADER_BYTES, Limits},
 };
 
 /// The tower layer that applies [`CallLimits`] in front of the routes.

@@ -12,7 +12,7 @@ use admission_contract::{
     echo::truncated,
 };
 
-use crate::rejection::Rejection;
+use crate::domain::rejection::Rejection;
 
 /// The trusted key set, readable cheaply by every request and replaceable without restart.
 #[derive(Debug)]

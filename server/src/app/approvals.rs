@@ -17,15 +17,13 @@ use admission_contract::{
 };
 
 use crate::{
-    audit::{Append, Appended, ApprovalRow, ApprovalWrite, AuditStore, NewEntry, Scope},
-    decision::{
-        new_decision_id, pb_action, pb_posture,
-        request::{EnvironmentKey, FieldCheck, RequestLimits},
-    },
-    policy::{ActionKind, EnvironmentPolicy, Policies, Posture},
-    rejection::Rejection,
-    roles::{Role, RoleBindings},
-    tls::Caller,
+    app::admission::{new_decision_id, pb_action, pb_posture},
+    domain::policy::{ActionKind, EnvironmentPolicy, Policies, Posture},
+    domain::rejection::Rejection,
+    domain::request::{EnvironmentKey, FieldCheck, RequestLimits},
+    identity::roles::{Role, RoleBindings},
+    identity::tls::Caller,
+    store::{Append, Appended, ApprovalRow, ApprovalWrite, AuditStore, NewEntry, Scope},
 };
 
 /// How often a decide or revoke re-reads the approval after losing a race to another writer.

@@ -33,7 +33,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::Connected;
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
-use crate::config::TlsMaterial;
+use crate::runtime::config::TlsMaterial;
 
 /// A caller identity: the first URI SAN, else the first DNS SAN, else the subject CN.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
