@@ -5,6 +5,10 @@
 //! uses `domain`, which depends on nothing else in the crate.
 #![forbid(unsafe_code)]
 
+/// `service.name` when neither `OTEL_SERVICE_NAME` nor `OTEL_RESOURCE_ATTRIBUTES` names one;
+/// also the tracer and meter name.
+pub const SERVICE_NAME: &str = "admission-server";
+
 pub mod app;
 pub mod domain;
 pub mod grpc;

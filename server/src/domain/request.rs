@@ -201,6 +201,14 @@ impl AdmissionRequest {
     }
 }
 
+/// An id usable as one segment of `org/project/env`.
+pub fn is_environment_segment(value: &str) -> bool {
+    !value.is_empty()
+        && !value
+            .chars()
+            .any(|c| c == '/' || c == '*' || c.is_whitespace())
+}
+
 // === impl Invalid ===
 
 impl Invalid {

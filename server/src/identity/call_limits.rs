@@ -27,7 +27,6 @@ use tower::{Layer, Service};
 use crate::{
     domain::rejection::Rejection,
     identity::tls::{CallActivity, ConnectionInfo, Identity, IdentitySlot, PerIdentity},
-    runtime::config::{GRPC_FRAME_HEADER_BYTES, Limits},
 };
 
 /// The tower layer that applies [`CallLimits`] in front of the routes.
@@ -46,6 +45,22 @@ pub struct CallLimits {
     max_calls_per_identity: usize,
     request_timeout: Duration,
 }
+
+/// The `[limits]` a [`CallLimits`] enforces, as plain numbers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CallSettings {
+    /// Request bytes all calls together may hold buffered.
+    pub max_buffered_request_bytes: usize,
+    /// Largest request message, in bytes.
+    pub max_message_bytes: usize,
+    /// Calls one identity may have in flight.
+    pub max_calls_per_identity: usize,
+    /// How long a call may take.
+    pub request_timeout: Duration,
+}
+
+/// The gRPC length prefix in front of every message: a compression flag and a 4-byte length.
+pub const GRPC_FRAME_HEADER_BYTES: usize = 5;
 
 /// A service wrapped by [`CallLimitsLayer`].
 #[derive(Clone, Debug)]
@@ -153,11 +168,11 @@ where
 
 impl CallLimits {
     /// The call limits of `[limits]`.
-    pub fn new(limits: &Limits) -> Arc<Self> {
+    pub fn new(limits: CallSettings) -> Arc<Self> {
         Arc::new(Self {
             budget: Arc::new(Semaphore::new(limits.max_buffered_request_bytes)),
             budget_bytes: limits.max_buffered_request_bytes,
-            max_message_bytes: limits.max_request_bytes(),
+            max_message_bytes: limits.max_message_bytes,
             identities: Arc::default(),
             max_calls_per_identity: limits.max_calls_per_identity,
             request_timeout: limits.request_timeout,

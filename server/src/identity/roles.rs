@@ -15,7 +15,7 @@ use admission_contract::Reason;
 use serde::Deserialize;
 
 use crate::{
-    domain::rejection::Rejection, identity::tls::Identity, runtime::config::is_environment_segment,
+    domain::rejection::Rejection, domain::request::is_environment_segment, identity::tls::Identity,
 };
 
 /// A role a binding grants.

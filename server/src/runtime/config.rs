@@ -13,10 +13,6 @@ use std::{
     time::Duration,
 };
 
-use rustls_pki_types::{
-    CertificateDer, CertificateRevocationListDer, PrivateKeyDer,
-    pem::{self, PemObject},
-};
 use serde::Deserialize;
 
 use admission_contract::credential::SigningKey;
@@ -25,8 +21,10 @@ use crate::{
     domain::credential::KeyRing,
     domain::policy::{EnvironmentConfig, Policies},
     domain::request::RequestLimits,
+    domain::request::is_environment_segment,
+    identity::call_limits::{CallSettings, GRPC_FRAME_HEADER_BYTES},
     identity::roles::{EnvironmentPattern, IdentityPattern, Role, RoleBindings},
-    identity::tls,
+    identity::tls::{self, TlsMaterial, TlsPaths},
 };
 
 /// A loaded, validated configuration.
@@ -59,33 +57,6 @@ pub struct Config {
     /// Audit store settings.
     pub audit: AuditConfig,
 }
-
-/// Resolved locations of the `[tls]` files.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TlsPaths {
-    /// Server certificate chain (PEM).
-    pub cert: PathBuf,
-    /// Server private key (PEM).
-    pub key: PathBuf,
-    /// CA bundle client certificates must chain to (PEM).
-    pub client_ca: PathBuf,
-    /// Certificate revocation lists (PEM or DER).
-    pub crls: Vec<PathBuf>,
-}
-
-/// The parsed contents of the `[tls]` files.
-#[derive(Debug)]
-pub struct TlsMaterial {
-    /// Server certificate chain, leaf first.
-    pub cert_chain: Vec<CertificateDer<'static>>,
-    /// Server private key.
-    pub key: PrivateKeyDer<'static>,
-    /// Client CA certificates.
-    pub client_ca: Vec<CertificateDer<'static>>,
-    /// Certificate revocation lists.
-    pub crls: Vec<CertificateRevocationListDer<'static>>,
-}
-
 /// `[signing]`: the key the service issues approval credentials with.
 #[derive(Clone, Debug)]
 pub struct SigningConfig {
@@ -162,9 +133,6 @@ pub struct AuditConfig {
 /// Bytes a request may hold beyond `spec_kv` and its credentials: ids, environment parts, free
 /// text and protobuf framing, with room to spare.
 pub const REQUEST_FIELDS_ALLOWANCE_BYTES: usize = 64 * 1024;
-
-/// The gRPC length prefix in front of every message: a compression flag and a 4-byte length.
-pub const GRPC_FRAME_HEADER_BYTES: usize = 5;
 
 /// The largest request buffer budget: a gRPC message length is 32 bits, and no server holds
 /// more than 4 GiB of requests in flight.
@@ -303,72 +271,6 @@ impl Config {
     }
 }
 
-// === impl TlsMaterial ===
-
-impl TlsMaterial {
-    /// Reads and parses every `[tls]` file; the error names the field and the file.
-    pub fn read(paths: &TlsPaths) -> Result<Self, String> {
-        let cert_chain = read_certificates(&paths.cert).map_err(|e| format!("[tls] cert: {e}"))?;
-        let key = read_private_key(&paths.key).map_err(|e| format!("[tls] key: {e}"))?;
-        let client_ca =
-            read_certificates(&paths.client_ca).map_err(|e| format!("[tls] client_ca: {e}"))?;
-        let crls = paths
-            .crls
-            .iter()
-            .map(|crl| read_crls(crl).map_err(|e| format!("[tls] crls: {e}")))
-            .collect::<Result<Vec<_>, _>>()?
-            .into_iter()
-            .flatten()
-            .collect();
-        Ok(Self {
-            cert_chain,
-            key,
-            client_ca,
-            crls,
-        })
-    }
-}
-
-fn read_file(path: &Path) -> Result<Vec<u8>, String> {
-    std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))
-}
-
-fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let bytes = read_file(path)?;
-    let certs = CertificateDer::pem_slice_iter(&bytes)
-        .collect::<Result<Vec<_>, pem::Error>>()
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    if certs.is_empty() {
-        return Err(format!("{}: no certificate found", path.display()));
-    }
-    Ok(certs)
-}
-
-fn read_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
-    let bytes = read_file(path)?;
-    PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| match e {
-        pem::Error::NoItemsFound => format!("{}: no private key found", path.display()),
-        other => format!("{}: {other}", path.display()),
-    })
-}
-
-fn read_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, String> {
-    let bytes = read_file(path)?;
-    if !bytes.starts_with(b"-----BEGIN") {
-        return Ok(vec![CertificateRevocationListDer::from(bytes)]);
-    }
-    let crls = CertificateRevocationListDer::pem_slice_iter(&bytes)
-        .collect::<Result<Vec<_>, pem::Error>>()
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    if crls.is_empty() {
-        return Err(format!(
-            "{}: no certificate revocation list found",
-            path.display()
-        ));
-    }
-    Ok(crls)
-}
-
 /// Loads the signing key and checks it is an active key of the key set with the same public
 /// key, so a bad key fails at startup rather than on the first approval.
 fn read_signing(base: &Path, raw: RawSigning, key_ring: &KeyRing) -> Result<SigningConfig, String> {
@@ -437,14 +339,6 @@ fn validate_environments(environments: &[EnvironmentConfig]) -> Result<(), Strin
         }
     }
     Ok(())
-}
-
-/// An id usable as one segment of `org/project/env`.
-pub(crate) fn is_environment_segment(value: &str) -> bool {
-    !value.is_empty()
-        && !value
-            .chars()
-            .any(|c| c == '/' || c == '*' || c.is_whitespace())
 }
 
 fn validate_limits(limits: &Limits) -> Result<(), String> {
@@ -583,6 +477,16 @@ impl Limits {
             .saturating_mul(self.credential_max_bytes)
             .saturating_add(self.spec_kv_max_bytes)
             .saturating_add(REQUEST_FIELDS_ALLOWANCE_BYTES)
+    }
+
+    /// What the per-call layer enforces.
+    pub fn call_settings(&self) -> CallSettings {
+        CallSettings {
+            max_buffered_request_bytes: self.max_buffered_request_bytes,
+            max_message_bytes: self.max_request_bytes(),
+            max_calls_per_identity: self.max_calls_per_identity,
+            request_timeout: self.request_timeout,
+        }
     }
 }
 

@@ -108,7 +108,7 @@ impl AppState {
         health.follow(store.health());
         Ok(Self {
             roles,
-            call_limits: CallLimits::new(&config.limits),
+            call_limits: CallLimits::new(config.limits.call_settings()),
             config: Arc::new(config),
             store,
             engine,
@@ -116,6 +116,18 @@ impl AppState {
             health,
             transport: TransportMetrics::new(),
         })
+    }
+
+    /// What the gRPC services are built over.
+    pub fn services(&self) -> grpc::Services {
+        grpc::Services {
+            engine: self.engine.clone(),
+            approvals: self.approvals.clone(),
+            store: self.store.clone(),
+            roles: self.roles.clone(),
+            health: self.health.reporter(),
+            max_request_bytes: self.config.limits.max_request_bytes(),
+        }
     }
 
     /// The audit store.
@@ -238,7 +250,7 @@ pub async fn serve_with_listener(
     state: AppState,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
-    let routes = grpc::routes(&state)?;
+    let routes = grpc::routes(&state.services())?;
     let limits = &state.config.limits;
     let incoming = tls::incoming(
         listener,

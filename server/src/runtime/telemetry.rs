@@ -9,21 +9,15 @@
 //! `OTEL_TRACES_SAMPLER`, …). Telemetry never stops admissions: a configuration the exporter
 //! cannot use is logged once and the server runs without export.
 
-use std::{str::FromStr, time::Duration};
+use std::str::FromStr;
 
-use opentelemetry::{
-    Key, KeyValue, global,
-    metrics::{Counter, Histogram},
-    trace::TracerProvider as _,
-};
+use opentelemetry::{Key, global, trace::TracerProvider as _};
 use opentelemetry_otlp::{MetricExporter, SpanExporter};
 use opentelemetry_sdk::{Resource, metrics::SdkMeterProvider, trace::SdkTracerProvider};
-use tracing::{Level, Span};
+use tracing::Level;
 use tracing_subscriber::{EnvFilter, filter::filter_fn, fmt, prelude::*};
 
-/// `service.name` when neither `OTEL_SERVICE_NAME` nor `OTEL_RESOURCE_ATTRIBUTES` names one;
-/// also the tracer and meter name.
-pub const SERVICE_NAME: &str = "admission-server";
+pub use crate::SERVICE_NAME;
 
 /// Crates whose own spans stay out of the exported traces: the exporter speaks gRPC itself, and
 /// exporting the export would feed back into the next batch.
@@ -32,11 +26,6 @@ const UNEXPORTED_TARGETS: [&str; 6] = ["h2", "hyper", "tonic", "tower", "opentel
 /// The log filter without `RUST_LOG`: the SDK announces its setup at `info`, which says nothing
 /// the server's own "exporting telemetry over otlp" line does not.
 const DEFAULT_LOGS: &str = "info,opentelemetry=warn";
-
-/// Upper bounds (seconds) of the decision-duration buckets: 1 ms to 10 s.
-const DURATION_BUCKETS: [f64; 13] = [
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
 
 /// How log lines are written.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -57,15 +46,6 @@ pub enum LogFormat {
 pub struct TelemetryGuard {
     tracer_provider: Option<SdkTracerProvider>,
     meter_provider: Option<SdkMeterProvider>,
-}
-
-/// The decision instruments: `admission.decisions` and `admission.decision.duration`.
-///
-/// Backed by the global meter, so they are no-ops unless OTLP metrics export is on.
-#[derive(Clone, Debug)]
-pub struct DecisionMetrics {
-    decisions: Counter<u64>,
-    duration: Histogram<f64>,
 }
 
 /// Which signals the environment asks to export.
@@ -101,53 +81,6 @@ impl Drop for TelemetryGuard {
         if let Some(Err(error)) = self.meter_provider.take().map(|p| p.shutdown()) {
             tracing::warn!(%error, "flushing metrics at shutdown failed");
         }
-    }
-}
-
-// === impl DecisionMetrics ===
-
-impl DecisionMetrics {
-    /// The instruments on the global meter as it is now: create them after [`init`].
-    pub fn new() -> Self {
-        let meter = global::meter(SERVICE_NAME);
-        Self {
-            decisions: meter
-                .u64_counter("admission.decisions")
-                .with_description("Admission decisions, by action, outcome and reason.")
-                .build(),
-            duration: meter
-                .f64_histogram("admission.decision.duration")
-                .with_unit("s")
-                .with_description("Time taken to decide an admission request.")
-                .with_boundaries(DURATION_BUCKETS.to_vec())
-                .build(),
-        }
-    }
-
-    /// Records one decision on the metrics and on the RPC's `span` (`outcome`, `reason`).
-    pub fn record(
-        &self,
-        span: &Span,
-        action: &'static str,
-        outcome: &'static str,
-        reason: &str,
-        elapsed: Duration,
-    ) {
-        span.record("outcome", outcome);
-        span.record("reason", reason);
-        let attributes = [
-            KeyValue::new("action", action),
-            KeyValue::new("outcome", outcome),
-            KeyValue::new("reason", reason.to_owned()),
-        ];
-        self.decisions.add(1, &attributes);
-        self.duration.record(elapsed.as_secs_f64(), &attributes);
-    }
-}
-
-impl Default for DecisionMetrics {
-    fn default() -> Self {
-        Self::new()
     }
 }
 

@@ -20,7 +20,7 @@ use std::{
 };
 
 use futures::{Stream, task::AtomicWaker};
-use rustls::{RootCertStore, ServerConfig, server::WebPkiClientVerifier};
+use rustls::ServerConfig;
 use sha2::{Digest, Sha256};
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
@@ -33,7 +33,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::Connected;
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
-use crate::runtime::config::TlsMaterial;
+mod material;
+
+pub use material::{TlsConfigError, TlsMaterial, TlsPaths, server_config};
 
 /// A caller identity: the first URI SAN, else the first DNS SAN, else the subject CN.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -46,20 +48,6 @@ pub struct Caller {
     pub identity: Identity,
     /// 64 lowercase hex digits of SHA-256 over the leaf certificate DER.
     pub cert_sha256: String,
-}
-
-/// Why the TLS configuration cannot be built; names the `[tls]` field at fault.
-#[derive(Debug, thiserror::Error)]
-pub enum TlsConfigError {
-    /// A client CA certificate is unusable.
-    #[error("[tls] client_ca: {0}")]
-    ClientCa(String),
-    /// A CRL is unusable, or the verifier cannot be built.
-    #[error("[tls] crls: {0}")]
-    Crls(String),
-    /// The certificate chain and key do not form a usable server identity.
-    #[error("[tls] key: {0}")]
-    ServerKey(String),
 }
 
 /// A TLS stream whose client certificate was verified, with the caller it names. Reading ends
@@ -570,41 +558,6 @@ impl Default for TransportMetrics {
     }
 }
 
-// === rustls configuration ===
-
-/// The rustls server configuration: ring provider, TLS 1.3 and 1.2, ALPN `h2`, and client
-/// certificates required to chain to the client CA and not be revoked by a configured CRL.
-///
-/// With CRLs configured, the leaf certificate's revocation status must be known: every client
-/// CA needs a CRL, so a forgotten CRL cannot silently disable revocation.
-pub fn server_config(material: TlsMaterial) -> Result<Arc<ServerConfig>, TlsConfigError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = RootCertStore::empty();
-    for ca in material.client_ca {
-        roots
-            .add(ca)
-            .map_err(|e| TlsConfigError::ClientCa(e.to_string()))?;
-    }
-    let mut verifier =
-        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
-    if !material.crls.is_empty() {
-        verifier = verifier
-            .with_crls(material.crls)
-            .only_check_end_entity_revocation();
-    }
-    let verifier = verifier
-        .build()
-        .map_err(|e| TlsConfigError::Crls(e.to_string()))?;
-    let mut config = ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| TlsConfigError::ServerKey(e.to_string()))?
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(material.cert_chain, material.key)
-        .map_err(|e| TlsConfigError::ServerKey(e.to_string()))?;
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    Ok(Arc::new(config))
-}
-
 // === accept loop ===
 
 /// Accepts connections on `listener` and yields those that complete mTLS.
@@ -776,104 +729,4 @@ async fn handshake(
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
-mod tests {
-    use rcgen::{CertificateParams, DnType, KeyPair, SanType};
-
-    use super::*;
-
-    fn cert_der(params: CertificateParams) -> Vec<u8> {
-        let key = KeyPair::generate().unwrap();
-        params.self_signed(&key).unwrap().der().to_vec()
-    }
-
-    #[test]
-    fn identity_prefers_uri_then_dns_then_common_name() {
-        let mut params = CertificateParams::new(vec!["host.example".to_owned()]).unwrap();
-        params
-            .subject_alt_names
-            .push(SanType::URI("spiffe://acme/ci".try_into().unwrap()));
-        let der = cert_der(params);
-        let caller = Caller::from_certificate(&der).unwrap();
-        assert_eq!(caller.identity.as_str(), "spiffe://acme/ci");
-        assert_eq!(caller.cert_sha256, hex::encode(Sha256::digest(&der)));
-        assert_eq!(caller.cert_sha256.len(), 64);
-
-        let params = CertificateParams::new(vec!["host.example".to_owned()]).unwrap();
-        let caller = Caller::from_certificate(&cert_der(params)).unwrap();
-        assert_eq!(caller.identity.as_str(), "host.example");
-
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "build-agent");
-        let caller = Caller::from_certificate(&cert_der(params)).unwrap();
-        assert_eq!(caller.identity.as_str(), "build-agent");
-    }
-
-    fn settings(total: usize, per_address: usize) -> AcceptSettings {
-        AcceptSettings {
-            handshake_timeout: Duration::from_secs(5),
-            max_pending_handshakes: total,
-            max_pending_handshakes_per_address: per_address,
-            idle_timeout: Duration::from_secs(300),
-            max_connections_per_identity: 256,
-        }
-    }
-
-    #[test]
-    fn a_full_registry_sheds_its_oldest_handshake() {
-        let mut pending = PendingHandshakes::new(&settings(2, 10));
-        let a: IpAddr = "127.0.0.2".parse().unwrap();
-        let b: IpAddr = "127.0.0.3".parse().unwrap();
-        let (first, mut first_cancelled, shed) = pending.admit(a).unwrap();
-        assert!(!shed);
-        let (_, _, shed) = pending.admit(a).unwrap();
-        assert!(!shed);
-        let (_, _, shed) = pending.admit(b).unwrap();
-        assert!(shed);
-        assert_eq!(pending.len(), 2);
-        // The shed task sees its cancellation, and finishing it later changes nothing.
-        assert_eq!(
-            first_cancelled.try_recv(),
-            Err(oneshot::error::TryRecvError::Closed)
-        );
-        assert!(!pending.finish(first));
-        assert_eq!(pending.per_address[&a], 1);
-    }
-
-    #[test]
-    fn an_address_at_its_cap_is_refused_while_others_are_admitted() {
-        let mut pending = PendingHandshakes::new(&settings(10, 2));
-        let a: IpAddr = "127.0.0.2".parse().unwrap();
-        let (first, _, _) = pending.admit(a).unwrap();
-        pending.admit(a).unwrap();
-        assert!(pending.admit(a).is_none());
-        assert!(pending.admit("127.0.0.1".parse().unwrap()).is_some());
-        assert!(pending.finish(first));
-        assert!(pending.admit(a).is_some());
-    }
-
-    #[test]
-    fn an_identity_is_held_to_its_cap() {
-        let counts = Arc::new(PerIdentity::default());
-        let ci = Identity::new("spiffe://acme/ci");
-        let first = counts.begin(&ci, 2).unwrap();
-        let _second = counts.begin(&ci, 2).unwrap();
-        assert!(counts.begin(&ci, 2).is_none());
-        assert!(
-            counts
-                .begin(&Identity::new("spiffe://acme/other"), 2)
-                .is_some()
-        );
-        drop(first);
-        assert_eq!(counts.count(&ci), 1);
-        assert!(counts.begin(&ci, 2).is_some());
-    }
-
-    #[test]
-    fn certificate_without_a_name_has_no_caller() {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.distinguished_name = rcgen::DistinguishedName::new();
-        assert_eq!(Caller::from_certificate(&cert_der(params)), None);
-    }
-}
+mod tests;
