@@ -1,22 +1,14 @@
 //! Environment policy (SPEC §6): configuration and the pure decision functions.
 //!
-//! No tonic here: given a request, an environment policy and a clock, which decision?
+//! No transport here: given a request, an environment policy and a clock, which decision?
 
 use std::{
     collections::{BTreeSet, HashMap},
     fmt,
-    time::{Duration, SystemTime},
+    time::Duration,
 };
 
-use admission_contract::{
-    Reason,
-    credential::{Claims, format_time},
-    echo,
-    echo::truncated,
-};
 use serde::Deserialize;
-
-use crate::domain::rejection::Rejection;
 
 /// Environment posture.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
@@ -177,25 +169,6 @@ pub enum PolicyDecision {
     RequireApproval,
     /// Never admit.
     Deny,
-}
-
-/// What one credential's claims are checked against (SPEC §7 rows 16–22).
-#[derive(Clone, Copy, Debug)]
-pub struct CredentialCheck<'a> {
-    /// The target environment's policy.
-    pub policy: &'a EnvironmentPolicy,
-    /// The request's spec hash.
-    pub spec_hash: &'a str,
-    /// The request's config bundle digest, if it carries a config bundle.
-    pub config_bundle_digest: Option<&'a str>,
-    /// Capabilities the request needs, from [`EnvironmentPolicy::required_capabilities`].
-    pub required_capabilities: &'a [String],
-    /// The request's `initiated_by`.
-    pub initiated_by: &'a str,
-    /// The caller's identity (certificate SAN or CN).
-    pub caller: &'a str,
-    /// The server clock.
-    pub now: SystemTime,
 }
 
 /// SPEC §6 default for `max_credential_ttl`.
@@ -426,216 +399,6 @@ impl fmt::Display for ActionKind {
     }
 }
 
-// === claim checks ===
-
-/// SPEC §7 rows 16–22 for one verified credential, in that order; the first failure wins.
-///
-/// Every rejection carries `approval_id` and `kid` metadata; the caller adds `decision_id`.
-pub fn check_claims(claims: &Claims, ctx: &CredentialCheck<'_>) -> Result<(), Rejection> {
-    // Claims are signed but still input: every echo of them is bounded.
-    let id = echo(&claims.approval_id);
-    let reject = |reason: Reason, message: String| {
-        Rejection::new(reason, message)
-            .with("approval_id", truncated(&claims.approval_id))
-            .with("kid", truncated(&claims.kid))
-    };
-    let policy = ctx.policy;
-
-    // Row 16.
-    if claims.spec_hash != ctx.spec_hash {
-        return Err(reject(
-            Reason::SpecHashMismatch,
-            format!(
-                "approval {id} is bound to spec {} but this request has {}; request an approval \
-                 for this spec",
-                echo(&claims.spec_hash),
-                ctx.spec_hash
-            ),
-        )
-        .expected_actual(ctx.spec_hash, truncated(&claims.spec_hash)));
-    }
-
-    // Row 17.
-    let path = policy.path();
-    let same_environment = claims.org_id == policy.org_id
-        && claims.project_id == policy.project_id
-        && claims.environment_id == policy.environment_id;
-    if !same_environment {
-        let claimed_path = format!(
-            "{}/{}/{}",
-            echo(&claims.org_id),
-            echo(&claims.project_id),
-            echo(&claims.environment_id)
-        );
-        return Err(reject(
-            Reason::EnvironmentMismatch,
-            format!(
-                "approval {id} is for environment {claimed_path} but this request targets \
-                 {path}; request an approval for {path}"
-            ),
-        )
-        .expected_actual(path, claimed_path));
-    }
-    if claims.environment_posture != policy.posture.as_str() {
-        return Err(reject(
-            Reason::EnvironmentMismatch,
-            format!(
-                "approval {id} was issued for posture {} but environment {path} has posture {}; \
-                 request a new approval",
-                echo(&claims.environment_posture),
-                policy.posture
-            ),
-        )
-        .expected_actual(
-            policy.posture.as_str(),
-            truncated(&claims.environment_posture),
-        ));
-    }
-
-    // Row 18.
-    let skew = policy.clock_skew;
-    let expired = claims
-        .expires_at
-        .checked_add(skew)
-        .is_some_and(|limit| limit <= ctx.now);
-    if expired {
-        return Err(reject(
-            Reason::CredentialExpired,
-            format!(
-                "approval {id} expired at {} (server time {}, clock skew {}); request a new \
-                 approval",
-                show_time(claims.expires_at),
-                show_time(ctx.now),
-                humantime::format_duration(skew)
-            ),
-        )
-        .with("expires_at", show_time(claims.expires_at)));
-    }
-    let not_yet_valid = claims
-        .issued_at
-        .checked_sub(skew)
-        .is_some_and(|start| start > ctx.now);
-    if not_yet_valid {
-        return Err(reject(
-            Reason::CredentialNotYetValid,
-            format!(
-                "approval {id} is issued at {}, later than server time {} plus clock skew {}; \
-                 check the issuer's clock",
-                show_time(claims.issued_at),
-                show_time(ctx.now),
-                humantime::format_duration(skew)
-            ),
-        )
-        .with("issued_at", show_time(claims.issued_at)));
-    }
-
-    // Row 19.
-    let missing: Vec<&str> = ctx
-        .required_capabilities
-        .iter()
-        .filter(|required| !claims.capabilities.contains(required))
-        .map(String::as_str)
-        .collect();
-    if !missing.is_empty() {
-        let missing = missing.join(",");
-        return Err(reject(
-            Reason::CapabilitiesInsufficient,
-            format!(
-                "approval {id} does not grant capabilities {missing} that this request needs; \
-                 request an approval that includes them"
-            ),
-        )
-        .with("missing", missing));
-    }
-
-    // Row 20.
-    if let Some(bound) = &claims.config_bundle_digest {
-        if ctx.config_bundle_digest != Some(bound.as_str()) {
-            let carried = ctx.config_bundle_digest.unwrap_or("");
-            let described = ctx.config_bundle_digest.unwrap_or("no config bundle");
-            return Err(reject(
-                Reason::ConfigBundleMismatch,
-                format!(
-                    "approval {id} is bound to config bundle {} but this request carries \
-                     {described}; deploy the approved bundle or request a new approval",
-                    echo(bound)
-                ),
-            )
-            .expected_actual(carried, truncated(bound)));
-        }
-    }
-
-    // Row 21.
-    let lifetime = claims
-        .expires_at
-        .duration_since(claims.issued_at)
-        .unwrap_or(Duration::ZERO);
-    if lifetime > policy.max_credential_ttl {
-        let (max, actual) = (
-            humantime::format_duration(policy.max_credential_ttl).to_string(),
-            humantime::format_duration(lifetime).to_string(),
-        );
-        return Err(reject(
-            Reason::CredentialLifetimeExceedsPolicy,
-            format!(
-                "approval {id} is valid for {actual} but environment {path} accepts at most \
-                 {max}; re-issue it with a shorter lifetime"
-            ),
-        )
-        .expected_actual(max, actual));
-    }
-
-    // Row 22.
-    let role = if claims.issued_by == ctx.initiated_by {
-        Some("initiated this request")
-    } else if claims.issued_by == ctx.caller {
-        Some("is the caller of this request")
-    } else {
-        None
-    };
-    if let Some(role) = role {
-        return Err(reject(
-            Reason::SelfApproval,
-            format!(
-                "approval {id} was issued by {}, who {role}; another reviewer must approve it",
-                echo(&claims.issued_by)
-            ),
-        )
-        .with("issued_by", truncated(&claims.issued_by)));
-    }
-    Ok(())
-}
-
-/// SPEC §7 row 25: at least `required` distinct issuers among the valid credentials.
-pub fn quorum<'a>(
-    valid_issuers: impl Iterator<Item = &'a str>,
-    required: u32,
-) -> Result<(), Rejection> {
-    let distinct: BTreeSet<&str> = valid_issuers.collect();
-    let have = u32::try_from(distinct.len()).unwrap_or(u32::MAX);
-    if have >= required {
-        return Ok(());
-    }
-    let named = if distinct.is_empty() {
-        "none".to_owned()
-    } else {
-        distinct.into_iter().collect::<Vec<_>>().join(", ")
-    };
-    Err(Rejection::new(
-        Reason::QuorumNotMet,
-        format!(
-            "this request needs approvals from {required} distinct issuers but has {have} \
-             ({named}); attach credentials from more reviewers"
-        ),
-    )
-    .expected_actual(required.to_string(), have.to_string()))
-}
-
-/// A credential time for a message; times RFC 3339 cannot write are shown raw.
-fn show_time(time: SystemTime) -> String {
-    format_time(time).unwrap_or_else(|_| format!("{time:?}"))
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
@@ -643,7 +406,16 @@ mod tests {
 
     use admission_contract::credential::parse_time;
 
+    use std::time::SystemTime;
+
+    use admission_contract::{Reason, credential::Claims};
+
     use super::*;
+    use crate::domain::rejection::Rejection;
+    use crate::domain::rules::{
+        claims::{CredentialCheck, check_claims},
+        quorum,
+    };
 
     fn config(posture: Posture) -> EnvironmentConfig {
         EnvironmentConfig {

@@ -25,7 +25,7 @@ use prost::Message;
 use tonic::{body::Body, server::NamedService};
 use tower::Service;
 
-use super::Rpc;
+use super::{Rpc, status::ToStatus};
 use crate::{app::admission::Engine, domain::rejection::Rejection, identity::tls::caller_of};
 
 /// Length of a gRPC message prefix: one flag byte and a four-byte big-endian length.

@@ -7,7 +7,9 @@ pub mod admission;
 pub mod approvals;
 pub mod audit;
 pub mod body;
+pub mod call_limits;
 pub mod metrics;
+pub mod status;
 
 use admission_contract::pb::{
     self, approvals_server::ApprovalsServer, audit_server::AuditServer,

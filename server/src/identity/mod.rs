@@ -1,5 +1,4 @@
-//! Who is calling and what they may do: the mTLS acceptor, role bindings and call limits.
+//! Who is calling and what they may do: the mTLS acceptor and role bindings.
 
-pub mod call_limits;
 pub mod roles;
 pub mod tls;

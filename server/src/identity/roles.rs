@@ -264,6 +264,7 @@ impl RoleBindings {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+    use crate::grpc::status::ToStatus;
 
     fn bindings(entries: &[(&str, &[Role], &[&str])]) -> RoleBindings {
         let mut bindings = RoleBindings::default();

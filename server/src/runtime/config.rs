@@ -22,7 +22,7 @@ use crate::{
     domain::policy::{EnvironmentConfig, Policies},
     domain::request::RequestLimits,
     domain::request::is_environment_segment,
-    identity::call_limits::{CallSettings, GRPC_FRAME_HEADER_BYTES},
+    grpc::call_limits::{CallSettings, GRPC_FRAME_HEADER_BYTES},
     identity::roles::{EnvironmentPattern, IdentityPattern, Role, RoleBindings},
     identity::tls::{self, TlsMaterial, TlsPaths},
 };

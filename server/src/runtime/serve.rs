@@ -15,8 +15,8 @@ use tokio::sync::watch;
 use crate::{
     app::admission::Engine,
     app::approvals::ApprovalService,
+    grpc::call_limits::{CallLimits, CallLimitsLayer},
     grpc::{self, RouterError},
-    identity::call_limits::{CallLimits, CallLimitsLayer},
     identity::roles::RoleBindings,
     identity::tls::{self, AcceptSettings, TransportMetrics},
     runtime::config::Config,

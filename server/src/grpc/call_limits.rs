@@ -26,6 +26,7 @@ use tower::{Layer, Service};
 
 use crate::{
     domain::rejection::Rejection,
+    grpc::status::ToStatus,
     identity::tls::{CallActivity, ConnectionInfo, Identity, IdentitySlot, PerIdentity},
 };
 

@@ -1,6 +1,8 @@
 //! SPEC §7 rows 6–25 as one pure function: request, environment policy, key set, the stored
 //! state of the approvals involved, and the clock in; a verdict or the first failing check out.
 
+pub mod claims;
+
 use std::{
     collections::{BTreeSet, HashMap},
     time::SystemTime,
@@ -11,12 +13,11 @@ use admission_contract::{
     credential::{self, Claims, Decoded, KeySet, VerifyError},
 };
 
+use self::claims::{CredentialCheck, check_claims};
 use super::request::{AdmissionRequest, RequestLimits};
 use crate::{
     domain::credential::verify_rejection,
-    domain::policy::{
-        ActionKind, CredentialCheck, EnvironmentPolicy, PolicyDecision, check_claims, quorum,
-    },
+    domain::policy::{ActionKind, EnvironmentPolicy, PolicyDecision},
     domain::rejection::Rejection,
 };
 
@@ -356,6 +357,31 @@ fn record_use(used: &mut Vec<UsedApproval>, claims: Claims) {
             expires_at: claims.expires_at,
         }),
     }
+}
+
+/// SPEC §7 row 25: at least `required` distinct issuers among the valid credentials.
+pub fn quorum<'a>(
+    valid_issuers: impl Iterator<Item = &'a str>,
+    required: u32,
+) -> Result<(), Rejection> {
+    let distinct: BTreeSet<&str> = valid_issuers.collect();
+    let have = u32::try_from(distinct.len()).unwrap_or(u32::MAX);
+    if have >= required {
+        return Ok(());
+    }
+    let named = if distinct.is_empty() {
+        "none".to_owned()
+    } else {
+        distinct.into_iter().collect::<Vec<_>>().join(", ")
+    };
+    Err(Rejection::new(
+        Reason::QuorumNotMet,
+        format!(
+            "this request needs approvals from {required} distinct issuers but has {have} \
+             ({named}); attach credentials from more reviewers"
+        ),
+    )
+    .expected_actual(required.to_string(), have.to_string()))
 }
 
 /// How messages name an action.
