@@ -31,14 +31,16 @@ use crate::domain::{
     rules::{self, ApprovalUseState, RuleInput, UsedApproval, Verdict},
 };
 use crate::{
+    app::wire::{pb_action, pb_posture},
     domain::credential::KeyRing,
+    domain::decision::new_decision_id,
     domain::policy::{ActionKind, Enforcement, EnvironmentPolicy, Policies, PolicyDecision},
     domain::rejection::Rejection,
     identity::roles::{Role, RoleBindings},
     identity::tls::Caller,
     store::{
         Append, Appended, ApprovalUse, AuditStore, IdempotencyKey, NewEntry, Receipt,
-        RefusalRecord, Scope, StoreError, UseRefusal,
+        RefusalRecord, StoreError, UseRefusal,
     },
 };
 
@@ -303,7 +305,7 @@ impl Engine {
             shadow_reason,
             break_glass,
         };
-        let scope = Scope::from(&request.environment);
+        let scope = request.environment.clone();
         let consume = used
             .iter()
             .map(|u| ApprovalUse {
@@ -391,7 +393,7 @@ impl Engine {
             actor_cert_sha256: caller.cert_sha256.clone(),
             initiated_by: invalid.initiated_by.clone(),
             action: action.to_owned(),
-            scope: Scope::from(&invalid.environment),
+            scope: invalid.environment.clone(),
             request_id: invalid.request_id.clone(),
             ..NewEntry::default()
         };
@@ -638,7 +640,7 @@ fn request_entry(
         actor_cert_sha256: caller.cert_sha256.clone(),
         initiated_by: request.initiated_by.clone(),
         action: action_name(request.action).to_owned(),
-        scope: Scope::from(&request.environment),
+        scope: request.environment.clone(),
         spec_hash: request.spec_hash.to_string(),
         capabilities,
         request_id: request.request_id.clone(),
@@ -726,11 +728,6 @@ fn audit_unavailable() -> Rejection {
     )
 }
 
-/// A fresh decision id: time-ordered and unique across replicas.
-pub fn new_decision_id() -> String {
-    format!("dec_{}", uuid::Uuid::now_v7().simple())
-}
-
 fn action_name(action: ActionKind) -> &'static str {
     match action {
         ActionKind::Deploy => "deploy.admit",
@@ -745,15 +742,6 @@ fn preview_action_name(action: ActionKind) -> &'static str {
     }
 }
 
-/// The wire action.
-pub fn pb_action(action: ActionKind) -> pb::Action {
-    match action {
-        ActionKind::Deploy => pb::Action::Deploy,
-        ActionKind::ReplayDryRun => pb::Action::ReplayDryRun,
-        ActionKind::ReplayExecute => pb::Action::ReplayExecute,
-    }
-}
-
 fn pb_decision(decision: PolicyDecision) -> pb::PolicyDecision {
     match decision {
         PolicyDecision::Allow => pb::PolicyDecision::Allow,
@@ -765,16 +753,6 @@ fn pb_decision(decision: PolicyDecision) -> pb::PolicyDecision {
 
 fn decision_name(decision: PolicyDecision) -> &'static str {
     pb_decision(decision).as_str_name()
-}
-
-/// The wire posture.
-pub fn pb_posture(posture: crate::domain::policy::Posture) -> pb::Posture {
-    use crate::domain::policy::Posture;
-    match posture {
-        Posture::Dev => pb::Posture::Dev,
-        Posture::Staging => pb::Posture::Staging,
-        Posture::Prod => pb::Posture::Prod,
-    }
 }
 
 #[cfg(test)]

@@ -17,7 +17,8 @@ use admission_contract::{
 };
 
 use crate::{
-    app::admission::{new_decision_id, pb_action, pb_posture},
+    app::wire::{environment_key, pb_action, pb_posture},
+    domain::decision::new_decision_id,
     domain::policy::{ActionKind, EnvironmentPolicy, Policies, Posture},
     domain::rejection::Rejection,
     domain::request::{EnvironmentKey, FieldCheck, RequestLimits},
@@ -99,7 +100,7 @@ impl ApprovalService {
             scope: request
                 .environment
                 .as_ref()
-                .map(|env| Scope::from(&EnvironmentKey::from(env).truncated()))
+                .map(|env| EnvironmentKey::from(env).truncated())
                 .unwrap_or_default(),
             initiated_by: echo::truncated(&request.initiated_by),
             ..Attempt::default()
@@ -128,7 +129,7 @@ impl ApprovalService {
         let row = ApprovalRow {
             approval_id: format!("apr_{}", uuid::Uuid::now_v7().simple()),
             state: "pending".to_owned(),
-            scope: Scope::from(&new.environment),
+            scope: new.environment.clone(),
             action: action_key(new.action).to_owned(),
             spec_hash: new.spec_hash,
             capabilities: capabilities.into_iter().collect(),
@@ -162,7 +163,7 @@ impl ApprovalService {
         self.authorize(
             caller,
             &[Role::Orchestrator, Role::Reviewer],
-            &EnvironmentKey::from(&row.scope),
+            &row.scope.clone(),
         )?;
         Ok(self.view(&row, SystemTime::now()))
     }
@@ -174,7 +175,7 @@ impl ApprovalService {
         request: pb::ListEligibleRequest,
     ) -> Result<pb::ListEligibleResponse, Rejection> {
         let mut fields = FieldCheck::new(&self.limits);
-        fields.environment(request.environment.as_ref());
+        fields.environment(&environment_key(request.environment.as_ref()));
         fields.digest("spec_hash", &request.spec_hash);
         fields.finish()?;
         let env = request
@@ -259,7 +260,7 @@ impl ApprovalService {
     ) -> Result<pb::Approval, Rejection> {
         for _ in 0..WRITE_ATTEMPTS {
             let row = self.load(approval_id).await?;
-            let env = EnvironmentKey::from(&row.scope);
+            let env = row.scope.clone();
             self.authorize(caller, &[Role::Reviewer], &env)?;
             let now = SystemTime::now();
             let expected_version = row.version;
@@ -316,7 +317,7 @@ impl ApprovalService {
             )
             .with("approval_id", row.approval_id.clone()));
         }
-        let policy = self.policy(&EnvironmentKey::from(&row.scope))?;
+        let policy = self.policy(&row.scope.clone())?;
         let issued_at = whole_seconds(now);
         // The first approval starts the credential window; later ones (a quorum) end with it,
         // so the approval expires exactly when its first credential does.
@@ -642,7 +643,7 @@ fn validate_create(
         .map(EnvironmentKey::from)
         .unwrap_or_default();
     let mut fields = FieldCheck::new(limits);
-    fields.environment(request.environment.as_ref());
+    fields.environment(&environment_key(request.environment.as_ref()));
     fields.text("initiated_by", &request.initiated_by);
     fields.text("justification", &request.justification);
     fields.capabilities("capabilities", &request.capabilities);

@@ -3,3 +3,4 @@
 pub mod admission;
 pub mod approvals;
 pub mod audit;
+pub mod wire;

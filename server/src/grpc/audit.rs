@@ -9,7 +9,7 @@ use super::{Rpc, authorize_rpc};
 use crate::{
     app::audit as service,
     domain::rejection::Rejection,
-    domain::request::{FieldCheck, RequestLimits},
+    domain::request::{EnvironmentKey, FieldCheck, RequestLimits},
     identity::roles::RoleBindings,
     store::AuditStore,
 };
@@ -63,7 +63,7 @@ impl Audit for AuditService {
 fn check_list(request: &pb::ListAuditRequest, limits: &RequestLimits) -> Result<(), Rejection> {
     let mut fields = FieldCheck::new(limits);
     if let Some(environment) = &request.environment {
-        fields.optional_environment(environment);
+        fields.optional_environment(&EnvironmentKey::from(environment));
     }
     fields.optional_id("outcome", &request.outcome);
     fields.optional_id("page_token", &request.page_token);

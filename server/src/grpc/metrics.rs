@@ -27,8 +27,8 @@ pub struct DecisionMetrics {
 // === impl DecisionMetrics ===
 
 impl DecisionMetrics {
-    /// The instruments on the global meter as it is now: create them after
-    /// [`crate::runtime::telemetry::init`].
+    /// The instruments on the global meter as it is now: create them once telemetry is
+    /// initialised.
     pub fn new() -> Self {
         let meter = global::meter(SERVICE_NAME);
         Self {

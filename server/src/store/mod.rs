@@ -30,16 +30,8 @@ pub const DEFAULT_PAGE_SIZE: u32 = 100;
 /// Largest `list` page.
 pub const MAX_PAGE_SIZE: u32 = 1000;
 
-/// The environment an entry or approval concerns.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Scope {
-    /// Organization id.
-    pub org_id: String,
-    /// Project id.
-    pub project_id: String,
-    /// Environment id.
-    pub environment_id: String,
-}
+/// The environment an entry or approval concerns: the domain's environment key.
+pub use crate::domain::request::EnvironmentKey as Scope;
 
 /// The content of an audit entry before the chain positions it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
