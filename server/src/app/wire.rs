@@ -2,9 +2,12 @@
 
 use admission_contract::pb;
 
-use crate::domain::{
-    policy::{ActionKind, Posture},
-    request::EnvironmentKey,
+use crate::{
+    domain::{
+        policy::{ActionKind, Posture},
+        request::EnvironmentKey,
+    },
+    store::AuditEntry,
 };
 
 /// The environment a request names; a missing one is the empty key (rejected by validation).
@@ -37,5 +40,38 @@ pub fn pb_posture(posture: Posture) -> pb::Posture {
         Posture::Dev => pb::Posture::Dev,
         Posture::Staging => pb::Posture::Staging,
         Posture::Prod => pb::Posture::Prod,
+    }
+}
+
+// === impl AuditEntry ===
+
+impl From<AuditEntry> for pb::AuditEntry {
+    fn from(recorded: AuditEntry) -> Self {
+        let entry = recorded.entry;
+        pb::AuditEntry {
+            seq: recorded.seq,
+            entry_id: entry.entry_id,
+            recorded_at: Some(prost_types::Timestamp::from(recorded.recorded_at)),
+            actor: entry.actor,
+            actor_cert_sha256: entry.actor_cert_sha256,
+            initiated_by: entry.initiated_by,
+            action: entry.action,
+            resource_scope: Some(pb::EnvironmentRef {
+                org_id: entry.scope.org_id,
+                project_id: entry.scope.project_id,
+                environment_id: entry.scope.environment_id,
+            }),
+            spec_hash: entry.spec_hash,
+            capabilities: entry.capabilities,
+            approval_ids: entry.approval_ids,
+            approvers: entry.approvers,
+            outcome: entry.outcome,
+            reason: entry.reason,
+            grpc_code: entry.grpc_code,
+            request_id: entry.request_id,
+            prev_hash: recorded.prev_hash,
+            entry_hash: recorded.entry_hash,
+            detail: entry.detail,
+        }
     }
 }
