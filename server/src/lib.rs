@@ -1,9 +1,10 @@
 //! The ByteOr admission service.
 //!
-//! Dependencies point one way: `runtime` wires `grpc`, `identity` and `store` together;
-//! `grpc` adapts the wire to `app`, `app` runs the use cases over `store`, and every layer
-//! uses `domain`, which depends on nothing else in the crate.
+//! Dependencies point down the layers, never up: `runtime` → `grpc` → `app` → `identity`,
+//! `store` → `domain` (`server/tests/layering.rs` holds it). `domain` names no tonic, sqlx or
+//! pb; `grpc` is the only adapter to the wire; `runtime` reads the files and wires everything.
 #![forbid(unsafe_code)]
+#![warn(unreachable_pub)]
 
 /// `service.name` when neither `OTEL_SERVICE_NAME` nor `OTEL_RESOURCE_ATTRIBUTES` names one;
 /// also the tracer and meter name.
