@@ -1,6 +1,8 @@
 //! The folder tree is the layering: each top-level module of `server/src` imports only the
 //! layers below it, and the domain imports no transport, storage or wire types.
 
+#![allow(clippy::unwrap_used)]
+
 use std::{
     fs,
     path::{Path, PathBuf},

@@ -34,7 +34,7 @@ use crate::{
     app::wire::{pb_action, pb_posture},
     domain::credential::KeyRing,
     domain::decision::new_decision_id,
-    domain::policy::{ActionKind, Enforcement, EnvironmentPolicy, Policies, PolicyDecision},
+    domain::policy::{Enforcement, EnvironmentPolicy, Policies, PolicyDecision},
     domain::rejection::Rejection,
     identity::roles::{Role, RoleBindings},
     identity::tls::Caller,
@@ -114,7 +114,7 @@ impl Engine {
         let request = match request {
             Ok(request) => request,
             Err(invalid) => {
-                let action = action_name(invalid.action);
+                let action = invalid.action.admit_audit_action();
                 return Err(self
                     .record_invalid(caller, &decision_id, action, invalid)
                     .await);
@@ -259,7 +259,7 @@ impl Engine {
         let request = match request {
             Ok(request) => request,
             Err(invalid) => {
-                let action = preview_action_name(invalid.action);
+                let action = invalid.action.preview_audit_action();
                 return Err(self
                     .record_invalid(caller, &decision_id, action, invalid)
                     .await);
@@ -293,7 +293,7 @@ impl Engine {
             Vec::new()
         };
         let mut entry = request_entry(caller, &decision_id, &request, required.clone());
-        entry.action = preview_action_name(request.action).to_owned();
+        entry.action = request.action.preview_audit_action().to_owned();
         entry.outcome = "previewed".to_owned();
         entry.grpc_code = GRPC_OK.to_owned();
         entry.detail = format!("policy decision {}", decision_name(decision));
@@ -341,20 +341,6 @@ impl From<StoreError> for Outcome {
     fn from(error: StoreError) -> Self {
         tracing::warn!(error = %error, "audit store failed during a decision");
         Outcome::Unavailable
-    }
-}
-
-fn action_name(action: ActionKind) -> &'static str {
-    match action {
-        ActionKind::Deploy => "deploy.admit",
-        ActionKind::ReplayDryRun | ActionKind::ReplayExecute => "replay.admit",
-    }
-}
-
-fn preview_action_name(action: ActionKind) -> &'static str {
-    match action {
-        ActionKind::Deploy => "deploy.preview",
-        ActionKind::ReplayDryRun | ActionKind::ReplayExecute => "replay.preview",
     }
 }
 

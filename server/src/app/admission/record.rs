@@ -346,7 +346,7 @@ pub(super) fn request_entry(
         actor: caller.identity.as_str().to_owned(),
         actor_cert_sha256: caller.cert_sha256.clone(),
         initiated_by: request.initiated_by.clone(),
-        action: action_name(request.action).to_owned(),
+        action: request.action.admit_audit_action().to_owned(),
         scope: request.environment.clone(),
         spec_hash: request.spec_hash.to_string(),
         capabilities,

@@ -31,7 +31,7 @@ mod review;
 mod rows;
 
 use self::rows::*;
-pub use self::rows::{action_key, eligible, to_pb};
+pub use self::rows::{eligible, to_pb};
 
 /// How often a decide or revoke re-reads the approval after losing a race to another writer.
 const WRITE_ATTEMPTS: usize = 5;
@@ -136,7 +136,7 @@ impl ApprovalService {
             approval_id: format!("apr_{}", uuid::Uuid::now_v7().simple()),
             state: "pending".to_owned(),
             scope: new.environment.clone(),
-            action: action_key(new.action).to_owned(),
+            action: new.action.key().to_owned(),
             spec_hash: new.spec_hash,
             capabilities: capabilities.into_iter().collect(),
             requested_by: caller.identity.as_str().to_owned(),

@@ -18,7 +18,7 @@ pub async fn eligible(
         environment_id: policy.environment_id.clone(),
     };
     let rows = store
-        .approvals_for(&scope, action_key(action), spec_hash)
+        .approvals_for(&scope, action.key(), spec_hash)
         .await
         .map_err(|_| unavailable())?;
     Ok(rows
@@ -145,7 +145,7 @@ pub fn to_pb(row: &ApprovalRow, now: SystemTime, posture: Option<Posture>) -> pb
             project_id: row.scope.project_id.clone(),
             environment_id: row.scope.environment_id.clone(),
         }),
-        action: action_from_key(&row.action).map_or(pb::Action::Unspecified, pb_action) as i32,
+        action: ActionKind::from_key(&row.action).map_or(pb::Action::Unspecified, pb_action) as i32,
         spec_hash: row.spec_hash.clone(),
         capabilities: row.capabilities.clone(),
         requested_by: row.requested_by.clone(),
@@ -193,24 +193,6 @@ pub(super) fn action_from_pb(action: i32) -> Result<ActionKind, Rejection> {
             "action",
             "must be ACTION_DEPLOY, ACTION_REPLAY_DRY_RUN or ACTION_REPLAY_EXECUTE",
         )),
-    }
-}
-
-/// The stored form of an action.
-pub fn action_key(action: ActionKind) -> &'static str {
-    match action {
-        ActionKind::Deploy => "deploy",
-        ActionKind::ReplayDryRun => "replay_dry_run",
-        ActionKind::ReplayExecute => "replay_execute",
-    }
-}
-
-pub(super) fn action_from_key(key: &str) -> Option<ActionKind> {
-    match key {
-        "deploy" => Some(ActionKind::Deploy),
-        "replay_dry_run" => Some(ActionKind::ReplayDryRun),
-        "replay_execute" => Some(ActionKind::ReplayExecute),
-        _ => None,
     }
 }
 

@@ -175,7 +175,7 @@ pub fn evaluate(input: &RuleInput<'_>) -> Result<Verdict, Rejection> {
             Reason::PolicyDenied,
             format!(
                 "the policy of {environment} denies {}",
-                action_phrase(request.action)
+                request.action.phrase()
             ),
         ));
     }
@@ -203,7 +203,7 @@ pub fn evaluate(input: &RuleInput<'_>) -> Result<Verdict, Rejection> {
             Reason::ApprovalRequired,
             format!(
                 "{} in {environment} requires approval; attach a credential covering {}",
-                action_phrase(request.action),
+                request.action.phrase(),
                 policy
                     .required_capabilities(request.action, &request.requested_capabilities)
                     .join(", ")
@@ -382,15 +382,6 @@ pub fn quorum<'a>(
         ),
     )
     .expected_actual(required.to_string(), have.to_string()))
-}
-
-/// How messages name an action.
-pub fn action_phrase(action: ActionKind) -> &'static str {
-    match action {
-        ActionKind::Deploy => "deploy",
-        ActionKind::ReplayDryRun => "dry-run replay",
-        ActionKind::ReplayExecute => "execute replay",
-    }
 }
 
 #[cfg(test)]
