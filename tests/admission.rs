@@ -15,7 +15,7 @@ use admission_contract::{
     Reason, SpecHash,
     credential::{Claims, KeyStatus, SigningKey},
 };
-use admission_server::audit::{AuditEntry, ListFilter};
+use admission_server::store::{AuditEntry, ListFilter};
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use common::{
     AUDITOR, ConfigOptions, NOBODY, ORCHESTRATOR, REVIEWER, SERVICE_KID, TestServer,

@@ -16,7 +16,7 @@ use std::{
 
 use admission_client::{AdmissionClient, AdmitError, Reason, Rejection, SpecHash, pb};
 use admission_contract::credential::{self, Claims};
-use admission_server::config::Config;
+use admission_server::runtime::config::Config;
 use common::{
     AUDITOR, ConfigOptions, ORCHESTRATOR, Pki, REVIEWER, SERVICE_KID, TestServer,
     requests::{self, bundle},

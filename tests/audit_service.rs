@@ -12,7 +12,7 @@ use std::{
 };
 
 use admission_client::{AdmissionClient, AdmitError, Reason, Rejection, pb};
-use admission_server::audit::{Append, AuditStore, ListFilter, NewEntry, Scope, StoreOptions};
+use admission_server::store::{Append, AuditStore, ListFilter, NewEntry, Scope, StoreOptions};
 use common::{
     AUDITOR, DEFAULT_ROLES, DEV_ENVIRONMENT, NOBODY, ORCHESTRATOR, REVIEWER, SHOP_DEV_ENVIRONMENT,
     TestServer,

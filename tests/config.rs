@@ -5,7 +5,7 @@ mod common;
 
 use std::{path::Path, time::Duration};
 
-use admission_server::{config::Config, roles::Role, tls::Identity};
+use admission_server::{identity::roles::Role, identity::tls::Identity, runtime::config::Config};
 use common::{DEFAULT_ROLES, Pki, write_config};
 
 /// Writes a valid config into a temp dir, then replaces `from` with `to` in its text.

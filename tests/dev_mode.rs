@@ -7,9 +7,9 @@ use common::dev::dev_client;
 
 use admission_client::{AdmissionClient, pb};
 use admission_server::{
-    config::Config,
-    dev,
-    serve::{self, AppState},
+    runtime::config::Config,
+    runtime::dev,
+    runtime::serve::{self, AppState},
 };
 use tokio::net::TcpListener;
 use tonic::Code;

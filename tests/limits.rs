@@ -8,7 +8,7 @@ mod common;
 use std::{net::SocketAddr, time::Duration};
 
 use admission_contract::ERROR_DOMAIN;
-use admission_server::{config::Config, tls::Identity};
+use admission_server::{identity::tls::Identity, runtime::config::Config};
 use bytes::Bytes;
 use common::raw_h2::{self, OpenCall, RawH2, grpc_status};
 use common::{DEFAULT_ROLES, NOBODY, ORCHESTRATOR, Pki, TestServer, write_config};

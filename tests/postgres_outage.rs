@@ -25,7 +25,7 @@ use std::{
 };
 
 use admission_client::{AdmissionClient, Reason, Rejection, pb};
-use admission_server::config::Config;
+use admission_server::runtime::config::Config;
 use common::{
     AUDITOR, DEV_ENVIRONMENT, ORCHESTRATOR, Pki, TestServer, dev::free_port, requests::deploy,
 };

@@ -10,7 +10,7 @@ use std::io::Write as _;
 
 use admission_client::{AdmissionClient, AdmitError, Rejection, pb};
 use admission_contract::{Reason, echo::ECHO_MAX_BYTES};
-use admission_server::audit::{AuditEntry, ListFilter};
+use admission_server::store::{AuditEntry, ListFilter};
 use bytes::Bytes;
 use common::{
     AUDITOR, DEFAULT_ROLES, DEV_ENVIRONMENT, NOBODY, ORCHESTRATOR, Pki, REVIEWER, TestServer,

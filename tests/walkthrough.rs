@@ -19,9 +19,9 @@ use std::path::Path;
 
 use admission_client::{AdmissionClient, AdmitError, Reason, SpecHash, pb};
 use admission_server::{
-    config::Config,
-    dev,
-    serve::{self, AppState},
+    runtime::config::Config,
+    runtime::dev,
+    runtime::serve::{self, AppState},
 };
 use common::dev::dev_client;
 use tokio::net::TcpListener;

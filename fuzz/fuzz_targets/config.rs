@@ -5,7 +5,7 @@
 #![no_main]
 
 use admission_fuzz::config_dir;
-use admission_server::config::Config;
+use admission_server::runtime::config::Config;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -5,7 +5,7 @@
 
 use admission_contract::{Reason, credential};
 use admission_fuzz::{CREDENTIAL_MAX_BYTES, RETIRED_KID, key_set, signing_key};
-use admission_server::credential::verify_rejection;
+use admission_server::domain::credential::verify_rejection;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

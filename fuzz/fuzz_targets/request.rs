@@ -6,7 +6,7 @@
 
 use admission_contract::{Reason, SpecHash, pb};
 use admission_fuzz::request_limits;
-use admission_server::decision::request::{AdmissionRequest, Invalid, is_valid_request_id};
+use admission_server::domain::request::{AdmissionRequest, Invalid, is_valid_request_id};
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
 

@@ -11,7 +11,7 @@ use std::{
 };
 
 use admission_contract::credential::{KeySet, KeyStatus, SigningKey};
-use admission_server::decision::request::RequestLimits;
+use admission_server::domain::request::RequestLimits;
 use base64::{Engine, engine::general_purpose::STANDARD};
 
 /// Key id of [`signing_key`]; the committed credential seeds are signed with it.
@@ -92,8 +92,9 @@ pub fn config_dir() -> &'static Path {
         let dir = std::env::temp_dir().join("admission-fuzz-config");
         // Another fuzzing process may be preparing the same directory; a second attempt
         // reuses whatever the first one finished.
-        if admission_server::dev::prepare(&dir).is_err() {
-            admission_server::dev::prepare(&dir).expect("prepare the config fixture directory");
+        if admission_server::runtime::dev::prepare(&dir).is_err() {
+            admission_server::runtime::dev::prepare(&dir)
+                .expect("prepare the config fixture directory");
         }
         write_if_changed(&dir.join("fuzz-keys.json"), &key_set_json());
         write_if_changed(&dir.join("fuzz-signing.key"), &signing_key_pem());

@@ -38,12 +38,12 @@ use std::{
 use admission_client::{AdmissionClient, Reason, SpecHash, pb};
 use admission_contract::credential::{Claims, SigningKey};
 use admission_server::{
-    audit::{
+    runtime::config::Config,
+    runtime::dev::{self, DevEnvironment},
+    runtime::serve::{self, AppState, ServeError},
+    store::{
         Append, Appended, AuditStore, ListFilter, MAX_PAGE_SIZE, NewEntry, Scope, StoreOptions,
     },
-    config::Config,
-    dev::{self, DevEnvironment},
-    serve::{self, AppState, ServeError},
 };
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};

@@ -6,7 +6,7 @@
 
 use std::error::Error;
 
-use admission_server::audit::{Append, Appended, AuditStore, NewEntry, Scope, StoreOptions};
+use admission_server::store::{Append, Appended, AuditStore, NewEntry, Scope, StoreOptions};
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<(), Box<dyn Error>> {

@@ -1,21 +1,18 @@
 //! The ByteOr admission service.
 //!
-//! Modules follow the request path: `tls` accepts mTLS connections and names the caller,
-//! `roles` authorizes it, `grpc` adapts the wire types, `decision` runs the SPEC §7 order using
-//! `policy` and `credential`, and `audit` makes every decision durable before it is answered.
+//! Dependencies point down the layers, never up: `runtime` → `grpc` → `app` → `identity`,
+//! `store` → `domain` (`server/tests/layering.rs` holds it). `domain` names no tonic, sqlx or
+//! pb; `grpc` is the only adapter to the wire; `runtime` reads the files and wires everything.
 #![forbid(unsafe_code)]
+#![warn(unreachable_pub)]
 
-pub mod approvals;
-pub mod audit;
-pub mod call_limits;
-pub mod config;
-pub mod credential;
-pub mod decision;
-pub mod dev;
+/// `service.name` when neither `OTEL_SERVICE_NAME` nor `OTEL_RESOURCE_ATTRIBUTES` names one;
+/// also the tracer and meter name.
+pub const SERVICE_NAME: &str = "admission-server";
+
+pub mod app;
+pub mod domain;
 pub mod grpc;
-pub mod policy;
-pub mod rejection;
-pub mod roles;
-pub mod serve;
-pub mod telemetry;
-pub mod tls;
+pub mod identity;
+pub mod runtime;
+pub mod store;

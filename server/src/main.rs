@@ -8,9 +8,10 @@ use std::{
 };
 
 use admission_server::{
-    config::{Config, ConfigError},
-    dev, serve,
-    telemetry::{self, LogFormat},
+    runtime::config::{Config, ConfigError},
+    runtime::dev,
+    runtime::serve,
+    runtime::telemetry::{self, LogFormat},
 };
 use clap::{Parser, Subcommand};
 use tokio::net::TcpListener;

@@ -34,7 +34,7 @@ const CONCURRENT_CLIENTS: usize = 4;
 async fn acknowledged_admissions_survive_sigkill_of_the_server() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let config = admission_server::dev::prepare(dir).unwrap().config;
+    let config = admission_server::runtime::dev::prepare(dir).unwrap().config;
 
     let port = free_port();
     set_listen(&config, port);

@@ -11,11 +11,12 @@ use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime};
 
 use admission_contract::{Reason, pb};
-use admission_server::audit::chain::GENESIS_HASH;
-use admission_server::audit::{
+use admission_server::app::audit as service;
+use admission_server::store::chain::GENESIS_HASH;
+use admission_server::store::{
     Append, Appended, ApprovalRow, ApprovalUse, ApprovalWrite, AuditEntry, AuditStore,
     IdempotencyKey, ListFilter, NewEntry, Receipt, RefusalRecord, Scope, StoreError, StoreOptions,
-    UseRefusal, service,
+    UseRefusal,
 };
 use common::store::TestDb;
 

@@ -27,7 +27,7 @@ use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus}
 const BIN: &str = env!("CARGO_BIN_EXE_admission-server");
 
 fn write_dev_files(dir: &Path) -> std::path::PathBuf {
-    admission_server::dev::prepare(dir).unwrap().config
+    admission_server::runtime::dev::prepare(dir).unwrap().config
 }
 
 #[test]

@@ -10,7 +10,7 @@ mod common;
 use std::{net::SocketAddr, path::Path, time::SystemTime};
 
 use admission_contract::SpecHash;
-use admission_server::config::Limits;
+use admission_server::runtime::config::Limits;
 use bytes::Bytes;
 use common::{
     dev::{dev_client, dev_command, free_port, spawn_until_served},

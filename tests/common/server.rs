@@ -8,7 +8,7 @@ use std::{
 
 use admission_client::{AdmissionClient, AdmissionClientBuilder};
 use admission_contract::credential::{Jwk, KeyStatus, SigningKey};
-use admission_server::{
+use admission_server::runtime::{
     config::Config,
     serve::{self, AppState, ServeError},
 };

@@ -8,7 +8,7 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use admission_server::audit::{AuditStore, StoreOptions};
+use admission_server::store::{AuditStore, StoreOptions};
 use sqlx::Connection;
 use tempfile::TempDir;
 

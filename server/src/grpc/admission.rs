@@ -11,14 +11,12 @@ use admission_contract::pb::{
 use tonic::{Request, Response, Status};
 use tracing::{Instrument as _, Span, field::Empty};
 
+use super::metrics::DecisionMetrics;
 use crate::{
-    decision::{
-        Engine,
-        request::{AdmissionRequest, EnvironmentKey, Invalid, RequestLimits},
-    },
-    rejection::Rejection,
-    telemetry::DecisionMetrics,
-    tls::caller,
+    app::admission::Engine,
+    domain::rejection::Rejection,
+    domain::request::{AdmissionRequest, EnvironmentKey, Invalid, RequestLimits},
+    identity::tls::caller,
 };
 
 /// The `DeployAdmission` service.

@@ -6,7 +6,7 @@ use admission_contract::pb::{self, approvals_server::Approvals};
 use tonic::{Request, Response, Status};
 
 use super::{Rpc, authorize_rpc};
-use crate::{approvals::ApprovalService, roles::RoleBindings};
+use crate::{app::approvals::ApprovalService, identity::roles::RoleBindings};
 
 /// The `Approvals` service. Callers without any role for the RPC are refused before the request
 /// is read; the domain then checks the role for the approval's environment.

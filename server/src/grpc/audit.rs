@@ -1,4 +1,4 @@
-//! `Audit`: auditor-only reads of the trail, adapted to [`crate::audit::service`].
+//! `Audit`: auditor-only reads of the trail, adapted to [`crate::app::audit`].
 
 use std::sync::Arc;
 
@@ -7,10 +7,11 @@ use tonic::{Request, Response, Status};
 
 use super::{Rpc, authorize_rpc};
 use crate::{
-    audit::{AuditStore, service},
-    decision::request::{FieldCheck, RequestLimits},
-    rejection::Rejection,
-    roles::RoleBindings,
+    app::audit as service,
+    domain::rejection::Rejection,
+    domain::request::{EnvironmentKey, FieldCheck, RequestLimits},
+    identity::roles::RoleBindings,
+    store::AuditStore,
 };
 
 /// The `Audit` service.
@@ -62,7 +63,7 @@ impl Audit for AuditService {
 fn check_list(request: &pb::ListAuditRequest, limits: &RequestLimits) -> Result<(), Rejection> {
     let mut fields = FieldCheck::new(limits);
     if let Some(environment) = &request.environment {
-        fields.optional_environment(environment);
+        fields.optional_environment(&EnvironmentKey::from(environment));
     }
     fields.optional_id("outcome", &request.outcome);
     fields.optional_id("page_token", &request.page_token);

@@ -7,6 +7,10 @@ pub mod admission;
 pub mod approvals;
 pub mod audit;
 pub mod body;
+pub mod call_limits;
+pub mod metrics;
+pub mod request;
+pub mod status;
 
 use admission_contract::pb::{
     self, approvals_server::ApprovalsServer, audit_server::AuditServer,
@@ -15,10 +19,15 @@ use admission_contract::pb::{
 use tonic::service::Routes;
 use tonic_health::{pb::health_server::HealthServer, server::HealthService};
 
+use std::sync::Arc;
+
+use tonic_health::server::HealthReporter;
+
 use crate::{
-    roles::{Role, RoleBindings},
-    serve::AppState,
-    tls::{Caller, caller},
+    app::{admission::Engine, approvals::ApprovalService},
+    identity::roles::{Role, RoleBindings},
+    identity::tls::{Caller, caller},
+    store::AuditStore,
 };
 
 pub use self::{
@@ -27,6 +36,23 @@ pub use self::{
     audit::AuditService,
     body::BodyGuard,
 };
+
+/// What the services are built over; the composition root assembles it.
+#[derive(Clone)]
+pub struct Services {
+    /// The decision engine (Deploy and Replay admission).
+    pub engine: Engine,
+    /// The approval workflow.
+    pub approvals: ApprovalService,
+    /// The audit store the Audit service reads.
+    pub store: AuditStore,
+    /// Who may call which RPC.
+    pub roles: Arc<RoleBindings>,
+    /// The `grpc.health.v1.Health` statuses to serve.
+    pub health: HealthReporter,
+    /// The largest request message accepted, in bytes.
+    pub max_request_bytes: usize,
+}
 
 /// Every RPC of the API, for role checks (SPEC §2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,15 +89,13 @@ pub struct RouterError(#[from] tonic_reflection::server::Error);
 /// The routes: the four API services over `state`, `grpc.health.v1.Health`, and reflection in
 /// both versions tools speak (`grpc.reflection.v1` and `v1alpha`, each listing the other), over
 /// the API, health, and the `google.rpc` error details rejections carry.
-pub fn routes(state: &AppState) -> Result<Routes, RouterError> {
+pub fn routes(state: &Services) -> Result<Routes, RouterError> {
     Ok(api_routes(state)?.add_service(reflection_v1alpha()?))
 }
 
 /// The four API services, health and `grpc.reflection.v1`.
-fn api_routes(state: &AppState) -> Result<Routes, RouterError> {
-    let health = HealthServer::new(HealthService::from_health_reporter(
-        state.health().reporter(),
-    ));
+fn api_routes(state: &Services) -> Result<Routes, RouterError> {
+    let health = HealthServer::new(HealthService::from_health_reporter(state.health.clone()));
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -81,38 +105,38 @@ fn api_routes(state: &AppState) -> Result<Routes, RouterError> {
     // Every API service reads its bodies through a guard, so a body that is not the RPC's
     // message is answered and audited as an invalid request rather than by tonic's decoder.
     // The largest request the limits allow, instead of the codec's 4 MiB default.
-    let max = state.config().limits.max_request_bytes();
+    let max = state.max_request_bytes;
     Ok(Routes::new(health)
         .add_service(reflection)
         .add_service(BodyGuard::new(
-            DeployAdmissionServer::new(DeployService::new(state.engine().clone()))
+            DeployAdmissionServer::new(DeployService::new(state.engine.clone()))
                 .max_decoding_message_size(max),
-            state.engine().clone(),
+            state.engine.clone(),
             max,
         ))
         .add_service(BodyGuard::new(
-            ReplayAdmissionServer::new(ReplayService::new(state.engine().clone()))
+            ReplayAdmissionServer::new(ReplayService::new(state.engine.clone()))
                 .max_decoding_message_size(max),
-            state.engine().clone(),
+            state.engine.clone(),
             max,
         ))
         .add_service(BodyGuard::new(
             ApprovalsServer::new(ApprovalsService::new(
-                state.roles(),
-                state.approvals().clone(),
+                state.roles.clone(),
+                state.approvals.clone(),
             ))
             .max_decoding_message_size(max),
-            state.engine().clone(),
+            state.engine.clone(),
             max,
         ))
         .add_service(BodyGuard::new(
             AuditServer::new(AuditService::new(
-                state.roles(),
-                state.store().clone(),
-                *state.engine().limits(),
+                state.roles.clone(),
+                state.store.clone(),
+                *state.engine.limits(),
             ))
             .max_decoding_message_size(max),
-            state.engine().clone(),
+            state.engine.clone(),
             max,
         )))
 }

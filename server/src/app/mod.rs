@@ -1,0 +1,6 @@
+//! The use cases: deciding admissions, reviewing approvals, reading the audit trail.
+
+pub mod admission;
+pub mod approvals;
+pub mod audit;
+pub mod wire;

@@ -1,0 +1,8 @@
+//! The admission rules as data and pure functions: no transport, no storage, no wire types.
+
+pub mod credential;
+pub mod decision;
+pub mod policy;
+pub mod rejection;
+pub mod request;
+pub mod rules;

@@ -1,0 +1,6 @@
+//! Configuration, telemetry, dev mode, and the composition root that serves it all.
+
+pub mod config;
+pub mod dev;
+pub mod serve;
+pub mod telemetry;

@@ -1,0 +1,187 @@
+//! The `approvals` table: reviews, revocations and the uses admissions consume.
+
+use super::*;
+
+const APPROVAL_COLUMNS: &str = "approval_id, state, org_id, project_id, environment_id, action, \
+    spec_hash, capabilities, requested_by, initiated_by, justification, created_at, expires_at, \
+    approvals_required, approvers, credentials, uses, max_uses, decision_reason, version, updated_at";
+const INSERT_APPROVAL: &str = "INSERT INTO approvals (approval_id, state, org_id, project_id, \
+    environment_id, action, spec_hash, capabilities, requested_by, initiated_by, justification, \
+    created_at, expires_at, approvals_required, approvers, credentials, uses, max_uses, \
+    decision_reason, version, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, \
+    $12, $13, $14, $15, $16, $17, $18, $19, $20, $21) ON CONFLICT (approval_id) DO NOTHING";
+const UPDATE_APPROVAL: &str = "UPDATE approvals SET state = $2, org_id = $3, project_id = $4, \
+    environment_id = $5, action = $6, spec_hash = $7, capabilities = $8, requested_by = $9, \
+    initiated_by = $10, justification = $11, created_at = $12, expires_at = $13, \
+    approvals_required = $14, approvers = $15, credentials = $16, uses = $17, max_uses = $18, \
+    decision_reason = $19, version = version + 1, updated_at = $21 \
+    WHERE approval_id = $1 AND version = $20";
+/// Reads an approval row on either backend.
+fn approval_row<R: Row>(row: &R) -> Result<ApprovalRow, StoreError>
+where
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+    for<'a> &'a str: ColumnIndex<R>,
+{
+    let text = |column: &str| row.try_get::<String, _>(column).map_err(unavailable);
+    let int = |column: &str| row.try_get::<i64, _>(column).map_err(unavailable);
+    let list = |column: &str| {
+        serde_json::from_str::<Vec<String>>(&text(column)?).map_err(|_| {
+            tracing::warn!(column, "approval row has a malformed list column");
+            StoreError::Unavailable
+        })
+    };
+    Ok(ApprovalRow {
+        approval_id: text("approval_id")?,
+        state: text("state")?,
+        scope: Scope {
+            org_id: text("org_id")?,
+            project_id: text("project_id")?,
+            environment_id: text("environment_id")?,
+        },
+        action: text("action")?,
+        spec_hash: text("spec_hash")?,
+        capabilities: list("capabilities")?,
+        requested_by: text("requested_by")?,
+        initiated_by: text("initiated_by")?,
+        justification: text("justification")?,
+        created_at: from_micros(int("created_at")?),
+        expires_at: from_micros(int("expires_at")?),
+        approvals_required: clamp_u32(int("approvals_required")?),
+        approvers: list("approvers")?,
+        credentials: list("credentials")?,
+        uses: clamp_u32(int("uses")?),
+        max_uses: clamp_u32(int("max_uses")?),
+        decision_reason: text("decision_reason")?,
+        version: int("version")?,
+        updated_at: from_micros(int("updated_at")?),
+    })
+}
+
+// === impl Db ===
+
+impl Db {
+    pub(in crate::store) async fn approval(
+        &self,
+        approval_id: &str,
+    ) -> Result<Option<ApprovalRow>, StoreError> {
+        let sql = format!("SELECT {APPROVAL_COLUMNS} FROM approvals WHERE approval_id = $1");
+        on_backend!(Db, self, pool => {
+            let row = sqlx::query(&sql)
+                .bind(approval_id)
+                .fetch_optional(pool)
+                .await
+                .map_err(unavailable)?;
+            row.map(|row| approval_row(&row)).transpose()
+        })
+    }
+
+    pub(in crate::store) async fn approvals_for(
+        &self,
+        scope: &Scope,
+        action: &str,
+        spec_hash: &str,
+    ) -> Result<Vec<ApprovalRow>, StoreError> {
+        let sql = format!(
+            "SELECT {APPROVAL_COLUMNS} FROM approvals WHERE org_id = $1 AND project_id = $2 \
+             AND environment_id = $3 AND action = $4 AND spec_hash = $5 \
+             ORDER BY created_at DESC, approval_id DESC"
+        );
+        on_backend!(Db, self, pool => {
+            let rows = sqlx::query(&sql)
+                .bind(scope.org_id.as_str())
+                .bind(scope.project_id.as_str())
+                .bind(scope.environment_id.as_str())
+                .bind(action)
+                .bind(spec_hash)
+                .fetch_all(pool)
+                .await
+                .map_err(unavailable)?;
+            rows.iter().map(approval_row).collect()
+        })
+    }
+}
+
+// === impl WriteTx ===
+
+impl WriteTx {
+    /// State, uses and max_uses of an approval.
+    pub(in crate::store) async fn approval_uses(
+        &mut self,
+        approval_id: &str,
+    ) -> Result<Option<(String, u32, u32)>, sqlx::Error> {
+        const SQL: &str = "SELECT state, uses, max_uses FROM approvals WHERE approval_id = $1";
+        let row: Option<(String, i64, i64)> = on_backend!(WriteTx, self, c => {
+            sqlx::query_as(SQL).bind(approval_id).fetch_optional(&mut **c).await?
+        });
+        Ok(row.map(|(state, uses, max_uses)| (state, clamp_u32(uses), clamp_u32(max_uses))))
+    }
+
+    /// Inserts a row with version 1; false when the id exists.
+    pub(in crate::store) async fn insert_approval(
+        &mut self,
+        row: &ApprovalRow,
+    ) -> Result<bool, sqlx::Error> {
+        let done = on_backend!(WriteTx, self, c => {
+            bind_approval!(sqlx::query(INSERT_APPROVAL), row, 1_i64).execute(&mut **c).await?
+                .rows_affected()
+        });
+        Ok(done == 1)
+    }
+
+    /// Replaces a row if its version is `expected_version`; false otherwise.
+    pub(in crate::store) async fn update_approval(
+        &mut self,
+        row: &ApprovalRow,
+        expected_version: i64,
+    ) -> Result<bool, sqlx::Error> {
+        let done = on_backend!(WriteTx, self, c => {
+            bind_approval!(sqlx::query(UPDATE_APPROVAL), row, expected_version)
+                .execute(&mut **c).await?.rows_affected()
+        });
+        Ok(done == 1)
+    }
+
+    /// Consumes one use: bumps an existing row, or records an offline credential's approval.
+    pub(in crate::store) async fn consume_use(
+        &mut self,
+        approval: &ApprovalUse,
+        exists: bool,
+        now: SystemTime,
+    ) -> Result<(), sqlx::Error> {
+        if exists {
+            const SQL: &str = "UPDATE approvals SET uses = uses + 1, version = version + 1, \
+                               updated_at = $2 WHERE approval_id = $1";
+            on_backend!(WriteTx, self, c => {
+                sqlx::query(SQL)
+                    .bind(approval.approval_id.as_str())
+                    .bind(to_micros(now))
+                    .execute(&mut **c)
+                    .await?;
+            });
+            return Ok(());
+        }
+        let row = ApprovalRow {
+            approval_id: approval.approval_id.clone(),
+            state: "approved".to_owned(),
+            scope: approval.scope.clone(),
+            action: String::new(),
+            spec_hash: approval.spec_hash.clone(),
+            capabilities: approval.capabilities.clone(),
+            requested_by: String::new(),
+            initiated_by: String::new(),
+            justification: String::new(),
+            created_at: now,
+            expires_at: approval.expires_at,
+            approvals_required: 1,
+            approvers: approval.approvers.clone(),
+            credentials: Vec::new(),
+            uses: 1,
+            max_uses: approval.max_uses,
+            decision_reason: String::new(),
+            version: 1,
+            updated_at: now,
+        };
+        self.insert_approval(&row).await.map(|_| ())
+    }
+}

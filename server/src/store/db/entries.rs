@@ -1,0 +1,387 @@
+//! The `entries` table and its chain head: appending, listing and verifying.
+
+use super::*;
+
+/// Entries read per query while verifying: bounds memory whatever the chain length.
+const VERIFY_CHUNK: i64 = 1000;
+const ENTRY_COLUMNS: &str = "seq, entry_id, recorded_at, actor, actor_cert_sha256, \
+    initiated_by, action, org_id, project_id, environment_id, spec_hash, capabilities, \
+    approval_ids, approvers, outcome, reason, grpc_code, request_id, detail, prev_hash, entry_hash";
+/// An audit row as stored: lists still as their canonical JSON text.
+struct RawEntry {
+    seq: i64,
+    entry_id: String,
+    recorded_at: i64,
+    actor: String,
+    actor_cert_sha256: String,
+    initiated_by: String,
+    action: String,
+    org_id: String,
+    project_id: String,
+    environment_id: String,
+    spec_hash: String,
+    capabilities: String,
+    approval_ids: String,
+    approvers: String,
+    outcome: String,
+    reason: String,
+    grpc_code: String,
+    request_id: String,
+    detail: String,
+    prev_hash: String,
+    entry_hash: String,
+}
+/// A `list` bind value.
+enum Param {
+    Text(String),
+    Int(i64),
+}
+// === impl RawEntry ===
+
+impl RawEntry {
+    /// Parses the list columns; a row whose lists are not valid JSON cannot be listed.
+    fn into_entry(self) -> Result<AuditEntry, StoreError> {
+        let lists = self.parse_lists().ok_or_else(|| {
+            tracing::warn!(seq = self.seq, "audit entry has malformed list columns");
+            StoreError::Unavailable
+        })?;
+        let entry = self.new_entry(lists);
+        Ok(AuditEntry {
+            seq: u64::try_from(self.seq).unwrap_or(0),
+            recorded_at: from_micros(self.recorded_at),
+            entry,
+            prev_hash: self.prev_hash,
+            entry_hash: self.entry_hash,
+        })
+    }
+
+    fn parse_lists(&self) -> Option<[Vec<String>; 3]> {
+        let parse = |text: &str| serde_json::from_str::<Vec<String>>(text).ok();
+        Some([
+            parse(&self.capabilities)?,
+            parse(&self.approval_ids)?,
+            parse(&self.approvers)?,
+        ])
+    }
+
+    fn new_entry(&self, [capabilities, approval_ids, approvers]: [Vec<String>; 3]) -> NewEntry {
+        NewEntry {
+            entry_id: self.entry_id.clone(),
+            actor: self.actor.clone(),
+            actor_cert_sha256: self.actor_cert_sha256.clone(),
+            initiated_by: self.initiated_by.clone(),
+            action: self.action.clone(),
+            scope: Scope {
+                org_id: self.org_id.clone(),
+                project_id: self.project_id.clone(),
+                environment_id: self.environment_id.clone(),
+            },
+            spec_hash: self.spec_hash.clone(),
+            capabilities,
+            approval_ids,
+            approvers,
+            outcome: self.outcome.clone(),
+            reason: self.reason.clone(),
+            grpc_code: self.grpc_code.clone(),
+            request_id: self.request_id.clone(),
+            detail: self.detail.clone(),
+        }
+    }
+
+    /// True when the stored hash is the hash of the stored content. Lists must be stored in
+    /// their canonical text, so the hash covers exactly the bytes in the database.
+    fn hash_matches(&self) -> bool {
+        let Some(lists) = self.parse_lists() else {
+            return false;
+        };
+        let stored = [&self.capabilities, &self.approval_ids, &self.approvers];
+        if lists
+            .iter()
+            .zip(stored)
+            .any(|(list, text)| canonical_list(list) != *text)
+        {
+            return false;
+        }
+        let Ok(seq) = u64::try_from(self.seq) else {
+            return false;
+        };
+        let entry = self.new_entry(lists);
+        chain::entry_hash(seq, self.recorded_at, &entry, &self.prev_hash) == self.entry_hash
+    }
+}
+/// The state of a verification walk.
+struct ChainWalk {
+    last_seq: i64,
+    prev_hash: String,
+    checked: u64,
+    first_bad_seq: u64,
+}
+// === impl ChainWalk ===
+
+impl ChainWalk {
+    fn new() -> Self {
+        Self {
+            last_seq: 0,
+            prev_hash: GENESIS_HASH.to_owned(),
+            checked: 0,
+            first_bad_seq: 0,
+        }
+    }
+
+    /// Checks position, link and hash of the next stored row. A row after a gap is the bad
+    /// one (its predecessor is missing); an edited or moved row fails its own hash.
+    fn check(&mut self, raw: &RawEntry) {
+        self.checked += 1;
+        let in_place = raw.seq == self.last_seq + 1;
+        let linked = raw.prev_hash == self.prev_hash;
+        if self.first_bad_seq == 0 && !(in_place && linked && raw.hash_matches()) {
+            self.first_bad_seq = u64::try_from(raw.seq).unwrap_or(0);
+        }
+        self.last_seq = raw.seq;
+        self.prev_hash.clone_from(&raw.entry_hash);
+    }
+
+    /// The report, comparing the last row with the recorded head (which catches a deleted
+    /// newest entry: the head's seq is then reported).
+    fn finish(mut self, head_seq: i64, head_hash: &str) -> VerifyReport {
+        if self.first_bad_seq == 0 && (self.last_seq != head_seq || self.prev_hash != head_hash) {
+            let missing = if self.last_seq < head_seq {
+                self.last_seq + 1
+            } else {
+                head_seq
+            };
+            self.first_bad_seq = u64::try_from(missing.max(1)).unwrap_or(1);
+        }
+        VerifyReport {
+            ok: self.first_bad_seq == 0,
+            entries_checked: self.checked,
+            first_bad_seq: self.first_bad_seq,
+            head_hash: self.prev_hash,
+        }
+    }
+}
+/// Reads an audit row on either backend.
+fn raw_entry<R: Row>(row: &R) -> Result<RawEntry, sqlx::Error>
+where
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+    for<'a> &'a str: ColumnIndex<R>,
+{
+    Ok(RawEntry {
+        seq: row.try_get("seq")?,
+        entry_id: row.try_get("entry_id")?,
+        recorded_at: row.try_get("recorded_at")?,
+        actor: row.try_get("actor")?,
+        actor_cert_sha256: row.try_get("actor_cert_sha256")?,
+        initiated_by: row.try_get("initiated_by")?,
+        action: row.try_get("action")?,
+        org_id: row.try_get("org_id")?,
+        project_id: row.try_get("project_id")?,
+        environment_id: row.try_get("environment_id")?,
+        spec_hash: row.try_get("spec_hash")?,
+        capabilities: row.try_get("capabilities")?,
+        approval_ids: row.try_get("approval_ids")?,
+        approvers: row.try_get("approvers")?,
+        outcome: row.try_get("outcome")?,
+        reason: row.try_get("reason")?,
+        grpc_code: row.try_get("grpc_code")?,
+        request_id: row.try_get("request_id")?,
+        detail: row.try_get("detail")?,
+        prev_hash: row.try_get("prev_hash")?,
+        entry_hash: row.try_get("entry_hash")?,
+    })
+}
+
+// === impl Db ===
+
+impl Db {
+    /// Entries after `after_seq` matching `filter`, in seq order, at most `limit`.
+    pub(in crate::store) async fn list(
+        &self,
+        filter: &ListFilter,
+        after_seq: u64,
+        limit: u32,
+    ) -> Result<Vec<AuditEntry>, StoreError> {
+        let after = i64::try_from(after_seq).map_err(|_| StoreError::InvalidPageToken)?;
+        let mut params = vec![Param::Int(after)];
+        let mut sql = format!("SELECT {ENTRY_COLUMNS} FROM audit_entries WHERE seq > $1");
+        let mut text_filter = |column: &str, value: &str, params: &mut Vec<Param>| {
+            if !value.is_empty() {
+                params.push(Param::Text(value.to_owned()));
+                sql.push_str(&format!(" AND {column} = ${}", params.len()));
+            }
+        };
+        if let Some(scope) = &filter.scope {
+            text_filter("org_id", &scope.org_id, &mut params);
+            text_filter("project_id", &scope.project_id, &mut params);
+            text_filter("environment_id", &scope.environment_id, &mut params);
+        }
+        if let Some(outcome) = &filter.outcome {
+            text_filter("outcome", outcome, &mut params);
+        }
+        if let Some(since) = filter.since {
+            params.push(Param::Int(to_micros(since)));
+            sql.push_str(&format!(" AND recorded_at >= ${}", params.len()));
+        }
+        params.push(Param::Int(i64::from(limit)));
+        sql.push_str(&format!(" ORDER BY seq LIMIT ${}", params.len()));
+
+        on_backend!(Db, self, pool => {
+            let mut query = sqlx::query(&sql);
+            for param in &params {
+                query = match param {
+                    Param::Text(text) => query.bind(text.as_str()),
+                    Param::Int(int) => query.bind(*int),
+                };
+            }
+            let rows = query.fetch_all(pool).await.map_err(unavailable)?;
+            rows.iter()
+                .map(|row| raw_entry(row).map_err(unavailable)?.into_entry())
+                .collect()
+        })
+    }
+
+    /// Walks the chain up to the recorded head, `VERIFY_CHUNK` entries at a time.
+    pub(in crate::store) async fn verify(&self) -> Result<VerifyReport, StoreError> {
+        const HEAD: &str = "SELECT seq, entry_hash FROM audit_head WHERE id = 1";
+        let sql = format!(
+            "SELECT {ENTRY_COLUMNS} FROM audit_entries WHERE seq > $1 AND seq <= $2 \
+             ORDER BY seq LIMIT $3"
+        );
+        let (head_seq, head_hash): (i64, String) = on_backend!(Db, self, pool => {
+            sqlx::query_as(HEAD).fetch_one(pool).await
+        })
+        .map_err(unavailable)?;
+
+        let mut walk = ChainWalk::new();
+        loop {
+            let chunk: Vec<RawEntry> = on_backend!(Db, self, pool => {
+                let rows = sqlx::query(&sql)
+                    .bind(walk.last_seq)
+                    .bind(head_seq)
+                    .bind(VERIFY_CHUNK)
+                    .fetch_all(pool)
+                    .await
+                    .map_err(unavailable)?;
+                rows.iter().map(raw_entry).collect::<Result<_, _>>().map_err(unavailable)?
+            });
+            let done = (chunk.len() as i64) < VERIFY_CHUNK;
+            for raw in &chunk {
+                walk.check(raw);
+            }
+            if done {
+                break;
+            }
+        }
+        let mut report = walk.finish(head_seq, &head_hash);
+        // Rows past the head were never acknowledged by this store: someone inserted them.
+        const PAST_HEAD: &str = "SELECT MIN(seq) FROM audit_entries WHERE seq > $1";
+        let (past_head,): (Option<i64>,) = on_backend!(Db, self, pool => {
+            sqlx::query_as(PAST_HEAD).bind(head_seq).fetch_one(pool).await
+        })
+        .map_err(unavailable)?;
+        if let (true, Some(seq)) = (report.ok, past_head) {
+            report.ok = false;
+            report.first_bad_seq = u64::try_from(seq).unwrap_or_default();
+        }
+        Ok(report)
+    }
+}
+
+// === impl WriteTx ===
+
+impl WriteTx {
+    /// The chain head (seq 0 and 64 zeros when empty); on PostgreSQL this locks it.
+    pub(in crate::store) async fn head(&mut self) -> Result<(u64, String), sqlx::Error> {
+        let (seq, hash): (i64, String) = match self {
+            WriteTx::Sqlite(c) => {
+                sqlx::query_as("SELECT seq, entry_hash FROM audit_head WHERE id = 1")
+                    .fetch_one(&mut **c)
+                    .await?
+            }
+            WriteTx::Postgres(c) => {
+                sqlx::query_as("SELECT seq, entry_hash FROM audit_head WHERE id = 1 FOR UPDATE")
+                    .fetch_one(&mut **c)
+                    .await?
+            }
+        };
+        let seq = u64::try_from(seq).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+        Ok((seq, hash))
+    }
+
+    pub(in crate::store) async fn set_head(
+        &mut self,
+        seq: u64,
+        hash: &str,
+    ) -> Result<(), sqlx::Error> {
+        let seq = seq_i64(seq)?;
+        on_backend!(WriteTx, self, c => {
+            sqlx::query("UPDATE audit_head SET seq = $1, entry_hash = $2 WHERE id = 1")
+                .bind(seq)
+                .bind(hash)
+                .execute(&mut **c)
+                .await?;
+        });
+        Ok(())
+    }
+
+    pub(in crate::store) async fn entry_exists(
+        &mut self,
+        entry_id: &str,
+    ) -> Result<bool, sqlx::Error> {
+        const SQL: &str = "SELECT seq FROM audit_entries WHERE entry_id = $1";
+        let found: Option<(i64,)> = on_backend!(WriteTx, self, c => {
+            sqlx::query_as(SQL).bind(entry_id).fetch_optional(&mut **c).await?
+        });
+        Ok(found.is_some())
+    }
+
+    /// Inserts the entry at `seq` after `prev_hash`.
+    pub(in crate::store) async fn insert_entry(
+        &mut self,
+        seq: u64,
+        entry: &NewEntry,
+        prev_hash: &str,
+        now: SystemTime,
+    ) -> Result<Receipt, sqlx::Error> {
+        let micros = to_micros(now);
+        let entry_hash = chain::entry_hash(seq, micros, entry, prev_hash);
+        let sql = format!(
+            "INSERT INTO audit_entries ({ENTRY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, \
+             $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)"
+        );
+        let seq_value = seq_i64(seq)?;
+        on_backend!(WriteTx, self, c => {
+            sqlx::query(&sql)
+                .bind(seq_value)
+                .bind(entry.entry_id.as_str())
+                .bind(micros)
+                .bind(entry.actor.as_str())
+                .bind(entry.actor_cert_sha256.as_str())
+                .bind(entry.initiated_by.as_str())
+                .bind(entry.action.as_str())
+                .bind(entry.scope.org_id.as_str())
+                .bind(entry.scope.project_id.as_str())
+                .bind(entry.scope.environment_id.as_str())
+                .bind(entry.spec_hash.as_str())
+                .bind(canonical_list(&entry.capabilities))
+                .bind(canonical_list(&entry.approval_ids))
+                .bind(canonical_list(&entry.approvers))
+                .bind(entry.outcome.as_str())
+                .bind(entry.reason.as_str())
+                .bind(entry.grpc_code.as_str())
+                .bind(entry.request_id.as_str())
+                .bind(entry.detail.as_str())
+                .bind(prev_hash)
+                .bind(entry_hash.as_str())
+                .execute(&mut **c)
+                .await?;
+        });
+        Ok(Receipt {
+            seq,
+            entry_id: entry.entry_id.clone(),
+            entry_hash,
+            recorded_at: from_micros(micros),
+        })
+    }
+}

@@ -1,0 +1,228 @@
+//! The durable, tamper-evident audit trail, and the approval and idempotency state that must
+//! change atomically with it (SPEC §7: consuming approval uses and appending the audit entry
+//! are one step, across replicas too).
+//!
+//! One [`AuditStore`] per process owns a single writer task. Appends are queued to it, drained
+//! in groups and written in ONE transaction per group (group commit: one fsync for many
+//! decisions); each caller is answered only after that transaction committed. The chain head
+//! lives in the `audit_head` row, locked first by every writing transaction, so several server
+//! instances sharing one PostgreSQL database extend a single chain. `chain` documents the hash.
+//!
+//! Storage errors are logged here and surface only as [`StoreError::Unavailable`]; their text
+//! never reaches a caller.
+
+pub mod chain;
+mod db;
+mod writer;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use db::Db;
+
+mod model;
+
+pub use self::model::*;
+
+/// Entries per `list` page when the caller asks for 0.
+pub const DEFAULT_PAGE_SIZE: u32 = 100;
+/// Largest `list` page.
+pub const MAX_PAGE_SIZE: u32 = 1000;
+
+/// The environment an entry or approval concerns: the domain's environment key.
+pub use crate::domain::request::EnvironmentKey as Scope;
+
+/// The audit store: cheap to clone.
+#[derive(Clone)]
+pub struct AuditStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: Db,
+    queue: mpsc::Sender<writer::Job>,
+    health: watch::Receiver<bool>,
+    options: StoreOptions,
+}
+
+// === impl StoreOptions ===
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            durable_timeout: Duration::from_secs(2),
+            max_batch: 128,
+            queue_capacity: 4096,
+            probe_interval: Duration::from_millis(250),
+            idle_probe_interval: Duration::from_secs(5),
+            max_connections: 8,
+        }
+    }
+}
+
+// === impl AuditStore ===
+
+impl AuditStore {
+    /// Opens (creating if needed) the store at `database_url` (`sqlite://…` or
+    /// `postgres://…`), runs migrations and starts the writer task.
+    pub async fn open(database_url: &str, options: StoreOptions) -> Result<Self, StoreError> {
+        let db = Db::connect(database_url, &options).await?;
+        let (health_tx, health) = watch::channel(true);
+        let (queue, jobs) = mpsc::channel(options.queue_capacity.max(1));
+        tokio::spawn(writer::run(db.clone(), jobs, health_tx, options.clone()));
+        Ok(Self {
+            inner: Arc::new(Inner {
+                db,
+                queue,
+                health,
+                options,
+            }),
+        })
+    }
+
+    /// Records `append` and answers only once it is durable; `Unavailable` if that does not
+    /// happen within `durable_timeout`. An append whose deadline has passed is skipped, and a
+    /// group is rolled back if any member's deadline passes before COMMIT is sent, so a decision
+    /// answered `Unavailable` is normally not recorded; only a deadline expiring during the
+    /// COMMIT itself can leave a recorded entry whose caller was told `Unavailable`.
+    pub async fn append(&self, append: Append) -> Result<Appended, StoreError> {
+        if !append.consume.is_empty() && append.on_refused.is_none() {
+            return Err(StoreError::MissingRefusalEntry);
+        }
+        let timeout = self.inner.options.durable_timeout;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let (reply, answer) = oneshot::channel();
+        let job = writer::Job {
+            append,
+            deadline,
+            reply,
+        };
+        let wait = async {
+            self.inner
+                .queue
+                .send(job)
+                .await
+                .map_err(|_| StoreError::Unavailable)?;
+            answer.await.map_err(|_| StoreError::Unavailable)?
+        };
+        match tokio::time::timeout_at(deadline, wait).await {
+            Ok(result) => result,
+            Err(_) => {
+                tracing::warn!(
+                    timeout_ms = timeout.as_millis() as u64,
+                    "audit entry was not durable in time"
+                );
+                Err(StoreError::Unavailable)
+            }
+        }
+    }
+
+    /// The stored fingerprint and admission (if it admitted) for a caller's request_id.
+    pub async fn idempotency(
+        &self,
+        caller: &str,
+        request_id: &str,
+    ) -> Result<Option<(String, Option<Vec<u8>>)>, StoreError> {
+        self.inner.db.idempotency(caller, request_id).await
+    }
+
+    /// One approval row.
+    pub async fn approval(&self, approval_id: &str) -> Result<Option<ApprovalRow>, StoreError> {
+        self.inner.db.approval(approval_id).await
+    }
+
+    /// Approvals for this scope, action and spec hash, newest first.
+    pub async fn approvals_for(
+        &self,
+        scope: &Scope,
+        action: &str,
+        spec_hash: &str,
+    ) -> Result<Vec<ApprovalRow>, StoreError> {
+        self.inner.db.approvals_for(scope, action, spec_hash).await
+    }
+
+    /// One page of entries in seq order, and the token of the next page (empty on the last).
+    pub async fn list(
+        &self,
+        filter: &ListFilter,
+        page_size: u32,
+        page_token: &str,
+    ) -> Result<(Vec<AuditEntry>, String), StoreError> {
+        let after = decode_page_token(page_token)?;
+        let limit = match page_size {
+            0 => DEFAULT_PAGE_SIZE,
+            n => n.min(MAX_PAGE_SIZE),
+        };
+        let mut entries = self.inner.db.list(filter, after, limit + 1).await?;
+        let next = if entries.len() > limit as usize {
+            entries.truncate(limit as usize);
+            entries
+                .last()
+                .map(|last| encode_page_token(last.seq))
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok((entries, next))
+    }
+
+    /// Walks the whole chain in bounded memory and re-computes every hash.
+    pub async fn verify(&self) -> Result<VerifyReport, StoreError> {
+        self.inner.db.verify().await
+    }
+
+    /// `true` while appends succeed; `false` after a failed write until a write or the
+    /// periodic probe succeeds again.
+    pub fn health(&self) -> watch::Receiver<bool> {
+        self.inner.health.clone()
+    }
+}
+
+/// Microseconds since the Unix epoch; times before it count negative.
+pub(crate) fn to_micros(time: SystemTime) -> i64 {
+    match time.duration_since(UNIX_EPOCH) {
+        Ok(after) => i64::try_from(after.as_micros()).unwrap_or(i64::MAX),
+        Err(before) => i64::try_from(before.duration().as_micros()).map_or(i64::MIN, |m| -m),
+    }
+}
+
+/// The time `micros` microseconds after the Unix epoch.
+pub(crate) fn from_micros(micros: i64) -> SystemTime {
+    let magnitude = Duration::from_micros(micros.unsigned_abs());
+    if micros >= 0 {
+        UNIX_EPOCH + magnitude
+    } else {
+        UNIX_EPOCH - magnitude
+    }
+}
+
+/// The opaque `list` token for "entries after `seq`".
+fn encode_page_token(seq: u64) -> String {
+    URL_SAFE_NO_PAD.encode(format!("audit-after:{seq}"))
+}
+
+/// The seq a page token continues after (0 for the empty token).
+fn decode_page_token(token: &str) -> Result<u64, StoreError> {
+    if token.is_empty() {
+        return Ok(0);
+    }
+    let bytes = URL_SAFE_NO_PAD
+        .decode(token)
+        .map_err(|_| StoreError::InvalidPageToken)?;
+    let text = String::from_utf8(bytes).map_err(|_| StoreError::InvalidPageToken)?;
+    let seq = text
+        .strip_prefix("audit-after:")
+        .ok_or(StoreError::InvalidPageToken)?;
+    match seq.parse::<u64>() {
+        // Only the exact text this store writes: no sign, no leading zeros, never 0.
+        Ok(after) if after > 0 && after.to_string() == seq => Ok(after),
+        _ => Err(StoreError::InvalidPageToken),
+    }
+}
+
+#[cfg(test)]
+mod tests;
