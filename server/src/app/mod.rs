@@ -3,4 +3,5 @@
 pub mod admission;
 pub mod approvals;
 pub mod audit;
+pub mod settings;
 pub mod wire;

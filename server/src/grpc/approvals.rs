@@ -1,18 +1,16 @@
 //! `Approvals`: a thin adapter from the wire to [`ApprovalService`].
 
-use std::sync::Arc;
-
 use admission_contract::pb::{self, approvals_server::Approvals};
 use tonic::{Request, Response, Status};
 
 use super::{Rpc, authorize_rpc};
-use crate::{app::approvals::ApprovalService, identity::roles::RoleBindings};
+use crate::app::{approvals::ApprovalService, settings::SharedSettings};
 
 /// The `Approvals` service. Callers without any role for the RPC are refused before the request
 /// is read; the domain then checks the role for the approval's environment.
 #[derive(Clone)]
 pub struct ApprovalsService {
-    roles: Arc<RoleBindings>,
+    settings: SharedSettings,
     approvals: ApprovalService,
 }
 
@@ -20,8 +18,11 @@ pub struct ApprovalsService {
 
 impl ApprovalsService {
     /// The service over `approvals`.
-    pub fn new(roles: Arc<RoleBindings>, approvals: ApprovalService) -> Self {
-        Self { roles, approvals }
+    pub fn new(settings: SharedSettings, approvals: ApprovalService) -> Self {
+        Self {
+            settings,
+            approvals,
+        }
     }
 }
 
@@ -31,7 +32,11 @@ impl Approvals for ApprovalsService {
         &self,
         request: Request<pb::CreateApprovalRequest>,
     ) -> Result<Response<pb::Approval>, Status> {
-        let caller = authorize_rpc(&self.roles, &request, Rpc::ApprovalsCreate)?;
+        let caller = authorize_rpc(
+            &self.settings.current().roles,
+            &request,
+            Rpc::ApprovalsCreate,
+        )?;
         let approval = self.approvals.create(&caller, request.into_inner()).await?;
         Ok(Response::new(approval))
     }
@@ -40,7 +45,11 @@ impl Approvals for ApprovalsService {
         &self,
         request: Request<pb::DecideApprovalRequest>,
     ) -> Result<Response<pb::Approval>, Status> {
-        let caller = authorize_rpc(&self.roles, &request, Rpc::ApprovalsDecide)?;
+        let caller = authorize_rpc(
+            &self.settings.current().roles,
+            &request,
+            Rpc::ApprovalsDecide,
+        )?;
         let approval = self.approvals.decide(&caller, request.into_inner()).await?;
         Ok(Response::new(approval))
     }
@@ -49,7 +58,7 @@ impl Approvals for ApprovalsService {
         &self,
         request: Request<pb::GetApprovalRequest>,
     ) -> Result<Response<pb::Approval>, Status> {
-        let caller = authorize_rpc(&self.roles, &request, Rpc::ApprovalsGet)?;
+        let caller = authorize_rpc(&self.settings.current().roles, &request, Rpc::ApprovalsGet)?;
         let approval = self
             .approvals
             .get(&caller, &request.get_ref().approval_id)
@@ -61,7 +70,11 @@ impl Approvals for ApprovalsService {
         &self,
         request: Request<pb::ListEligibleRequest>,
     ) -> Result<Response<pb::ListEligibleResponse>, Status> {
-        let caller = authorize_rpc(&self.roles, &request, Rpc::ApprovalsListEligible)?;
+        let caller = authorize_rpc(
+            &self.settings.current().roles,
+            &request,
+            Rpc::ApprovalsListEligible,
+        )?;
         let response = self
             .approvals
             .list_eligible(&caller, request.into_inner())
@@ -73,7 +86,11 @@ impl Approvals for ApprovalsService {
         &self,
         request: Request<pb::RevokeApprovalRequest>,
     ) -> Result<Response<pb::Approval>, Status> {
-        let caller = authorize_rpc(&self.roles, &request, Rpc::ApprovalsRevoke)?;
+        let caller = authorize_rpc(
+            &self.settings.current().roles,
+            &request,
+            Rpc::ApprovalsRevoke,
+        )?;
         let approval = self.approvals.revoke(&caller, request.into_inner()).await?;
         Ok(Response::new(approval))
     }

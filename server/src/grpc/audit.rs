@@ -1,23 +1,21 @@
 //! `Audit`: auditor-only reads of the trail, adapted to [`crate::app::audit`].
 
-use std::sync::Arc;
-
 use admission_contract::pb::{self, audit_server::Audit};
 use tonic::{Request, Response, Status};
 
 use super::{Rpc, authorize_rpc};
 use crate::{
     app::audit as service,
+    app::settings::SharedSettings,
     domain::rejection::Rejection,
     domain::request::{EnvironmentKey, FieldCheck, RequestLimits},
-    identity::roles::RoleBindings,
     store::AuditStore,
 };
 
 /// The `Audit` service.
 #[derive(Clone)]
 pub struct AuditService {
-    roles: Arc<RoleBindings>,
+    settings: SharedSettings,
     store: AuditStore,
     limits: RequestLimits,
 }
@@ -27,9 +25,9 @@ pub struct AuditService {
 impl AuditService {
     /// The service over `store`, for callers holding the auditor role; filters are bounded by
     /// `limits`.
-    pub fn new(roles: Arc<RoleBindings>, store: AuditStore, limits: RequestLimits) -> Self {
+    pub fn new(settings: SharedSettings, store: AuditStore, limits: RequestLimits) -> Self {
         Self {
-            roles,
+            settings,
             store,
             limits,
         }
@@ -42,7 +40,7 @@ impl Audit for AuditService {
         &self,
         request: Request<pb::ListAuditRequest>,
     ) -> Result<Response<pb::ListAuditResponse>, Status> {
-        authorize_rpc(&self.roles, &request, Rpc::AuditList)?;
+        authorize_rpc(&self.settings.current().roles, &request, Rpc::AuditList)?;
         check_list(request.get_ref(), &self.limits)?;
         let response = service::list(&self.store, request.into_inner()).await?;
         Ok(Response::new(response))
@@ -52,7 +50,7 @@ impl Audit for AuditService {
         &self,
         request: Request<pb::VerifyAuditRequest>,
     ) -> Result<Response<pb::VerifyAuditResponse>, Status> {
-        authorize_rpc(&self.roles, &request, Rpc::AuditVerify)?;
+        authorize_rpc(&self.settings.current().roles, &request, Rpc::AuditVerify)?;
         let response = service::verify(&self.store, request.into_inner()).await?;
         Ok(Response::new(response))
     }

@@ -19,12 +19,10 @@ use admission_contract::pb::{
 use tonic::service::Routes;
 use tonic_health::{pb::health_server::HealthServer, server::HealthService};
 
-use std::sync::Arc;
-
 use tonic_health::server::HealthReporter;
 
 use crate::{
-    app::{admission::Engine, approvals::ApprovalService},
+    app::{admission::Engine, approvals::ApprovalService, settings::SharedSettings},
     identity::roles::{Role, RoleBindings},
     identity::tls::{Caller, caller},
     store::AuditStore,
@@ -46,8 +44,8 @@ pub struct Services {
     pub approvals: ApprovalService,
     /// The audit store the Audit service reads.
     pub store: AuditStore,
-    /// Who may call which RPC.
-    pub roles: Arc<RoleBindings>,
+    /// The reloadable settings; their role bindings say who may call which RPC.
+    pub settings: SharedSettings,
     /// The `grpc.health.v1.Health` statuses to serve.
     pub health: HealthReporter,
     /// The largest request message accepted, in bytes.
@@ -122,7 +120,7 @@ fn api_routes(state: &Services) -> Result<Routes, RouterError> {
         ))
         .add_service(BodyGuard::new(
             ApprovalsServer::new(ApprovalsService::new(
-                state.roles.clone(),
+                state.settings.clone(),
                 state.approvals.clone(),
             ))
             .max_decoding_message_size(max),
@@ -131,7 +129,7 @@ fn api_routes(state: &Services) -> Result<Routes, RouterError> {
         ))
         .add_service(BodyGuard::new(
             AuditServer::new(AuditService::new(
-                state.roles.clone(),
+                state.settings.clone(),
                 state.store.clone(),
                 *state.engine.limits(),
             ))

@@ -28,9 +28,11 @@ use crate::{
 };
 
 mod limits;
+mod restart;
 
 use self::limits::validate_limits;
 pub use self::limits::{Limits, REQUEST_FIELDS_ALLOWANCE_BYTES};
+pub use self::restart::RestartOnly;
 
 /// A loaded, validated configuration.
 #[derive(Clone, Debug)]
@@ -55,12 +57,14 @@ pub struct Config {
     pub environments: Vec<EnvironmentConfig>,
     /// The environments' policies with defaults applied (SPEC §6).
     pub policies: Arc<Policies>,
-    /// The trusted key set, reloadable on SIGHUP.
+    /// The trusted key set as read with this file (a reload reads a new config whole).
     pub key_ring: Arc<KeyRing>,
     /// Request size limits and transport limits.
     pub limits: Limits,
     /// Audit store settings.
     pub audit: AuditConfig,
+    /// The fields a reload cannot change, as the file wrote them.
+    pub restart_only: RestartOnly,
 }
 /// `[signing]`: the key the service issues approval credentials with.
 #[derive(Clone, Debug)]
@@ -189,11 +193,18 @@ impl Config {
         let policies = Policies::from_configs(raw.environments.clone())
             .map_err(|e| err(format!("[[environments]] {e}")))?;
         validate_limits(&raw.limits).map_err(err)?;
+        let database_url = resolve_database_url(&base, &raw.database_url);
+        let restart_only = RestartOnly {
+            listen,
+            database_url: database_url.clone(),
+            limits: raw.limits.clone(),
+            audit: raw.audit.clone(),
+        };
 
         Ok(Self {
             path: path.to_path_buf(),
             listen,
-            database_url: resolve_database_url(&base, &raw.database_url),
+            database_url,
             key_set,
             tls,
             server_tls,
@@ -204,6 +215,7 @@ impl Config {
             key_ring: Arc::new(key_ring),
             limits: raw.limits,
             audit: raw.audit,
+            restart_only,
         })
     }
 
@@ -364,6 +376,11 @@ impl ConfigError {
     /// The config file the error is about.
     pub fn file(&self) -> &Path {
         &self.file
+    }
+
+    /// What is wrong, starting with the field's name.
+    pub fn detail(&self) -> &str {
+        &self.detail
     }
 }
 

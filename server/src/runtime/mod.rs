@@ -2,5 +2,6 @@
 
 pub mod config;
 pub mod dev;
+pub mod reload;
 pub mod serve;
 pub mod telemetry;

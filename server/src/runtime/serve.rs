@@ -15,20 +15,23 @@ use tokio::sync::watch;
 use crate::{
     app::admission::Engine,
     app::approvals::ApprovalService,
+    app::settings::SharedSettings,
     grpc::call_limits::{CallLimits, CallLimitsLayer},
     grpc::{self, RouterError},
     identity::roles::RoleBindings,
-    identity::tls::{self, AcceptSettings, TransportMetrics},
+    identity::tls::{self, AcceptSettings, ServerTls, TransportMetrics},
     runtime::config::Config,
+    runtime::reload::{self, Reloader},
     store::{AuditStore, StoreError, StoreOptions},
 };
 
-/// What every service shares: the config, role bindings, the audit store and the decision
-/// engine built over them, health, transport metrics.
+/// What every service shares: the config, the reloadable settings and TLS configuration, the
+/// audit store and the decision engine built over them, health, transport metrics.
 #[derive(Clone)]
 pub struct AppState {
     config: Arc<Config>,
-    roles: Arc<RoleBindings>,
+    settings: SharedSettings,
+    tls: ServerTls,
     store: AuditStore,
     engine: Engine,
     approvals: ApprovalService,
@@ -86,28 +89,21 @@ impl AppState {
             ..StoreOptions::default()
         };
         let store = AuditStore::open(&config.database_url, options).await?;
-        let roles = Arc::new(config.roles.clone());
+        let settings = SharedSettings::new(reload::settings_of(&config));
         let limits = config.limits.request_limits();
         let engine = Engine::new(
-            config.policies.clone(),
-            roles.clone(),
-            config.key_ring.clone(),
+            settings.clone(),
             store.clone(),
             limits,
             MAX_IN_FLIGHT_DECISIONS,
         );
-        let approvals = ApprovalService::new(
-            config.policies.clone(),
-            roles.clone(),
-            store.clone(),
-            config.signing.as_ref().map(|s| s.key.clone()),
-            limits,
-        );
+        let approvals = ApprovalService::new(settings.clone(), store.clone(), limits);
         let health = Health::new();
         health.set_serving(*store.health().borrow()).await;
         health.follow(store.health());
         Ok(Self {
-            roles,
+            tls: ServerTls::new(config.server_tls.clone()),
+            settings,
             call_limits: CallLimits::new(config.limits.call_settings()),
             config: Arc::new(config),
             store,
@@ -124,7 +120,7 @@ impl AppState {
             engine: self.engine.clone(),
             approvals: self.approvals.clone(),
             store: self.store.clone(),
-            roles: self.roles.clone(),
+            settings: self.settings.clone(),
             health: self.health.reporter(),
             max_request_bytes: self.config.limits.max_request_bytes(),
         }
@@ -145,14 +141,35 @@ impl AppState {
         &self.approvals
     }
 
-    /// The loaded configuration.
+    /// The configuration as loaded at start; what a reload changes is in [`Self::settings`]
+    /// and [`Self::tls`].
     pub fn config(&self) -> &Arc<Config> {
         &self.config
     }
 
-    /// The role bindings.
+    /// The role bindings in force now.
     pub fn roles(&self) -> Arc<RoleBindings> {
-        self.roles.clone()
+        self.settings.current().roles.clone()
+    }
+
+    /// The reloadable settings: policies, roles, key set, signing key.
+    pub fn settings(&self) -> &SharedSettings {
+        &self.settings
+    }
+
+    /// The TLS configuration new connections use.
+    pub fn tls(&self) -> &ServerTls {
+        &self.tls
+    }
+
+    /// A reloader of the whole config file into this state.
+    pub fn reloader(&self) -> Reloader {
+        Reloader::new(
+            &self.config,
+            self.settings.clone(),
+            self.tls.clone(),
+            self.store.clone(),
+        )
     }
 
     /// The health statuses; the audit store flips them while it is unhealthy.
@@ -226,8 +243,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     run_on(listener, config, shutdown).await
 }
 
-/// Opens the store, starts the SIGHUP key-set reloader and serves on `listener` until
-/// `shutdown` completes.
+/// Opens the store, starts reloading the whole config on SIGHUP and serves on `listener`
+/// until `shutdown` completes.
 pub async fn run_on(
     listener: TcpListener,
     config: Config,
@@ -236,8 +253,8 @@ pub async fn run_on(
     let addr = listener.local_addr().unwrap_or(config.listen);
     let state = AppState::new(config).await?;
     #[cfg(unix)]
-    if let Err(error) = state.config.key_ring.clone().spawn_sighup_reloader() {
-        tracing::warn!(%error, "cannot listen for SIGHUP; the key set reloads only on restart");
+    if let Err(error) = std::sync::Arc::new(state.reloader()).spawn_on_sighup() {
+        tracing::warn!(%error, "cannot listen for SIGHUP; the config reloads only on restart");
     }
     tracing::info!(%addr, "serving");
     serve_with_listener(listener, state, shutdown).await
@@ -254,7 +271,7 @@ pub async fn serve_with_listener(
     let limits = &state.config.limits;
     let incoming = tls::incoming(
         listener,
-        state.config.server_tls.clone(),
+        state.tls.clone(),
         AcceptSettings {
             handshake_timeout: limits.handshake_timeout,
             max_pending_handshakes: limits.max_pending_handshakes,

@@ -31,12 +31,12 @@ use crate::domain::{
     rules::{self, ApprovalUseState, RuleInput, UsedApproval, Verdict},
 };
 use crate::{
+    app::settings::{Settings, SharedSettings},
     app::wire::{pb_action, pb_posture},
-    domain::credential::KeyRing,
     domain::decision::new_decision_id,
-    domain::policy::{Enforcement, EnvironmentPolicy, Policies, PolicyDecision},
+    domain::policy::{Enforcement, EnvironmentPolicy, PolicyDecision},
     domain::rejection::Rejection,
-    identity::roles::{Role, RoleBindings},
+    identity::roles::Role,
     identity::tls::Caller,
     store::{
         Append, Appended, ApprovalUse, AuditStore, IdempotencyKey, NewEntry, Receipt,
@@ -58,9 +58,7 @@ pub struct Engine {
 }
 
 struct Inner {
-    policies: Arc<Policies>,
-    roles: Arc<RoleBindings>,
-    keys: Arc<KeyRing>,
+    settings: SharedSettings,
     store: AuditStore,
     limits: RequestLimits,
     in_flight: Semaphore,
@@ -69,20 +67,16 @@ struct Inner {
 // === impl Engine ===
 
 impl Engine {
-    /// An engine over the given configuration and store.
+    /// An engine over the shared settings (each decision reads them once) and the store.
     pub fn new(
-        policies: Arc<Policies>,
-        roles: Arc<RoleBindings>,
-        keys: Arc<KeyRing>,
+        settings: SharedSettings,
         store: AuditStore,
         limits: RequestLimits,
         max_in_flight: usize,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
-                policies,
-                roles,
-                keys,
+                settings,
                 store,
                 limits,
                 in_flight: Semaphore::new(max_in_flight),
@@ -137,8 +131,10 @@ impl Engine {
         decision_id: &str,
         request: &AdmissionRequest,
     ) -> Result<pb::Admission, Outcome> {
+        // One settings snapshot for the whole decision, whatever a reload swaps meanwhile.
+        let settings = self.inner.settings.current();
         // Rows 3–4.
-        let policy = self.authorize(caller, request)?;
+        let policy = authorize(&settings, caller, request)?;
         // Row 5.
         self.check_request_id(caller, request).await?;
         let credentials = if rules::needs_credentials(request, policy) {
@@ -147,11 +143,10 @@ impl Engine {
             Vec::new()
         };
         let approvals = self.approval_states(&credentials).await?;
-        let keys = self.inner.keys.current();
         let input = RuleInput {
             request,
             policy,
-            keys: &keys,
+            keys: &settings.keys,
             caller: caller.identity.as_str(),
             credentials: &credentials,
             approvals: &approvals,
@@ -172,27 +167,6 @@ impl Engine {
         };
         self.record_admission(caller, decision_id, request, policy, used, admitted)
             .await
-    }
-
-    /// Rows 3–4: the caller's roles, then the environment.
-    fn authorize(
-        &self,
-        caller: &Caller,
-        request: &AdmissionRequest,
-    ) -> Result<&EnvironmentPolicy, Outcome> {
-        let env = &request.environment;
-        let scope = Some(env.parts());
-        self.inner
-            .roles
-            .authorize(&caller.identity, Role::Orchestrator, scope)
-            .map_err(Outcome::Reject)?;
-        if request.break_glass.is_some() {
-            self.inner
-                .roles
-                .authorize(&caller.identity, Role::BreakGlass, scope)
-                .map_err(Outcome::Reject)?;
-        }
-        env.policy(&self.inner.policies).map_err(Outcome::Reject)
     }
 
     /// Row 5: a retry with the same content returns the original admission; different content
@@ -265,7 +239,8 @@ impl Engine {
                     .await);
             }
         };
-        let policy = match self.authorize(caller, &request) {
+        let settings = self.inner.settings.current();
+        let policy = match authorize(&settings, caller, &request) {
             Ok(policy) => policy,
             Err(Outcome::Reject(rejection)) => {
                 // Rows 3–4 claim no request_id: a preview never answers with an admission.
@@ -325,6 +300,27 @@ impl Engine {
             decision_id,
         })
     }
+}
+
+/// Rows 3–4: the caller's roles, then the environment, under one settings snapshot.
+fn authorize<'s>(
+    settings: &'s Settings,
+    caller: &Caller,
+    request: &AdmissionRequest,
+) -> Result<&'s EnvironmentPolicy, Outcome> {
+    let env = &request.environment;
+    let scope = Some(env.parts());
+    settings
+        .roles
+        .authorize(&caller.identity, Role::Orchestrator, scope)
+        .map_err(Outcome::Reject)?;
+    if request.break_glass.is_some() {
+        settings
+            .roles
+            .authorize(&caller.identity, Role::BreakGlass, scope)
+            .map_err(Outcome::Reject)?;
+    }
+    env.policy(&settings.policies).map_err(Outcome::Reject)
 }
 
 /// Why the checked path stopped before admitting.

@@ -15,10 +15,14 @@ async fn engine_with_limit(dir: &tempfile::TempDir, max_in_flight: usize) -> Eng
     let (key, _) = SigningKey::generate("k1").unwrap();
     let jwks = serde_json::json!({ "keys": [key.public_jwk(KeyStatus::Active)] });
     let keys = KeySet::from_jwks(jwks.to_string().as_bytes()).unwrap();
+    let settings = SharedSettings::new(Settings {
+        policies: Arc::new(crate::domain::policy::Policies::default()),
+        roles: Arc::new(crate::identity::roles::RoleBindings::default()),
+        keys: Arc::new(keys),
+        signer: None,
+    });
     Engine::new(
-        Arc::new(Policies::default()),
-        Arc::new(RoleBindings::default()),
-        Arc::new(KeyRing::from_key_set("signing_keys.json", keys)),
+        settings,
         store,
         RequestLimits {
             spec_kv_max_bytes: 1024,

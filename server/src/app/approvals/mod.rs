@@ -10,19 +10,16 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use admission_contract::{
-    Reason, SpecHash,
-    credential::{Claims, SigningKey},
-    echo, pb,
-};
+use admission_contract::{Reason, SpecHash, credential::Claims, echo, pb};
 
 use crate::{
+    app::settings::{Settings, SharedSettings},
     app::wire::{environment_key, pb_action, pb_posture},
     domain::decision::new_decision_id,
-    domain::policy::{ActionKind, EnvironmentPolicy, Policies, Posture},
+    domain::policy::{ActionKind, EnvironmentPolicy, Posture},
     domain::rejection::Rejection,
     domain::request::{EnvironmentKey, FieldCheck, RequestLimits},
-    identity::roles::{Role, RoleBindings},
+    identity::roles::Role,
     identity::tls::Caller,
     store::{Append, Appended, ApprovalRow, ApprovalWrite, AuditStore, NewEntry, Scope},
 };
@@ -39,10 +36,10 @@ const WRITE_ATTEMPTS: usize = 5;
 /// The Approvals service's domain.
 #[derive(Clone)]
 pub struct ApprovalService {
-    policies: Arc<Policies>,
-    roles: Arc<RoleBindings>,
+    live: SharedSettings,
+    /// The settings one call reads throughout; see [`ApprovalService::pinned`].
+    settings: Arc<Settings>,
     store: AuditStore,
-    signer: Option<Arc<SigningKey>>,
     limits: RequestLimits,
 }
 
@@ -78,21 +75,25 @@ struct NewApproval {
 // === impl ApprovalService ===
 
 impl ApprovalService {
-    /// The service over the configured policies, roles, store and optional signing key;
-    /// requests are validated against `limits`.
-    pub fn new(
-        policies: Arc<Policies>,
-        roles: Arc<RoleBindings>,
-        store: AuditStore,
-        signer: Option<Arc<SigningKey>>,
-        limits: RequestLimits,
-    ) -> Self {
+    /// The service over the shared settings (policies, roles, signing key; each call reads
+    /// them once) and the store; requests are validated against `limits`.
+    pub fn new(settings: SharedSettings, store: AuditStore, limits: RequestLimits) -> Self {
         Self {
-            policies,
-            roles,
+            settings: settings.current(),
+            live: settings,
             store,
-            signer,
             limits,
+        }
+    }
+
+    /// This service over the settings in force now, for the whole of one call: a reload
+    /// meanwhile never makes one call check roles under one config and policy under another.
+    fn pinned(&self) -> Self {
+        Self {
+            live: self.live.clone(),
+            settings: self.live.current(),
+            store: self.store.clone(),
+            limits: self.limits,
         }
     }
 
@@ -102,6 +103,7 @@ impl ApprovalService {
         caller: &Caller,
         request: pb::CreateApprovalRequest,
     ) -> Result<pb::Approval, Rejection> {
+        let this = self.pinned();
         let attempted = Attempt {
             scope: request
                 .environment
@@ -111,8 +113,8 @@ impl ApprovalService {
             initiated_by: echo::truncated(&request.initiated_by),
             ..Attempt::default()
         };
-        let result = self.create_checked(caller, request).await;
-        self.record_refusal(caller, "approval.create", attempted, result)
+        let result = this.create_checked(caller, request).await;
+        this.record_refusal(caller, "approval.create", attempted, result)
             .await
     }
 
@@ -162,16 +164,17 @@ impl ApprovalService {
 
     /// `Approvals.Get` (orchestrator or reviewer role).
     pub async fn get(&self, caller: &Caller, approval_id: &str) -> Result<pb::Approval, Rejection> {
-        let mut fields = FieldCheck::new(&self.limits);
+        let this = self.pinned();
+        let mut fields = FieldCheck::new(&this.limits);
         fields.id("approval_id", approval_id);
         fields.finish()?;
-        let row = self.load(approval_id).await?;
-        self.authorize(
+        let row = this.load(approval_id).await?;
+        this.authorize(
             caller,
             &[Role::Orchestrator, Role::Reviewer],
             &row.scope.clone(),
         )?;
-        Ok(self.view(&row, SystemTime::now()))
+        Ok(this.view(&row, SystemTime::now()))
     }
 
     /// `Approvals.ListEligible` (orchestrator or reviewer role).
@@ -180,7 +183,8 @@ impl ApprovalService {
         caller: &Caller,
         request: pb::ListEligibleRequest,
     ) -> Result<pb::ListEligibleResponse, Rejection> {
-        let mut fields = FieldCheck::new(&self.limits);
+        let this = self.pinned();
+        let mut fields = FieldCheck::new(&this.limits);
         fields.environment(&environment_key(request.environment.as_ref()));
         fields.digest("spec_hash", &request.spec_hash);
         fields.finish()?;
@@ -197,11 +201,11 @@ impl ApprovalService {
                 .map_err(|e: admission_contract::SpecError| {
                     Rejection::invalid_field("spec_hash", e.to_string())
                 })?;
-        self.authorize(caller, &[Role::Orchestrator, Role::Reviewer], &env)?;
-        let policy = self.policy(&env)?;
+        this.authorize(caller, &[Role::Orchestrator, Role::Reviewer], &env)?;
+        let policy = this.policy(&env)?;
         let required = policy.required_capabilities(action, &[]);
         let approvals = eligible(
-            &self.store,
+            &this.store,
             policy,
             action,
             spec_hash.as_str(),
@@ -223,6 +227,7 @@ impl ApprovalService {
     /// The approval as reviewers see it: with its environment's posture.
     fn view(&self, row: &ApprovalRow, now: SystemTime) -> pb::Approval {
         let posture = self
+            .settings
             .policies
             .get(
                 &row.scope.org_id,
@@ -307,12 +312,13 @@ impl ApprovalService {
         roles: &[Role],
         env: &EnvironmentKey,
     ) -> Result<(), Rejection> {
-        self.roles
+        self.settings
+            .roles
             .authorize_any(&caller.identity, roles, Some(env.parts()))
     }
 
     fn policy(&self, env: &EnvironmentKey) -> Result<&EnvironmentPolicy, Rejection> {
-        env.policy(&self.policies)
+        env.policy(&self.settings.policies)
     }
 
     fn entry(&self, caller: &Caller, row: &ApprovalRow, action: &str, outcome: &str) -> NewEntry {

@@ -11,12 +11,13 @@ impl ApprovalService {
         caller: &Caller,
         request: pb::DecideApprovalRequest,
     ) -> Result<pb::Approval, Rejection> {
+        let this = self.pinned();
         let attempted = Attempt::of(&request.approval_id);
-        let result = match self.check_review(&request.approval_id, &request.reason) {
-            Ok(()) => self.decide_checked(caller, request).await,
+        let result = match this.check_review(&request.approval_id, &request.reason) {
+            Ok(()) => this.decide_checked(caller, request).await,
             Err(rejection) => Err(rejection),
         };
-        self.record_refusal(caller, "approval.decide", attempted, result)
+        this.record_refusal(caller, "approval.decide", attempted, result)
             .await
     }
 
@@ -99,7 +100,7 @@ impl ApprovalService {
         now: SystemTime,
     ) -> Result<(ApprovalRow, NewEntry), Rejection> {
         let reviewer = caller.identity.as_str();
-        let Some(signer) = &self.signer else {
+        let Some(signer) = &self.settings.signer else {
             return Err(Rejection::new(
                 Reason::SigningNotConfigured,
                 "this service has no [signing] key, so it cannot issue credentials; sign offline with admissionctl sign",
@@ -182,12 +183,13 @@ impl ApprovalService {
         caller: &Caller,
         request: pb::RevokeApprovalRequest,
     ) -> Result<pb::Approval, Rejection> {
+        let this = self.pinned();
         let attempted = Attempt::of(&request.approval_id);
-        let result = match self.check_review(&request.approval_id, &request.reason) {
-            Ok(()) => self.revoke_checked(caller, request).await,
+        let result = match this.check_review(&request.approval_id, &request.reason) {
+            Ok(()) => this.revoke_checked(caller, request).await,
             Err(rejection) => Err(rejection),
         };
-        self.record_refusal(caller, "approval.revoke", attempted, result)
+        this.record_refusal(caller, "approval.revoke", attempted, result)
             .await
     }
 

@@ -113,30 +113,25 @@ impl PendingHandshakes {
 
 // === accept loop ===
 
-/// Accepts connections on `listener` and yields those that complete mTLS.
+/// Accepts connections on `listener` and yields those that complete mTLS; each handshake uses
+/// the configuration `tls` holds when the connection is accepted.
 ///
 /// The stream ends when the listener fails permanently; dropping the stream stops the accept
 /// loop and closes the listener.
 pub fn incoming(
     listener: TcpListener,
-    tls: Arc<ServerConfig>,
+    tls: ServerTls,
     settings: AcceptSettings,
     metrics: TransportMetrics,
 ) -> impl Stream<Item = Result<AuthenticatedStream, io::Error>> {
     let (tx, rx) = mpsc::channel(64);
-    tokio::spawn(accept_loop(
-        listener,
-        TlsAcceptor::from(tls),
-        settings,
-        metrics,
-        tx,
-    ));
+    tokio::spawn(accept_loop(listener, tls, settings, metrics, tx));
     futures::StreamExt::map(ReceiverStream::new(rx), Ok)
 }
 
 pub(super) async fn accept_loop(
     listener: TcpListener,
-    acceptor: TlsAcceptor,
+    tls: ServerTls,
     settings: AcceptSettings,
     metrics: TransportMetrics,
     tx: mpsc::Sender<AuthenticatedStream>,
@@ -174,7 +169,7 @@ pub(super) async fn accept_loop(
             metrics.set_pending(count);
         }
         let task = HandshakeTask {
-            acceptor: acceptor.clone(),
+            acceptor: tls.acceptor(),
             settings: settings.clone(),
             metrics: metrics.clone(),
             pending: pending.clone(),

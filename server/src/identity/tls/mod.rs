@@ -36,12 +36,14 @@ use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 mod accept;
 mod caller;
 mod material;
+mod reloadable;
 
 use self::accept::*;
 pub use self::{
     accept::{AcceptSettings, incoming},
     caller::{Caller, Identity, caller, caller_of},
     material::{TlsConfigError, TlsMaterial, TlsPaths, server_config},
+    reloadable::ServerTls,
 };
 
 /// A TLS stream whose client certificate was verified, with the caller it names. Reading ends

@@ -1,0 +1,42 @@
+//! The settings a reload cannot apply: they shape sockets, the store or the server built at
+//! start. A reload that changes them reports each by name ("requires restart: listen") and
+//! applies the rest.
+
+use super::*;
+
+/// The restart-only fields as one reading of the file wrote them. An override after loading
+/// (`dev --listen`, a test's database) does not change these, so a reload compares file with
+/// file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RestartOnly {
+    /// `listen`.
+    pub listen: SocketAddr,
+    /// `database_url`, resolved.
+    pub database_url: String,
+    /// `[limits]`: the accept loop, HTTP/2 settings and request limits are built at start.
+    pub limits: Limits,
+    /// `[audit]`: the store's tuning.
+    pub audit: AuditConfig,
+}
+
+// === impl RestartOnly ===
+
+impl RestartOnly {
+    /// The names of the fields that differ between `self` (running) and `new` (just read).
+    pub fn changed(&self, new: &RestartOnly) -> Vec<&'static str> {
+        let mut changed = Vec::new();
+        if self.listen != new.listen {
+            changed.push("listen");
+        }
+        if self.database_url != new.database_url {
+            changed.push("database_url");
+        }
+        if self.limits != new.limits {
+            changed.push("[limits]");
+        }
+        if self.audit != new.audit {
+            changed.push("[audit]");
+        }
+        changed
+    }
+}
