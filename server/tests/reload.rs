@@ -410,3 +410,52 @@ async fn reloads_are_audited_with_the_file_digest(db: &TestDb) {
 }
 
 on_both_backends!(reloads_are_audited_with_the_file_digest);
+
+/// With `[reload] watch = true` an edit is applied without a signal, once per burst.
+#[tokio::test]
+async fn a_watched_config_reloads_when_its_file_changes() {
+    let extra = format!("[reload]\nwatch = true\n{DEFAULT_ROLES}");
+    let mut server = Served::start(&extra, None).await;
+    let client = server.client(ORCHESTRATOR).await;
+    let error = client
+        .admit_deploy(deploy("prod", "watch-0"))
+        .await
+        .unwrap_err();
+    assert!(
+        error.rejection().unwrap().is(Reason::ApprovalRequired),
+        "{error:?}"
+    );
+
+    edit(
+        &server.config,
+        "posture = \"prod\"\n",
+        "posture = \"prod\"\nside_effects = \"allow_all\"\n",
+    );
+    let digest = sha256_of(&server.config);
+    let line = server.wait_for_log("config and key set reloaded").await;
+    assert!(line.contains(&digest), "{line}");
+    // The reload is in force once logged; poll briefly in case the log raced the call.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut attempt = 1;
+    loop {
+        let request_id = format!("watch-{attempt}");
+        match client.admit_deploy(deploy("prod", &request_id)).await {
+            Ok(_) => break,
+            Err(error) if tokio::time::Instant::now() < deadline => {
+                assert!(
+                    error.rejection().unwrap().is(Reason::ApprovalRequired),
+                    "{error:?}"
+                );
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(error) => panic!("the edit was not applied: {error:?}"),
+        }
+    }
+
+    let auditor = server.client(AUDITOR).await;
+    let reloaded = audit_entries(&auditor, "config_reloaded").await;
+    assert_eq!(reloaded.len(), 1, "{reloaded:?}");
+    assert_eq!(reloaded[0].initiated_by, "file watch");
+    assert!(reloaded[0].detail.contains(&digest), "{:?}", reloaded[0]);
+}

@@ -32,7 +32,7 @@ mod restart;
 
 use self::limits::validate_limits;
 pub use self::limits::{Limits, REQUEST_FIELDS_ALLOWANCE_BYTES};
-pub use self::restart::RestartOnly;
+pub use self::restart::{ReloadConfig, RestartOnly};
 
 /// A loaded, validated configuration.
 #[derive(Clone, Debug)]
@@ -63,6 +63,8 @@ pub struct Config {
     pub limits: Limits,
     /// Audit store settings.
     pub audit: AuditConfig,
+    /// `[reload]`: how the running server notices changes to its files.
+    pub reload: ReloadConfig,
     /// The fields a reload cannot change, as the file wrote them.
     pub restart_only: RestartOnly,
 }
@@ -111,6 +113,8 @@ struct RawConfig {
     limits: Limits,
     #[serde(default)]
     audit: AuditConfig,
+    #[serde(default)]
+    reload: ReloadConfig,
 }
 
 #[derive(Debug, Deserialize)]
@@ -199,6 +203,7 @@ impl Config {
             database_url: database_url.clone(),
             limits: raw.limits.clone(),
             audit: raw.audit.clone(),
+            reload: raw.reload.clone(),
         };
 
         Ok(Self {
@@ -215,6 +220,7 @@ impl Config {
             key_ring: Arc::new(key_ring),
             limits: raw.limits,
             audit: raw.audit,
+            reload: raw.reload,
             restart_only,
         })
     }

@@ -5,3 +5,4 @@ pub mod dev;
 pub mod reload;
 pub mod serve;
 pub mod telemetry;
+pub mod watch;

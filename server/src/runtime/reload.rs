@@ -36,6 +36,8 @@ pub const CONFIG_RELOAD_REFUSED: &str = "config_reload_refused";
 pub const RELOAD_ACTION: &str = "config.reload";
 /// `initiated_by` of a reload asked for with SIGHUP.
 pub const TRIGGER_SIGHUP: &str = "SIGHUP";
+/// `initiated_by` of a reload started by a change to a watched file.
+pub const TRIGGER_WATCH: &str = "file watch";
 
 /// Re-reads the config file into the running server's settings and TLS configuration.
 pub struct Reloader {

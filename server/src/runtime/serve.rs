@@ -22,6 +22,7 @@ use crate::{
     identity::tls::{self, AcceptSettings, ServerTls, TransportMetrics},
     runtime::config::Config,
     runtime::reload::{self, Reloader},
+    runtime::watch::start_reloading,
     store::{AuditStore, StoreError, StoreOptions},
 };
 
@@ -243,7 +244,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     run_on(listener, config, shutdown).await
 }
 
-/// Opens the store, starts reloading the whole config on SIGHUP and serves on `listener`
+/// Opens the store, starts reloading the whole config on SIGHUP (and on file changes with
+/// `[reload] watch`) and serves on `listener`
 /// until `shutdown` completes.
 pub async fn run_on(
     listener: TcpListener,
@@ -252,10 +254,7 @@ pub async fn run_on(
 ) -> Result<(), ServeError> {
     let addr = listener.local_addr().unwrap_or(config.listen);
     let state = AppState::new(config).await?;
-    #[cfg(unix)]
-    if let Err(error) = std::sync::Arc::new(state.reloader()).spawn_on_sighup() {
-        tracing::warn!(%error, "cannot listen for SIGHUP; the config reloads only on restart");
-    }
+    start_reloading(state.reloader(), &state.config);
     tracing::info!(%addr, "serving");
     serve_with_listener(listener, state, shutdown).await
 }

@@ -17,6 +17,16 @@ pub struct RestartOnly {
     pub limits: Limits,
     /// `[audit]`: the store's tuning.
     pub audit: AuditConfig,
+    /// `[reload]`: the watch is set up at start.
+    pub reload: ReloadConfig,
+}
+
+/// `[reload]`: besides SIGHUP, optionally watch the config file and the files it names.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReloadConfig {
+    /// Reload when one of the files changes (a burst of changes is one reload).
+    pub watch: bool,
 }
 
 // === impl RestartOnly ===
@@ -36,6 +46,9 @@ impl RestartOnly {
         }
         if self.audit != new.audit {
             changed.push("[audit]");
+        }
+        if self.reload != new.reload {
+            changed.push("[reload]");
         }
         changed
     }
