@@ -153,3 +153,62 @@ fn fingerprint(files: &[PathBuf]) -> [u8; 32] {
     }
     hasher.finalize().into()
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use notify::event::{AccessKind, CreateKind, ModifyKind};
+
+    use super::*;
+
+    fn event(kind: EventKind, path: &str) -> Event {
+        Event::new(kind).add_path(PathBuf::from(path))
+    }
+
+    #[test]
+    fn only_changes_to_the_named_files_or_a_symlink_swap_concern_the_watch() {
+        let names: HashSet<OsString> = ["admission.toml", "server.pem"]
+            .into_iter()
+            .map(OsString::from)
+            .collect();
+        let modify = EventKind::Modify(ModifyKind::Any);
+        assert!(concerns(
+            &event(modify, "/etc/admission/admission.toml"),
+            &names
+        ));
+        assert!(concerns(
+            &event(
+                EventKind::Create(CreateKind::File),
+                "/etc/admission/tls/server.pem"
+            ),
+            &names
+        ));
+        assert!(concerns(&event(modify, "/etc/admission/..data"), &names));
+        // The SQLite database beside the config changes on every decision.
+        assert!(!concerns(
+            &event(modify, "/etc/admission/admission.db-wal"),
+            &names
+        ));
+        assert!(!concerns(
+            &event(
+                EventKind::Access(AccessKind::Any),
+                "/etc/admission/admission.toml"
+            ),
+            &names
+        ));
+    }
+
+    #[test]
+    fn the_fingerprint_follows_contents() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("admission.toml");
+        let files = vec![file.clone()];
+        let missing = fingerprint(&files);
+        std::fs::write(&file, "a").unwrap();
+        let first = fingerprint(&files);
+        assert_ne!(first, missing);
+        assert_eq!(fingerprint(&files), first);
+        std::fs::write(&file, "b").unwrap();
+        assert_ne!(fingerprint(&files), first);
+    }
+}

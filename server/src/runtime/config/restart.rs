@@ -53,3 +53,33 @@ impl RestartOnly {
         changed
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn running() -> RestartOnly {
+        RestartOnly {
+            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            database_url: "sqlite://admission.db".to_owned(),
+            limits: Limits::default(),
+            audit: AuditConfig::default(),
+            reload: ReloadConfig::default(),
+        }
+    }
+
+    #[test]
+    fn each_changed_field_is_named() {
+        assert!(running().changed(&running()).is_empty());
+        let mut new = running();
+        new.listen = SocketAddr::from(([0, 0, 0, 0], 50051));
+        new.database_url = "postgres://db/admission".to_owned();
+        new.limits.max_credentials += 1;
+        new.audit.durable_timeout += Duration::from_secs(1);
+        new.reload.watch = true;
+        assert_eq!(
+            running().changed(&new),
+            ["listen", "database_url", "[limits]", "[audit]", "[reload]"]
+        );
+    }
+}
