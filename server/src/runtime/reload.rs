@@ -159,6 +159,10 @@ impl Reloader {
         error: &ConfigError,
     ) -> ReloadOutcome {
         let shown = digest.as_deref().unwrap_or("unreadable");
+        let detail = format!("config {shown} ({}) refused: {error}", self.path.display());
+        // A refusal changes nothing, so it is reported even when its entry cannot be written;
+        // the log line comes once the entry is durable, as for an applied reload.
+        let _ = self.record(trigger, CONFIG_RELOAD_REFUSED, detail).await;
         // One line naming the file and the field; the key set has its own wording, as the
         // key set reload always had.
         if error.detail().starts_with("key_set:") {
@@ -166,9 +170,6 @@ impl Reloader {
         } else {
             tracing::warn!(digest = %shown, %error, "config reload failed, keeping the previous config");
         }
-        let detail = format!("config {shown} ({}) refused: {error}", self.path.display());
-        // A refusal changes nothing, so it is reported even when its entry cannot be written.
-        let _ = self.record(trigger, CONFIG_RELOAD_REFUSED, detail).await;
         ReloadOutcome::Refused {
             digest,
             error: error.to_string(),
