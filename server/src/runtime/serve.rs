@@ -16,6 +16,7 @@ use crate::{
     app::admission::Engine,
     app::approvals::ApprovalService,
     grpc::call_limits::{CallLimits, CallLimitsLayer},
+    grpc::connect::{ConnectBodyLayer, ConnectLayer, Schema, SchemaError},
     grpc::{self, RouterError},
     identity::roles::RoleBindings,
     identity::tls::{self, AcceptSettings, TransportMetrics},
@@ -60,6 +61,9 @@ pub enum ServeError {
     /// The gRPC server failed.
     #[error("grpc server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// The descriptors of the HTTP/JSON mapping do not load.
+    #[error(transparent)]
+    Schema(#[from] SchemaError),
     /// The audit store could not be opened.
     #[error("database_url: {0}")]
     Store(#[from] StoreError),
@@ -268,7 +272,14 @@ pub async fn serve_with_listener(
         .max_concurrent_streams(limits.max_concurrent_streams)
         .http2_keepalive_interval(Some(limits.keepalive_interval))
         .http2_keepalive_timeout(Some(limits.keepalive_timeout))
+        // Connect calls (HTTP/JSON) are checked and answered outside the call limits, and
+        // their bodies become gRPC messages inside them, metered as they arrive.
+        .layer(ConnectLayer::new(Schema::load()?))
         .layer(CallLimitsLayer::new(state.call_limits.clone()))
+        .layer(ConnectBodyLayer::new(
+            state.engine.clone(),
+            limits.max_request_bytes(),
+        ))
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;
