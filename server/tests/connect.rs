@@ -13,9 +13,7 @@ use base64::{Engine as _, engine::general_purpose::STANDARD};
 use bytes::Bytes;
 use common::{
     AUDITOR, DEFAULT_ROLES, DEV_ENVIRONMENT, Issued, NOBODY, ORCHESTRATOR, TestServer,
-    raw_h2::tls_connect,
-    requests::SPEC_KV,
-    store::TestDb,
+    raw_h2::tls_connect, requests::SPEC_KV, store::TestDb,
 };
 use http::StatusCode;
 use prost::Message as _;
@@ -99,7 +97,14 @@ async fn post_as(
         .header("connect-protocol-version", "1")
         .body(())
         .unwrap();
-    send(server.addr, &server.pki.ca_pem(), cert, request, body.into()).await
+    send(
+        server.addr,
+        &server.pki.ca_pem(),
+        cert,
+        request,
+        body.into(),
+    )
+    .await
 }
 
 /// POSTs the JSON `body` to `path` as `identity`.
@@ -147,7 +152,10 @@ async fn admit_then_reject_match_the_audit_trail(db: &TestDb) {
     assert_eq!(rejected.status, StatusCode::FORBIDDEN);
     let error = rejected.json();
     assert_eq!(error["code"], "permission_denied");
-    assert!(error["message"].as_str().unwrap().contains("approval"), "{error}");
+    assert!(
+        error["message"].as_str().unwrap().contains("approval"),
+        "{error}"
+    );
     let info = rejected.error_info();
     assert_eq!(info.reason, "APPROVAL_REQUIRED");
     assert_eq!(info.domain, "byteor.admission.v1");
@@ -265,7 +273,14 @@ async fn bad_json_is_invalid_argument_naming_the_field() {
     assert!(reply.json()["message"].as_str().unwrap().contains("colour"));
 
     let cert = server.pki.client(ORCHESTRATOR);
-    let reply = post_as(&server, &cert, ADMIT, "application/json", "{\"requestId\": ").await;
+    let reply = post_as(
+        &server,
+        &cert,
+        ADMIT,
+        "application/json",
+        "{\"requestId\": ",
+    )
+    .await;
     assert_eq!(reply.status, StatusCode::BAD_REQUEST);
     assert_eq!(reply.error_info().reason, "REQUEST_INVALID");
 
@@ -285,7 +300,8 @@ async fn bad_json_is_invalid_argument_naming_the_field() {
 
 #[tokio::test]
 async fn a_body_over_the_limit_is_refused_as_on_grpc() {
-    let limits = "[limits]\nspec_kv_max_bytes = 1024\nmax_credentials = 1\ncredential_max_bytes = 1024\n";
+    let limits =
+        "[limits]\nspec_kv_max_bytes = 1024\nmax_credentials = 1\ncredential_max_bytes = 1024\n";
     let server = TestServer::start_with(
         common::Pki::new("test clients CA"),
         &[],
@@ -299,7 +315,12 @@ async fn a_body_over_the_limit_is_refused_as_on_grpc() {
     assert_eq!(reply.json()["code"], "invalid_argument");
     let info = reply.error_info();
     assert_eq!(info.reason, "REQUEST_INVALID");
-    assert!(reply.json()["message"].as_str().unwrap().contains("at most"));
+    assert!(
+        reply.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("at most")
+    );
     server.stop().await;
 }
 
@@ -318,7 +339,10 @@ async fn protocol_errors_get_connect_http_statuses() {
 
     let reply = post_as(&server, &cert, ADMIT, "text/plain", "{}").await;
     assert_eq!(reply.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
-    assert_eq!(reply.headers["accept-post"], "application/json, application/proto");
+    assert_eq!(
+        reply.headers["accept-post"],
+        "application/json, application/proto"
+    );
 
     let path = "/byteor.admission.v1.DeployAdmission/Launch";
     let reply = post_as(&server, &cert, path, "application/json", "{}").await;
@@ -332,7 +356,12 @@ async fn protocol_errors_get_connect_http_statuses() {
         .unwrap();
     let reply = send(server.addr, &ca, &cert, request, Bytes::from_static(b"{}")).await;
     assert_eq!(reply.status, StatusCode::BAD_REQUEST);
-    assert!(reply.json()["message"].as_str().unwrap().contains("connect-timeout-ms"));
+    assert!(
+        reply.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("connect-timeout-ms")
+    );
     server.stop().await;
 }
 
@@ -351,5 +380,42 @@ async fn protobuf_bodies_are_served_too() {
     assert_eq!(reply.headers["content-type"], "application/proto");
     let admission = pb::Admission::decode(reply.body.as_ref()).unwrap();
     assert!(!admission.decision_id.is_empty());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn gzip_bodies_are_read_and_a_foreign_encoding_is_refused() {
+    use std::io::Write as _;
+    let server = TestServer::start_with(
+        common::Pki::new("test clients CA"),
+        &[],
+        &format!("{DEFAULT_ROLES}{DEV_ENVIRONMENT}"),
+    )
+    .await;
+    let cert = server.pki.client(ORCHESTRATOR);
+    let ca = server.pki.ca_pem();
+    let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gzip.write_all(deploy_json("dev", "gzip-1").to_string().as_bytes())
+        .unwrap();
+    let body = Bytes::from(gzip.finish().unwrap());
+    let request = |encoding: &str| {
+        http::Request::post(format!("https://localhost{ADMIT}"))
+            .header("content-type", "application/json")
+            .header("content-encoding", encoding)
+            .body(())
+            .unwrap()
+    };
+    let reply = send(server.addr, &ca, &cert, request("gzip"), body.clone()).await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+    assert!(
+        reply.json()["decisionId"]
+            .as_str()
+            .unwrap()
+            .starts_with("dec_")
+    );
+
+    let reply = send(server.addr, &ca, &cert, request("br"), body).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert_eq!(reply.error_info().reason, "REQUEST_INVALID");
     server.stop().await;
 }

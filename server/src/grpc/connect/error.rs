@@ -86,7 +86,10 @@ fn decoded_details(status: &tonic::Status, schema: &Schema) -> Vec<serde_json::V
         .details
         .iter()
         .map(|any| {
-            let type_name = any.type_url.strip_prefix(TYPE_URL_PREFIX).unwrap_or(&any.type_url);
+            let type_name = any
+                .type_url
+                .strip_prefix(TYPE_URL_PREFIX)
+                .unwrap_or(&any.type_url);
             let mut detail = serde_json::json!({
                 "type": type_name,
                 "value": STANDARD_NO_PAD.encode(&any.value),

@@ -237,9 +237,7 @@ impl Refusal {
                 http::StatusCode::NOT_FOUND,
             ),
             Refusal::MethodNotAllowed(method) => (
-                tonic::Status::unimplemented(format!(
-                    "rpcs are called with POST, not {method}"
-                )),
+                tonic::Status::unimplemented(format!("rpcs are called with POST, not {method}")),
                 http::StatusCode::METHOD_NOT_ALLOWED,
             ),
             Refusal::UnsupportedMediaType(content_type) => (
@@ -249,7 +247,9 @@ impl Refusal {
                 http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ),
             Refusal::BadHeader(name, value) => (
-                tonic::Status::invalid_argument(format!("header {name} has an invalid value {value:?}")),
+                tonic::Status::invalid_argument(format!(
+                    "header {name} has an invalid value {value:?}"
+                )),
                 http::StatusCode::BAD_REQUEST,
             ),
         };
@@ -268,3 +268,7 @@ impl Refusal {
         response
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests;

@@ -26,9 +26,8 @@ pub(super) async fn into_connect(
     };
     let trailers = collected.trailers().cloned().unwrap_or_default();
     let data = collected.to_bytes();
-    let status = tonic::Status::from_header_map(&trailers).unwrap_or_else(|| {
-        tonic::Status::internal("the service answered without a grpc status")
-    });
+    let status = tonic::Status::from_header_map(&trailers)
+        .unwrap_or_else(|| tonic::Status::internal("the service answered without a grpc status"));
     if status.code() != tonic::Code::Ok {
         return with_headers(error_response(&status, schema), &metadata);
     }
