@@ -92,7 +92,10 @@ impl Schema {
         );
         let decoded = match decoded {
             Ok(decoded) => decoded,
-            Err(detail) => return Err(error(field_path(&track.path()), detail.to_string())),
+            Err(detail) => {
+                let detail = detail.to_string();
+                return Err(error(field_path(&track.path(), &detail), detail));
+            }
         };
         json.end()
             .map_err(|detail| error("body".into(), detail.to_string()))?;
@@ -119,12 +122,27 @@ impl Schema {
     }
 }
 
-/// The JSON path serde saw when decoding failed; `body` when it failed at the top.
-fn field_path(path: &serde_path_to_error::Path) -> String {
-    let text = path.to_string();
-    if text == "." || text.is_empty() {
-        "body".into()
-    } else {
-        text
+/// The JSON path serde saw when decoding failed, down to the field an "unknown field" error
+/// names; `body` when it failed at the top.
+fn field_path(path: &serde_path_to_error::Path, detail: &str) -> String {
+    let parent = match path.to_string() {
+        text if text == "." || text.is_empty() => None,
+        text => Some(text),
+    };
+    // prost-reflect's wording, and serde's.
+    let unknown = detail
+        .strip_prefix("unrecognized field name '")
+        .and_then(|rest| rest.split_once('\''))
+        .or_else(|| {
+            detail
+                .strip_prefix("unknown field `")
+                .and_then(|rest| rest.split_once('`'))
+        })
+        .map(|(name, _)| name);
+    match (parent, unknown) {
+        (Some(parent), Some(name)) => format!("{parent}.{name}"),
+        (None, Some(name)) => name.to_owned(),
+        (Some(parent), None) => parent,
+        (None, None) => "body".into(),
     }
 }

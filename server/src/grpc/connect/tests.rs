@@ -97,7 +97,7 @@ fn json_errors_name_the_field() {
     let cases: [(&[u8], &str); 5] = [
         (br#"{"verdict": "VERDICT_MAYBE"}"#, "verdict"),
         (br#"{"approvalId": 3}"#, "approvalId"),
-        (br#"{"mood": "good"}"#, "body"),
+        (br#"{"mood": "good"}"#, "mood"),
         (br#"{"reason": "x"} trailing"#, "body"),
         (b"  ", "body"),
     ];
