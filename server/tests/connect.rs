@@ -419,3 +419,36 @@ async fn gzip_bodies_are_read_and_a_foreign_encoding_is_refused() {
     assert_eq!(reply.error_info().reason, "REQUEST_INVALID");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn the_buffer_budget_meters_json_bytes_and_refuses_as_overloaded() {
+    // The budget holds the largest protobuf request and no more: 2 KiB of fields plus the
+    // 64 KiB allowance, and the 5-byte gRPC prefix.
+    let limits = "[limits]\nspec_kv_max_bytes = 1024\nmax_credentials = 1\n\
+                  credential_max_bytes = 1024\nmax_buffered_request_bytes = 67589\n";
+    let server = TestServer::start_with(
+        common::Pki::new("test clients CA"),
+        &[],
+        &format!("{DEFAULT_ROLES}{limits}"),
+    )
+    .await;
+    // Within the JSON limit (twice the protobuf one) but more than the whole budget.
+    let mut request = deploy_json("prod", "json-7");
+    request["specKv"] = json!(STANDARD.encode(vec![b'a'; 75 * 1024]));
+    let reply = post_json(&server, ORCHESTRATOR, ADMIT, &request).await;
+    assert_eq!(
+        reply.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{:?}",
+        reply.body
+    );
+    assert_eq!(reply.json()["code"], "resource_exhausted");
+    assert_eq!(reply.error_info().reason, "OVERLOADED");
+    let retry = reply.json()["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|detail| detail["type"] == "google.rpc.RetryInfo");
+    assert!(retry, "OVERLOADED carries RetryInfo");
+    server.stop().await;
+}
