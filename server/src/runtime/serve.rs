@@ -17,6 +17,7 @@ use crate::{
     app::approvals::ApprovalService,
     app::settings::SharedSettings,
     grpc::call_limits::{CallLimits, CallLimitsLayer},
+    grpc::connect::{ConnectBodyLayer, ConnectLayer, Schema, SchemaError},
     grpc::{self, RouterError},
     identity::roles::RoleBindings,
     identity::tls::{self, AcceptSettings, ServerTls, TransportMetrics},
@@ -64,6 +65,9 @@ pub enum ServeError {
     /// The gRPC server failed.
     #[error("grpc server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// The descriptors of the HTTP/JSON mapping do not load.
+    #[error(transparent)]
+    Schema(#[from] SchemaError),
     /// The audit store could not be opened.
     #[error("database_url: {0}")]
     Store(#[from] StoreError),
@@ -284,7 +288,14 @@ pub async fn serve_with_listener(
         .max_concurrent_streams(limits.max_concurrent_streams)
         .http2_keepalive_interval(Some(limits.keepalive_interval))
         .http2_keepalive_timeout(Some(limits.keepalive_timeout))
+        // Connect calls (HTTP/JSON) are checked and answered outside the call limits, and
+        // their bodies become gRPC messages inside them, metered as they arrive.
+        .layer(ConnectLayer::new(Schema::load()?))
         .layer(CallLimitsLayer::new(state.call_limits.clone()))
+        .layer(ConnectBodyLayer::new(
+            state.engine.clone(),
+            limits.max_request_bytes(),
+        ))
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;
