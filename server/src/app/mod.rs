@@ -3,4 +3,6 @@
 pub mod admission;
 pub mod approvals;
 pub mod audit;
+pub mod failure;
+pub mod recording;
 pub mod wire;

@@ -49,7 +49,7 @@ async fn at_the_in_flight_limit_decisions_are_refused_unrecorded() {
         engine.admit(&caller, request()).await.map(|_| ()),
         engine.preview(&caller, request()).await.map(|_| ()),
     ] {
-        let rejection = answer.unwrap_err();
+        let rejection = rejected(answer.unwrap_err());
         assert_eq!(rejection.reason, Reason::Overloaded);
         assert_eq!(rejection.reason.code(), tonic::Code::ResourceExhausted);
         assert!(!rejection.metadata.contains_key("decision_id"));
@@ -60,6 +60,13 @@ async fn at_the_in_flight_limit_decisions_are_refused_unrecorded() {
         .await
         .unwrap();
     assert!(entries.is_empty(), "{entries:?}");
+}
+
+fn rejected(failure: Failure) -> Rejection {
+    match failure {
+        Failure::Rejected(rejection) => rejection,
+        Failure::Internal => panic!("answered INTERNAL"),
+    }
 }
 
 fn entry(entry_id: &str, request_id: &str) -> NewEntry {
@@ -101,10 +108,12 @@ async fn rejection_racing_a_request_id_is_recorded_as_the_conflict() {
     let mut denied = entry("dec_second", "req-1");
     let policy_denied = Rejection::new(Reason::PolicyDenied, "denied");
     set_rejection(&mut denied, &policy_denied);
-    let answer = engine
-        .append_keyed(denied, key("req-1", "bbbb"), policy_denied)
-        .await
-        .unwrap_err();
+    let answer = rejected(
+        engine
+            .append_keyed(denied, key("req-1", "bbbb"), policy_denied)
+            .await
+            .unwrap_err(),
+    );
     assert_eq!(answer.reason, Reason::RequestIdConflict);
     assert_eq!(answer.metadata["decision_id"], "dec_second");
 

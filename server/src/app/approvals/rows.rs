@@ -11,7 +11,8 @@ pub async fn eligible(
     spec_hash: &str,
     required: &[String],
     now: SystemTime,
-) -> Result<Vec<pb::Approval>, Rejection> {
+    unavailable: fn() -> Rejection,
+) -> Result<Vec<pb::Approval>, Failure> {
     let scope = Scope {
         org_id: policy.org_id.clone(),
         project_id: policy.project_id.clone(),
@@ -20,7 +21,7 @@ pub async fn eligible(
     let rows = store
         .approvals_for(&scope, action.key(), spec_hash)
         .await
-        .map_err(|_| unavailable())?;
+        .map_err(|error| Failure::from_store(error, unavailable))?;
     Ok(rows
         .iter()
         .filter(|row| is_eligible(row, required, now))
@@ -29,7 +30,7 @@ pub async fn eligible(
 }
 
 pub(super) fn is_eligible(row: &ApprovalRow, required: &[String], now: SystemTime) -> bool {
-    row.state == "approved"
+    row.state.admits()
         && row.expires_at > now
         && row.uses < row.max_uses
         && !row.credentials.is_empty()
@@ -37,14 +38,10 @@ pub(super) fn is_eligible(row: &ApprovalRow, required: &[String], now: SystemTim
 }
 
 pub(super) fn check_pending(row: &ApprovalRow, now: SystemTime) -> Result<(), Rejection> {
-    let state = derived_state(row, now);
-    if state == pb::ApprovalState::Pending {
+    let Err(shown) = row.state.check_decidable(row.expires_at <= now) else {
         return Ok(());
-    }
-    let name = state
-        .as_str_name()
-        .trim_start_matches("APPROVAL_STATE_")
-        .to_lowercase();
+    };
+    let name = shown.as_str();
     Err(Rejection::new(
         Reason::ApprovalNotPending,
         format!(
@@ -100,21 +97,7 @@ pub(super) fn validate_create(
     }
     fields.finish()?;
     let action = action_from_pb(request.action)?;
-    let spec_hash = match request.spec {
-        Some(pb::create_approval_request::Spec::SpecKv(bytes)) => SpecHash::of_spec(&bytes)
-            .map_err(|e| Rejection::new(Reason::SpecMalformed, e.to_string()))?,
-        Some(pb::create_approval_request::Spec::SpecHash(hash)) => {
-            hash.parse().map_err(|e: admission_contract::SpecError| {
-                Rejection::invalid_field("spec_hash", e.to_string())
-            })?
-        }
-        None => {
-            return Err(Rejection::invalid_field(
-                "spec",
-                "spec_kv or spec_hash is required",
-            ));
-        }
-    };
+    let spec_hash = spec_hash_of(request.spec)?;
     let ttl = match request.ttl {
         None => None,
         Some(ttl) => Some(
@@ -133,6 +116,23 @@ pub(super) fn validate_create(
         justification: request.justification,
         initiated_by: request.initiated_by,
     })
+}
+
+/// The spec hash a create request names: given, or of the spec it carries (bounds checked).
+fn spec_hash_of(spec: Option<pb::create_approval_request::Spec>) -> Result<SpecHash, Rejection> {
+    match spec {
+        Some(pb::create_approval_request::Spec::SpecKv(bytes)) => SpecHash::of_spec(&bytes)
+            .map_err(|e| Rejection::new(Reason::SpecMalformed, e.to_string())),
+        Some(pb::create_approval_request::Spec::SpecHash(hash)) => {
+            hash.parse().map_err(|e: admission_contract::SpecError| {
+                Rejection::invalid_field("spec_hash", e.to_string())
+            })
+        }
+        None => Err(Rejection::invalid_field(
+            "spec",
+            "spec_kv or spec_hash is required",
+        )),
+    }
 }
 
 /// The approval as the wire shows it, with `expired` derived from the clock.
@@ -174,13 +174,14 @@ pub(super) fn quorum_reached(row: &ApprovalRow) -> bool {
     row.approvers.len() >= row.approvals_required as usize
 }
 
+/// The wire state of `row` at `now`: `expired` once `expires_at` has passed.
 pub(super) fn derived_state(row: &ApprovalRow, now: SystemTime) -> pb::ApprovalState {
-    match row.state.as_str() {
-        "denied" => pb::ApprovalState::Denied,
-        "revoked" => pb::ApprovalState::Revoked,
-        _ if row.expires_at <= now => pb::ApprovalState::Expired,
-        "approved" => pb::ApprovalState::Approved,
-        _ => pb::ApprovalState::Pending,
+    match row.state.shown(row.expires_at <= now) {
+        ShownState::Pending => pb::ApprovalState::Pending,
+        ShownState::Approved => pb::ApprovalState::Approved,
+        ShownState::Denied => pb::ApprovalState::Denied,
+        ShownState::Revoked => pb::ApprovalState::Revoked,
+        ShownState::Expired => pb::ApprovalState::Expired,
     }
 }
 
