@@ -1,5 +1,6 @@
 //! The admission rules as data and pure functions: no transport, no storage, no wire types.
 
+pub mod action;
 pub mod approval;
 pub mod credential;
 pub mod decision;
