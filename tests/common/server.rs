@@ -15,10 +15,13 @@ use admission_server::runtime::{
 use tempfile::TempDir;
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 
+use admission_contract::pb;
+
 use super::{
     DEFAULT_ROLES,
     pki::{Issued, Pki},
-    store::TestDb,
+    requests::create_approval,
+    store::{Backend, TestDb},
 };
 
 /// Kid of the service's own signing key, written by [`write_config`] as `signing.key`.
@@ -197,6 +200,20 @@ impl TestServer {
             .unwrap()
     }
 
+    /// A server with `extra` appended to its config on a fresh database of `backend`; `None`
+    /// for PostgreSQL when `ADMISSION_TEST_DATABASE_URL` is unset.
+    pub async fn start_fresh(backend: Backend, test: &str, extra: &str) -> Option<(Self, TestDb)> {
+        let db = backend.database(test).await?;
+        let server = Self::start_on(&db, extra).await;
+        Some((server, db))
+    }
+
+    /// Stops the server, then drops its database.
+    pub async fn finish(self, db: TestDb) {
+        self.stop().await;
+        db.cleanup().await;
+    }
+
     /// Stops the server gracefully and waits for it.
     pub async fn stop(mut self) {
         if let Some(shutdown) = self.shutdown.take() {
@@ -214,4 +231,26 @@ impl Drop for TestServer {
             let _ = shutdown.send(());
         }
     }
+}
+
+/// An approval of the standard spec in `acme/payments/prod`, requested by `orchestrator` and
+/// approved by `reviewer`.
+pub async fn approved_in_prod(
+    orchestrator: &AdmissionClient,
+    reviewer: &AdmissionClient,
+) -> pb::Approval {
+    let created = orchestrator
+        .create_approval(create_approval("prod", "release 1.4.2"))
+        .await
+        .unwrap();
+    let approved = reviewer
+        .decide_approval(pb::DecideApprovalRequest {
+            approval_id: created.approval_id.clone(),
+            verdict: pb::Verdict::Approve as i32,
+            reason: "looks good".to_owned(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(approved.state, pb::ApprovalState::Approved as i32);
+    approved
 }

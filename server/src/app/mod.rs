@@ -4,5 +4,5 @@ pub mod admission;
 pub mod approvals;
 pub mod audit;
 pub mod failure;
-pub mod recording;
-pub mod wire;
+pub(crate) mod recording;
+pub(crate) mod wire;

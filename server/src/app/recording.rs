@@ -10,7 +10,7 @@ use crate::{
 /// Records `rejection` in `entry` (which it completes with outcome, reason, code and detail)
 /// and answers it with the entry's id as `decision_id`. Rejections claim no request_id here;
 /// `unavailable` is the use case's AUDIT_UNAVAILABLE rejection.
-pub async fn record_rejection(
+pub(crate) async fn record_rejection(
     store: &AuditStore,
     mut entry: NewEntry,
     rejection: Rejection,
@@ -36,7 +36,7 @@ pub async fn record_rejection(
 }
 
 /// Marks `entry` as recording `rejection`.
-pub fn set_rejection(entry: &mut NewEntry, rejection: &Rejection) {
+pub(crate) fn set_rejection(entry: &mut NewEntry, rejection: &Rejection) {
     entry.outcome = Outcome::Rejected.as_str().to_owned();
     entry.reason = rejection.reason.as_str().to_owned();
     entry.grpc_code = rejection.reason.code_name().to_owned();
@@ -44,7 +44,7 @@ pub fn set_rejection(entry: &mut NewEntry, rejection: &Rejection) {
 }
 
 /// The append of a rejection: no uses consumed, nothing admitted, no approval written.
-pub fn rejection_append(entry: NewEntry, idempotency: Option<IdempotencyKey>) -> Append {
+pub(crate) fn rejection_append(entry: NewEntry, idempotency: Option<IdempotencyKey>) -> Append {
     Append {
         entry,
         consume: Vec::new(),

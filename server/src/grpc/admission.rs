@@ -136,7 +136,11 @@ impl Admissions {
         let caller = caller(&request)?;
         let parsed = parse(request.get_ref(), self.engine.limits());
         let started = Instant::now();
-        let admission = self.engine.admit(&caller, parsed).await;
+        let admission = self
+            .engine
+            .admit(&caller, parsed)
+            .await
+            .map(pb::Admission::from);
         let (outcome, reason) = admission_outcome(&admission);
         self.metrics
             .record(&Span::current(), action, outcome, reason, started.elapsed());

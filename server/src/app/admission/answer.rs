@@ -25,10 +25,10 @@ pub(super) fn approval_uses(
 /// The answer to an admission once the store has taken (or refused) it.
 pub(super) fn admitted_answer(
     appended: Appended,
-    admission: pb::Admission,
+    admission: Admission,
     shadow: bool,
     request_id: &str,
-) -> Result<pb::Admission, Stop> {
+) -> Result<Admission, Stop> {
     match appended {
         Appended::Committed(receipt) => Ok(with_receipt(admission, &receipt)),
         Appended::Refused { refusal, receipt } if shadow => {
@@ -45,15 +45,15 @@ pub(super) fn admitted_answer(
     }
 }
 
-/// A stored admission; one that does not decode is corrupt data.
-pub(super) fn decode_admission(bytes: &[u8]) -> Result<pb::Admission, Failure> {
-    pb::Admission::decode(bytes).map_err(|error| {
-        tracing::error!(%error, "stored admission could not be decoded");
+/// A stored admission; one this service would not have written is corrupt data.
+pub(super) fn decode_admission(bytes: &[u8]) -> Result<Admission, Failure> {
+    wire::decode_admission(bytes).map_err(|error| {
+        tracing::error!(%error, "stored admission could not be read");
         Failure::Internal
     })
 }
 
-pub(super) fn with_receipt(mut admission: pb::Admission, receipt: &Receipt) -> pb::Admission {
+pub(super) fn with_receipt(mut admission: Admission, receipt: &Receipt) -> Admission {
     admission.audit_entry_hash = receipt.entry_hash.clone();
     admission
 }
@@ -107,7 +107,7 @@ pub(super) fn request_entry(
 pub(super) fn refused(
     mut entry: NewEntry,
     refusal: &UseRefusal,
-    shadow_admission: Option<pb::Admission>,
+    shadow_admission: Option<Admission>,
 ) -> RefusalRecord {
     let rejection = refusal_rejection(refusal);
     set_rejection(&mut entry, &rejection);
@@ -122,12 +122,12 @@ pub(super) fn refused(
     entry.approval_ids.clear();
     RefusalRecord {
         entry,
-        admission: Some(shadow_refused(admission, refusal).encode_to_vec()),
+        admission: Some(wire::encode_admission(&shadow_refused(admission, refusal))),
     }
 }
 
 /// The shadow-mode admission when a use was refused: nothing consumed, the reason reported.
-pub(super) fn shadow_refused(mut admission: pb::Admission, refusal: &UseRefusal) -> pb::Admission {
+pub(super) fn shadow_refused(mut admission: Admission, refusal: &UseRefusal) -> Admission {
     admission.approval_ids.clear();
     admission.shadow_reason = refusal_rejection(refusal).reason.as_str().to_owned();
     admission

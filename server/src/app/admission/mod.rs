@@ -23,7 +23,6 @@ use admission_contract::{
     echo::truncated,
     pb,
 };
-use prost::Message;
 use tokio::sync::{Semaphore, SemaphorePermit};
 
 use crate::domain::{
@@ -33,10 +32,10 @@ use crate::domain::{
 use crate::{
     app::failure::Failure,
     app::recording::{record_rejection, rejection_append, set_rejection},
-    app::wire::{pb_action, pb_posture},
+    app::wire::{self, pb_action, pb_posture},
     domain::approval::ApprovalState,
     domain::credential::KeyRing,
-    domain::decision::new_decision_id,
+    domain::decision::{Admission, new_decision_id},
     domain::outcome::Outcome,
     domain::policy::{ActionKind, Enforcement, EnvironmentPolicy, Policies, PolicyDecision},
     domain::rejection::Rejection,
@@ -76,7 +75,7 @@ struct Inner {
 /// Why the checked path stopped before admitting.
 enum Stop {
     /// An earlier admission of this request, answered again.
-    Answer(Box<pb::Admission>),
+    Answer(Box<Admission>),
     /// A rejection still to be recorded (unless it carries a decision_id already).
     Reject(Rejection),
     /// Nothing to record: the store failed, or a bug.
@@ -130,7 +129,7 @@ impl Engine {
         &self,
         caller: &Caller,
         request: Result<AdmissionRequest, Box<Invalid>>,
-    ) -> Result<pb::Admission, Failure> {
+    ) -> Result<Admission, Failure> {
         let begun = self
             .begin(caller, request, ActionKind::admit_audit_action)
             .await?;
@@ -179,7 +178,7 @@ impl Engine {
         caller: &Caller,
         decision_id: &str,
         request: &AdmissionRequest,
-    ) -> Result<pb::Admission, Stop> {
+    ) -> Result<Admission, Stop> {
         // Rows 3–4.
         let policy = self.authorize(caller, request).map_err(Stop::Reject)?;
         // Row 5.

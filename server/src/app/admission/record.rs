@@ -30,7 +30,7 @@ impl Engine {
         policy: &EnvironmentPolicy,
         used: Vec<UsedApproval>,
         admitted: Admitted,
-    ) -> Result<pb::Admission, Stop> {
+    ) -> Result<Admission, Stop> {
         let decided_at = SystemTime::now();
         let AdmittedRecord {
             outcome,
@@ -51,12 +51,12 @@ impl Engine {
         entry.reason = reason;
         entry.grpc_code = GRPC_OK.to_owned();
         entry.detail = detail;
-        let admission = pb::Admission {
+        let admission = Admission {
             decision_id: decision_id.to_owned(),
-            action: pb_action(request.action) as i32,
+            action: request.action,
             spec_hash: request.spec_hash.to_string(),
             approval_ids: entry.approval_ids.clone(),
-            decided_at: Some(decided_at.into()),
+            decided_at,
             audit_entry_hash: String::new(),
             shadow_reason,
             break_glass,
@@ -76,7 +76,7 @@ impl Engine {
                 request_id: request.request_id.clone(),
                 fingerprint: request.fingerprint.clone(),
             }),
-            admission: Some(admission.encode_to_vec()),
+            admission: Some(wire::encode_admission(&admission)),
             approval_write: None,
         };
         let appended = self.inner.store.append(append).await?;
@@ -94,7 +94,7 @@ impl Engine {
         decision_id: &str,
         request: &AdmissionRequest,
         rejection: Rejection,
-    ) -> Result<pb::Admission, Failure> {
+    ) -> Result<Admission, Failure> {
         if rejection.metadata.contains_key("decision_id") {
             // Already recorded by the store (a use refused inside the append transaction).
             return Err(rejection.into());
@@ -167,7 +167,7 @@ impl Engine {
         entry: NewEntry,
         key: IdempotencyKey,
         rejection: Rejection,
-    ) -> Result<pb::Admission, Failure> {
+    ) -> Result<Admission, Failure> {
         let decision_id = entry.entry_id.clone();
         let conflict_entry = entry.clone();
         let append = rejection_append(entry, Some(key));

@@ -1,5 +1,7 @@
 use admission_contract::credential::{KeySet, KeyStatus, SigningKey};
 
+use prost::Message;
+
 use super::*;
 use crate::store::{ListFilter, StoreOptions};
 
@@ -147,7 +149,12 @@ async fn rejection_racing_its_own_admission_answers_the_admission() {
     let store = engine.store();
     let original = pb::Admission {
         decision_id: "dec_first".to_owned(),
+        action: pb::Action::Deploy as i32,
         approval_ids: vec!["apr_1".to_owned()],
+        decided_at: Some(prost_types::Timestamp {
+            seconds: 1_800_000_000,
+            nanos: 0,
+        }),
         ..pb::Admission::default()
     };
     let mut admitted = entry("dec_first", "req-1");
@@ -164,10 +171,12 @@ async fn rejection_racing_its_own_admission_answers_the_admission() {
     let mut retry = entry("dec_retry", "req-1");
     let consumed = Rejection::new(Reason::ApprovalConsumed, "used");
     set_rejection(&mut retry, &consumed);
-    let answer = engine
-        .append_keyed(retry, key("req-1", "aaaa"), consumed)
-        .await
-        .unwrap();
+    let answer = pb::Admission::from(
+        engine
+            .append_keyed(retry, key("req-1", "aaaa"), consumed)
+            .await
+            .unwrap(),
+    );
     assert_eq!(
         answer,
         pb::Admission {
