@@ -314,27 +314,8 @@ fn time(timestamp: Option<&prost_types::Timestamp>) -> SystemTime {
     SystemTime::try_from(timestamp.cloned().unwrap()).unwrap()
 }
 
-/// Every audit entry, following page tokens.
 async fn audit_entries(auditor: &AdmissionClient) -> Vec<pb::AuditEntry> {
-    let mut entries = Vec::new();
-    let mut page_token = String::new();
-    loop {
-        let page = auditor
-            .audit()
-            .list(pb::ListAuditRequest {
-                page_size: 50,
-                page_token,
-                ..pb::ListAuditRequest::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        entries.extend(page.entries);
-        if page.next_page_token.is_empty() {
-            return entries;
-        }
-        page_token = page.next_page_token;
-    }
+    common::server::audit_entries(auditor, 50).await
 }
 
 async fn verify(auditor: &AdmissionClient) -> pb::VerifyAuditResponse {

@@ -137,11 +137,16 @@ impl TestServer {
 
     /// [`TestServer::start_on`] with config options.
     pub async fn start_on_with(db: &TestDb, extra: &str, options: &ConfigOptions) -> Self {
+        Self::start_on_url(&db.url, extra, options).await
+    }
+
+    /// Starts a server with `extra` appended to its config, its audit store at `database_url`.
+    pub async fn start_on_url(database_url: &str, extra: &str, options: &ConfigOptions) -> Self {
         let pki = Pki::new("test clients CA");
         let dir = tempfile::tempdir().unwrap();
         let path = write_config_with(dir.path(), &pki, &[], extra, options);
         let mut config = Config::load(&path).unwrap();
-        config.database_url = db.url.clone();
+        config.database_url = database_url.to_owned();
         Self::serve(config, pki, dir).await
     }
 
@@ -253,4 +258,27 @@ pub async fn approved_in_prod(
         .unwrap();
     assert_eq!(approved.state, pb::ApprovalState::Approved as i32);
     approved
+}
+
+/// Every audit entry `auditor` can list, following page tokens (`page_size` per page).
+pub async fn audit_entries(auditor: &AdmissionClient, page_size: u32) -> Vec<pb::AuditEntry> {
+    let mut entries = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = auditor
+            .audit()
+            .list(pb::ListAuditRequest {
+                page_size,
+                page_token,
+                ..pb::ListAuditRequest::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        entries.extend(page.entries);
+        if page.next_page_token.is_empty() {
+            return entries;
+        }
+        page_token = page.next_page_token;
+    }
 }
