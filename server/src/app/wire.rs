@@ -8,7 +8,7 @@ use prost::Message;
 use crate::{
     domain::{
         decision::Admission,
-        policy::{ActionKind, Posture},
+        policy::{ActionKind, PolicyDecision, Posture},
         request::EnvironmentKey,
     },
     store::AuditEntry,
@@ -35,6 +35,16 @@ pub(crate) fn pb_action(action: ActionKind) -> pb::Action {
         ActionKind::Deploy => pb::Action::Deploy,
         ActionKind::ReplayDryRun => pb::Action::ReplayDryRun,
         ActionKind::ReplayExecute => pb::Action::ReplayExecute,
+    }
+}
+
+/// The wire policy decision.
+pub(crate) fn pb_decision(decision: PolicyDecision) -> pb::PolicyDecision {
+    match decision {
+        PolicyDecision::Allow => pb::PolicyDecision::Allow,
+        PolicyDecision::DryRunOnly => pb::PolicyDecision::DryRunOnly,
+        PolicyDecision::RequireApproval => pb::PolicyDecision::RequireApproval,
+        PolicyDecision::Deny => pb::PolicyDecision::Deny,
     }
 }
 

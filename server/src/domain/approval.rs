@@ -4,7 +4,9 @@
 //! Stored states are `pending → approved | denied | revoked` (an approved one can still be
 //! revoked); `expired` is derived from `expires_at` when read, never stored.
 
-use std::{fmt, str::FromStr};
+use std::{fmt, str::FromStr, time::SystemTime};
+
+use super::{action::ActionKind, policy::Posture, request::EnvironmentKey};
 
 /// The state an approval is stored in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -32,6 +34,47 @@ pub enum ShownState {
     Revoked,
     /// Pending or approved, past `expires_at`.
     Expired,
+}
+
+/// An approval as reviewers and orchestrators are shown it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApprovalView {
+    /// Its id.
+    pub approval_id: String,
+    /// Its state now.
+    pub state: ShownState,
+    /// The environment.
+    pub environment: EnvironmentKey,
+    /// The action approved; `None` for approvals recorded from offline credentials.
+    pub action: Option<ActionKind>,
+    /// The spec hash approved.
+    pub spec_hash: String,
+    /// Capabilities granted.
+    pub capabilities: Vec<String>,
+    /// Who asked for it.
+    pub requested_by: String,
+    /// On whose behalf.
+    pub initiated_by: String,
+    /// Why it is needed.
+    pub justification: String,
+    /// When it was created.
+    pub created_at: SystemTime,
+    /// When it expires.
+    pub expires_at: SystemTime,
+    /// Distinct approvers needed.
+    pub approvals_required: u32,
+    /// Reviewers who approved.
+    pub approvers: Vec<String>,
+    /// The credentials issued, once the quorum is reached (none before).
+    pub credentials: Vec<String>,
+    /// Uses consumed.
+    pub uses: u32,
+    /// Uses allowed.
+    pub max_uses: u32,
+    /// The reviewer's or revoker's reason.
+    pub decision_reason: String,
+    /// The environment's posture, if it is still configured.
+    pub posture: Option<Posture>,
 }
 
 /// A stored state this version does not know: the store holds data it did not write.

@@ -2,7 +2,11 @@
 
 use std::time::SystemTime;
 
-use super::action::ActionKind;
+use super::{
+    action::ActionKind,
+    approval::ApprovalView,
+    policy::{PolicyDecision, Posture},
+};
 
 /// A fresh decision id: time-ordered and unique across replicas.
 pub fn new_decision_id() -> String {
@@ -28,4 +32,25 @@ pub struct Admission {
     pub shadow_reason: String,
     /// Whether it was a break-glass admission.
     pub break_glass: bool,
+}
+
+/// A previewed decision: what the policy says and which approvals would admit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Preview {
+    /// The action previewed.
+    pub action: ActionKind,
+    /// The spec hash previewed.
+    pub spec_hash: String,
+    /// The policy decision (SPEC §6).
+    pub policy_decision: PolicyDecision,
+    /// The environment's posture.
+    pub posture: Posture,
+    /// The capabilities an approval must grant.
+    pub required_capabilities: Vec<String>,
+    /// Distinct approvers needed (0 unless approval is required).
+    pub required_approvals: u32,
+    /// Approvals that would admit it now, newest first.
+    pub eligible_approvals: Vec<ApprovalView>,
+    /// The preview's id, which is also its audit entry's id.
+    pub decision_id: String,
 }

@@ -155,7 +155,11 @@ impl Admissions {
     ) -> Result<Response<pb::Preview>, Status> {
         let caller = caller(&request)?;
         let parsed = parse(request.get_ref(), self.engine.limits());
-        let preview = self.engine.preview(&caller, parsed).await;
+        let preview = self
+            .engine
+            .preview(&caller, parsed)
+            .await
+            .map(pb::Preview::from);
         let (outcome, reason) = match &preview {
             Ok(_) => (Outcome::Previewed.as_str(), ""),
             Err(failure) => failure_outcome(failure),

@@ -33,7 +33,7 @@ impl Approvals for ApprovalsService {
     ) -> Result<Response<pb::Approval>, Status> {
         let caller = authorize_rpc(&self.roles, &request, Rpc::ApprovalsCreate)?;
         let approval = self.approvals.create(&caller, request.into_inner()).await?;
-        Ok(Response::new(approval))
+        Ok(Response::new(approval.into()))
     }
 
     async fn decide(
@@ -42,7 +42,7 @@ impl Approvals for ApprovalsService {
     ) -> Result<Response<pb::Approval>, Status> {
         let caller = authorize_rpc(&self.roles, &request, Rpc::ApprovalsDecide)?;
         let approval = self.approvals.decide(&caller, request.into_inner()).await?;
-        Ok(Response::new(approval))
+        Ok(Response::new(approval.into()))
     }
 
     async fn get(
@@ -54,7 +54,7 @@ impl Approvals for ApprovalsService {
             .approvals
             .get(&caller, &request.get_ref().approval_id)
             .await?;
-        Ok(Response::new(approval))
+        Ok(Response::new(approval.into()))
     }
 
     async fn list_eligible(
@@ -62,11 +62,13 @@ impl Approvals for ApprovalsService {
         request: Request<pb::ListEligibleRequest>,
     ) -> Result<Response<pb::ListEligibleResponse>, Status> {
         let caller = authorize_rpc(&self.roles, &request, Rpc::ApprovalsListEligible)?;
-        let response = self
+        let approvals = self
             .approvals
             .list_eligible(&caller, request.into_inner())
             .await?;
-        Ok(Response::new(response))
+        Ok(Response::new(pb::ListEligibleResponse {
+            approvals: approvals.into_iter().map(pb::Approval::from).collect(),
+        }))
     }
 
     async fn revoke(
@@ -75,6 +77,6 @@ impl Approvals for ApprovalsService {
     ) -> Result<Response<pb::Approval>, Status> {
         let caller = authorize_rpc(&self.roles, &request, Rpc::ApprovalsRevoke)?;
         let approval = self.approvals.revoke(&caller, request.into_inner()).await?;
-        Ok(Response::new(approval))
+        Ok(Response::new(approval.into()))
     }
 }

@@ -8,6 +8,7 @@ pub mod approvals;
 pub mod audit;
 pub mod body;
 pub mod call_limits;
+mod convert;
 pub mod metrics;
 pub mod request;
 pub mod status;

@@ -21,7 +21,6 @@ use admission_contract::{
     credential::{Decoded, VerifyError},
     echo,
     echo::truncated,
-    pb,
 };
 use tokio::sync::{Semaphore, SemaphorePermit};
 
@@ -32,10 +31,10 @@ use crate::domain::{
 use crate::{
     app::failure::Failure,
     app::recording::{record_rejection, rejection_append, set_rejection},
-    app::wire::{self, pb_action, pb_posture},
+    app::wire,
     domain::approval::ApprovalState,
     domain::credential::KeyRing,
-    domain::decision::{Admission, new_decision_id},
+    domain::decision::{Admission, Preview, new_decision_id},
     domain::outcome::Outcome,
     domain::policy::{ActionKind, Enforcement, EnvironmentPolicy, Policies, PolicyDecision},
     domain::rejection::Rejection,

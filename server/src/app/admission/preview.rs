@@ -11,7 +11,7 @@ impl Engine {
         &self,
         caller: &Caller,
         request: Result<AdmissionRequest, Box<Invalid>>,
-    ) -> Result<pb::Preview, Failure> {
+    ) -> Result<Preview, Failure> {
         let begun = self
             .begin(caller, request, ActionKind::preview_audit_action)
             .await?;
@@ -46,14 +46,16 @@ impl Engine {
         entry.action = request.action.preview_audit_action().to_owned();
         entry.outcome = Outcome::Previewed.as_str().to_owned();
         entry.grpc_code = GRPC_OK.to_owned();
-        entry.detail = format!("policy decision {}", decision_name(decision));
+        // The audit trail names the decision as the wire does.
+        let name = wire::pb_decision(decision).as_str_name();
+        entry.detail = format!("policy decision {name}");
         entry.approval_ids = eligible.iter().map(|a| a.approval_id.clone()).collect();
         self.record_preview(entry).await?;
-        Ok(pb::Preview {
-            action: pb_action(request.action) as i32,
+        Ok(Preview {
+            action: request.action,
             spec_hash: request.spec_hash.to_string(),
-            policy_decision: pb_decision(decision) as i32,
-            posture: pb_posture(policy.posture) as i32,
+            policy_decision: decision,
+            posture: policy.posture,
             required_capabilities: required,
             required_approvals: if needs_approval {
                 policy.required_approvals
@@ -87,17 +89,4 @@ impl Engine {
             Err(error) => Err(Failure::from_store(error, audit_unavailable)),
         }
     }
-}
-
-fn pb_decision(decision: PolicyDecision) -> pb::PolicyDecision {
-    match decision {
-        PolicyDecision::Allow => pb::PolicyDecision::Allow,
-        PolicyDecision::DryRunOnly => pb::PolicyDecision::DryRunOnly,
-        PolicyDecision::RequireApproval => pb::PolicyDecision::RequireApproval,
-        PolicyDecision::Deny => pb::PolicyDecision::Deny,
-    }
-}
-
-fn decision_name(decision: PolicyDecision) -> &'static str {
-    pb_decision(decision).as_str_name()
 }

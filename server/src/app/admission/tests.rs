@@ -1,5 +1,6 @@
 use admission_contract::credential::{KeySet, KeyStatus, SigningKey};
 
+use admission_contract::pb;
 use prost::Message;
 
 use super::*;

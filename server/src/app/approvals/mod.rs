@@ -18,8 +18,8 @@ use admission_contract::{
 use crate::{
     app::failure::Failure,
     app::recording::record_rejection,
-    app::wire::{environment_key, pb_action, pb_posture},
-    domain::approval::{ApprovalState, ShownState},
+    app::wire::environment_key,
+    domain::approval::{ApprovalState, ApprovalView},
     domain::decision::new_decision_id,
     domain::outcome::Outcome,
     domain::policy::{ActionKind, EnvironmentPolicy, Policies, Posture},
@@ -34,7 +34,7 @@ mod review;
 mod rows;
 
 use self::rows::*;
-pub use self::rows::{eligible, to_pb};
+pub use self::rows::{eligible, view_of};
 
 /// How often a decide or revoke re-reads the approval after losing a race to another writer.
 const WRITE_ATTEMPTS: usize = 5;
@@ -104,7 +104,7 @@ impl ApprovalService {
         &self,
         caller: &Caller,
         request: pb::CreateApprovalRequest,
-    ) -> Result<pb::Approval, Failure> {
+    ) -> Result<ApprovalView, Failure> {
         let attempted = Attempt {
             scope: request
                 .environment
@@ -123,7 +123,7 @@ impl ApprovalService {
         &self,
         caller: &Caller,
         request: pb::CreateApprovalRequest,
-    ) -> Result<pb::Approval, Failure> {
+    ) -> Result<ApprovalView, Failure> {
         let new = validate_create(request, &self.limits)?;
         self.authorize(caller, &[Role::Orchestrator], &new.environment)?;
         let policy = self.policy(&new.environment)?;
@@ -164,7 +164,7 @@ impl ApprovalService {
     }
 
     /// `Approvals.Get` (orchestrator or reviewer role).
-    pub async fn get(&self, caller: &Caller, approval_id: &str) -> Result<pb::Approval, Failure> {
+    pub async fn get(&self, caller: &Caller, approval_id: &str) -> Result<ApprovalView, Failure> {
         let mut fields = FieldCheck::new(&self.limits);
         fields.id("approval_id", approval_id);
         fields.finish()?;
@@ -182,7 +182,7 @@ impl ApprovalService {
         &self,
         caller: &Caller,
         request: pb::ListEligibleRequest,
-    ) -> Result<pb::ListEligibleResponse, Failure> {
+    ) -> Result<Vec<ApprovalView>, Failure> {
         let mut fields = FieldCheck::new(&self.limits);
         fields.environment(&environment_key(request.environment.as_ref()));
         fields.digest("spec_hash", &request.spec_hash);
@@ -213,7 +213,7 @@ impl ApprovalService {
             unavailable,
         )
         .await?;
-        Ok(pb::ListEligibleResponse { approvals })
+        Ok(approvals)
     }
 
     /// The bounds of a decide or revoke: an approval id and an optional reason.
@@ -225,7 +225,7 @@ impl ApprovalService {
     }
 
     /// The approval as reviewers see it: with its environment's posture.
-    fn view(&self, row: &ApprovalRow, now: SystemTime) -> pb::Approval {
+    fn view(&self, row: &ApprovalRow, now: SystemTime) -> ApprovalView {
         let posture = self
             .policies
             .get(
@@ -234,7 +234,7 @@ impl ApprovalService {
                 &row.scope.environment_id,
             )
             .map(|policy| policy.posture);
-        to_pb(row, now, posture)
+        view_of(row, now, posture)
     }
 
     /// Records a refused create, decide or revoke (a self-approval attempt is worth an
@@ -244,8 +244,8 @@ impl ApprovalService {
         caller: &Caller,
         action: &str,
         mut attempted: Attempt,
-        result: Result<pb::Approval, Failure>,
-    ) -> Result<pb::Approval, Failure> {
+        result: Result<ApprovalView, Failure>,
+    ) -> Result<ApprovalView, Failure> {
         let rejection = match result {
             Err(Failure::Rejected(rejection)) if rejection.reason != Reason::AuditUnavailable => {
                 rejection

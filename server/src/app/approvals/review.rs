@@ -10,7 +10,7 @@ impl ApprovalService {
         &self,
         caller: &Caller,
         request: pb::DecideApprovalRequest,
-    ) -> Result<pb::Approval, Failure> {
+    ) -> Result<ApprovalView, Failure> {
         let attempted = Attempt::of(&request.approval_id);
         let result = match self.check_review(&request.approval_id, &request.reason) {
             Ok(()) => self.decide_checked(caller, request).await,
@@ -24,7 +24,7 @@ impl ApprovalService {
         &self,
         caller: &Caller,
         request: pb::DecideApprovalRequest,
-    ) -> Result<pb::Approval, Failure> {
+    ) -> Result<ApprovalView, Failure> {
         let verdict = match pb::Verdict::try_from(request.verdict) {
             Ok(pb::Verdict::Approve) => pb::Verdict::Approve,
             Ok(pb::Verdict::Deny) if request.reason.trim().is_empty() => {
@@ -57,7 +57,7 @@ impl ApprovalService {
         caller: &Caller,
         approval_id: &str,
         change: impl Fn(ApprovalRow, SystemTime) -> Result<(ApprovalRow, NewEntry), Rejection>,
-    ) -> Result<pb::Approval, Failure> {
+    ) -> Result<ApprovalView, Failure> {
         for _ in 0..WRITE_ATTEMPTS {
             let row = self.load(approval_id).await?;
             let env = row.scope.clone();
@@ -187,7 +187,7 @@ impl ApprovalService {
         &self,
         caller: &Caller,
         request: pb::RevokeApprovalRequest,
-    ) -> Result<pb::Approval, Failure> {
+    ) -> Result<ApprovalView, Failure> {
         let attempted = Attempt::of(&request.approval_id);
         let result = match self.check_review(&request.approval_id, &request.reason) {
             Ok(()) => self.revoke_checked(caller, request).await,
@@ -201,7 +201,7 @@ impl ApprovalService {
         &self,
         caller: &Caller,
         request: pb::RevokeApprovalRequest,
-    ) -> Result<pb::Approval, Failure> {
+    ) -> Result<ApprovalView, Failure> {
         if request.reason.trim().is_empty() {
             return Err(Rejection::invalid_field("reason", "is required to revoke").into());
         }

@@ -1,4 +1,4 @@
-//! Approval rows: which are eligible, how they read on the wire, what a request may ask.
+//! Approval rows: which are eligible, how they are shown, what a request may ask.
 
 use super::*;
 
@@ -12,7 +12,7 @@ pub async fn eligible(
     required: &[String],
     now: SystemTime,
     unavailable: fn() -> Rejection,
-) -> Result<Vec<pb::Approval>, Failure> {
+) -> Result<Vec<ApprovalView>, Failure> {
     let scope = Scope {
         org_id: policy.org_id.clone(),
         project_id: policy.project_id.clone(),
@@ -25,7 +25,7 @@ pub async fn eligible(
     Ok(rows
         .iter()
         .filter(|row| is_eligible(row, required, now))
-        .map(|row| to_pb(row, now, Some(policy.posture)))
+        .map(|row| view_of(row, now, Some(policy.posture)))
         .collect())
 }
 
@@ -135,24 +135,20 @@ fn spec_hash_of(spec: Option<pb::create_approval_request::Spec>) -> Result<SpecH
     }
 }
 
-/// The approval as the wire shows it, with `expired` derived from the clock.
-pub fn to_pb(row: &ApprovalRow, now: SystemTime, posture: Option<Posture>) -> pb::Approval {
-    pb::Approval {
+/// The approval as it is shown, with `expired` derived from the clock.
+pub fn view_of(row: &ApprovalRow, now: SystemTime, posture: Option<Posture>) -> ApprovalView {
+    ApprovalView {
         approval_id: row.approval_id.clone(),
-        state: derived_state(row, now) as i32,
-        environment: Some(pb::EnvironmentRef {
-            org_id: row.scope.org_id.clone(),
-            project_id: row.scope.project_id.clone(),
-            environment_id: row.scope.environment_id.clone(),
-        }),
-        action: ActionKind::from_key(&row.action).map_or(pb::Action::Unspecified, pb_action) as i32,
+        state: row.state.shown(row.expires_at <= now),
+        environment: row.scope.clone(),
+        action: ActionKind::from_key(&row.action),
         spec_hash: row.spec_hash.clone(),
         capabilities: row.capabilities.clone(),
         requested_by: row.requested_by.clone(),
         initiated_by: row.initiated_by.clone(),
         justification: row.justification.clone(),
-        created_at: Some(row.created_at.into()),
-        expires_at: Some(row.expires_at.into()),
+        created_at: row.created_at,
+        expires_at: row.expires_at,
         approvals_required: row.approvals_required,
         approvers: row.approvers.clone(),
         credentials: if quorum_reached(row) {
@@ -163,7 +159,7 @@ pub fn to_pb(row: &ApprovalRow, now: SystemTime, posture: Option<Posture>) -> pb
         uses: row.uses,
         max_uses: row.max_uses,
         decision_reason: row.decision_reason.clone(),
-        posture: posture.map_or(pb::Posture::Unspecified, pb_posture) as i32,
+        posture,
     }
 }
 
@@ -172,17 +168,6 @@ pub fn to_pb(row: &ApprovalRow, now: SystemTime, posture: Option<Posture>) -> pb
 /// approvals could be combined into a quorum that no single approval reached (SPEC §7 row 25).
 pub(super) fn quorum_reached(row: &ApprovalRow) -> bool {
     row.approvers.len() >= row.approvals_required as usize
-}
-
-/// The wire state of `row` at `now`: `expired` once `expires_at` has passed.
-pub(super) fn derived_state(row: &ApprovalRow, now: SystemTime) -> pb::ApprovalState {
-    match row.state.shown(row.expires_at <= now) {
-        ShownState::Pending => pb::ApprovalState::Pending,
-        ShownState::Approved => pb::ApprovalState::Approved,
-        ShownState::Denied => pb::ApprovalState::Denied,
-        ShownState::Revoked => pb::ApprovalState::Revoked,
-        ShownState::Expired => pb::ApprovalState::Expired,
-    }
 }
 
 pub(super) fn action_from_pb(action: i32) -> Result<ActionKind, Rejection> {
