@@ -20,7 +20,7 @@ use admission_server::runtime::config::Config;
 use common::{
     AUDITOR, ConfigOptions, ORCHESTRATOR, Pki, REVIEWER, SERVICE_KID, TestServer,
     requests::{self, bundle},
-    store::{Backend, TestDb},
+    store::{Backend, TestDb, execute_sql},
 };
 use tonic::Code;
 
@@ -97,6 +97,7 @@ per_backend!(
     decide_without_signing_key_is_refused,
     every_lifecycle_event_is_audited,
     callers_need_the_role_for_each_rpc,
+    unknown_stored_state_is_internal_not_pending,
 );
 
 /// Running servers over one audit store; the database outlives the servers.
@@ -233,6 +234,42 @@ async fn eligible_ids(client: &AdmissionClient, environment_id: &str) -> Vec<Str
 }
 
 /// Creates an approval in `prod` as the orchestrator and has alice approve it.
+/// A state this version never writes, found in the approvals table, is corrupt data: every
+/// read of that approval answers INTERNAL (no ErrorInfo, nothing changed), never "pending",
+/// and an admission naming it admits nothing.
+async fn unknown_stored_state_is_internal_not_pending(backend: Backend) {
+    let Some(fixture) = Fixture::single(backend, "corrupt_state").await else {
+        return;
+    };
+    let orchestrator = fixture.client(ORCHESTRATOR).await;
+    let bob = fixture.client(BOB).await;
+    let approval = approved(&fixture).await;
+    let id = approval.approval_id.clone();
+    let sql = format!("UPDATE approvals SET state = 'on_hold' WHERE approval_id = '{id}'");
+    execute_sql(backend, &fixture.server().state.config().database_url, &sql).await;
+
+    let internal = |result: Result<pb::Approval, AdmitError>| match result {
+        Err(AdmitError::Call(status)) => {
+            assert_eq!(status.code(), Code::Internal, "{status:?}");
+            assert!(status.details().is_empty(), "{status:?}");
+        }
+        other => panic!("expected INTERNAL, got {other:?}"),
+    };
+    internal(orchestrator.get_approval(&id).await);
+    internal(
+        bob.decide_approval(decide_request(&id, pb::Verdict::Approve, "again"))
+            .await,
+    );
+    internal(bob.revoke_approval(&id, "corrupt").await);
+    match orchestrator
+        .admit_deploy(deploy("prod", "corrupt-1", &approval.credentials))
+        .await
+    {
+        Err(AdmitError::Call(status)) => assert_eq!(status.code(), Code::Internal),
+        other => panic!("expected INTERNAL, got {other:?}"),
+    }
+}
+
 async fn approved(fixture: &Fixture) -> pb::Approval {
     let orchestrator = fixture.client(ORCHESTRATOR).await;
     let reviewer = fixture.client(REVIEWER).await;
@@ -277,27 +314,8 @@ fn time(timestamp: Option<&prost_types::Timestamp>) -> SystemTime {
     SystemTime::try_from(timestamp.cloned().unwrap()).unwrap()
 }
 
-/// Every audit entry, following page tokens.
 async fn audit_entries(auditor: &AdmissionClient) -> Vec<pb::AuditEntry> {
-    let mut entries = Vec::new();
-    let mut page_token = String::new();
-    loop {
-        let page = auditor
-            .audit()
-            .list(pb::ListAuditRequest {
-                page_size: 50,
-                page_token,
-                ..pb::ListAuditRequest::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        entries.extend(page.entries);
-        if page.next_page_token.is_empty() {
-            return entries;
-        }
-        page_token = page.next_page_token;
-    }
+    common::server::audit_entries(auditor, 50).await
 }
 
 async fn verify(auditor: &AdmissionClient) -> pb::VerifyAuditResponse {

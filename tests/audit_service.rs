@@ -16,7 +16,8 @@ use admission_server::store::{Append, AuditStore, ListFilter, NewEntry, Scope, S
 use common::{
     AUDITOR, DEFAULT_ROLES, DEV_ENVIRONMENT, NOBODY, ORCHESTRATOR, REVIEWER, SHOP_DEV_ENVIRONMENT,
     TestServer,
-    requests::{create_approval, deploy, environment},
+    requests::{deploy, environment},
+    server::approved_in_prod,
     store::{Backend, StoreLock, TestDb, execute_sql},
 };
 use sqlx::Connection;
@@ -107,7 +108,7 @@ async fn fail_closed_and_recover(backend: Backend) {
     let report = verify(&auditor).await;
     assert!(report.ok, "{report:?}");
     assert_eq!(report.entries_checked, entries.len() as u64);
-    finish(server, pg).await;
+    server.finish(pg).await;
 }
 
 // === graceful shutdown ===
@@ -214,7 +215,7 @@ async fn two_servers_sharing_postgres_extend_one_chain() {
         assert_eq!(entries.last().unwrap().entry_hash, report.head_hash);
     }
     first.stop().await;
-    finish(second, pg).await;
+    second.finish(pg).await;
 }
 
 // === the Audit service ===
@@ -359,7 +360,7 @@ async fn audit_service(backend: Backend) {
     assert!(!report.ok, "{report:?}");
     assert_eq!(report.first_bad_seq, tampered);
     assert_eq!(report.entries_checked, all.len() as u64);
-    finish(server, pg).await;
+    server.finish(pg).await;
 }
 
 #[tokio::test]
@@ -418,7 +419,7 @@ async fn page_size_cap(backend: Backend) {
         .into_inner();
     assert_eq!(default.entries.len(), 100);
     assert!(!default.next_page_token.is_empty());
-    finish(server, pg).await;
+    server.finish(pg).await;
 }
 
 // === helpers ===
@@ -427,9 +428,8 @@ async fn page_size_cap(backend: Backend) {
 /// `backend`, or `None` (with a notice) for PostgreSQL when `ADMISSION_TEST_DATABASE_URL` is
 /// unset.
 async fn start(backend: Backend, test: &str, extra: &str) -> Option<(TestServer, TestDb)> {
-    let db = backend.database(test).await?;
-    let server = serve_on(&db, extra).await;
-    Some((server, db))
+    let environments = format!("{DEFAULT_ROLES}{DEV_ENVIRONMENT}{SHOP_DEV_ENVIRONMENT}{extra}");
+    TestServer::start_fresh(backend, test, &environments).await
 }
 
 /// A server with [`DEFAULT_ROLES`], the two dev environments and `extra` whose store is `db`.
@@ -441,12 +441,6 @@ async fn serve_on(db: &TestDb, extra: &str) -> TestServer {
     .await
 }
 
-/// Stops the server, then drops its database.
-async fn finish(server: TestServer, db: TestDb) {
-    server.stop().await;
-    db.cleanup().await;
-}
-
 /// Admits `count` deploys to `acme/payments/dev` at once; their decision ids.
 async fn admit_many(client: &AdmissionClient, prefix: &str, count: usize) -> Vec<String> {
     let calls = (0..count).map(|i| {
@@ -456,26 +450,14 @@ async fn admit_many(client: &AdmissionClient, prefix: &str, count: usize) -> Vec
     futures::future::join_all(calls).await
 }
 
-/// Creates an approval for [`SPEC_KV`] in `acme/payments/prod` and has the reviewer approve it.
+/// An approval in `acme/payments/prod` approved by the reviewer, not used yet: its id.
 async fn approved_prod_approval(
     orchestrator: &AdmissionClient,
     reviewer: &AdmissionClient,
 ) -> String {
-    let created = orchestrator
-        .create_approval(create_approval("prod", "release 1.4.2"))
-        .await
-        .unwrap();
-    let approved = reviewer
-        .decide_approval(pb::DecideApprovalRequest {
-            approval_id: created.approval_id.clone(),
-            verdict: pb::Verdict::Approve as i32,
-            reason: "looks good".to_owned(),
-        })
-        .await
-        .unwrap();
-    assert_eq!(approved.state, pb::ApprovalState::Approved as i32);
+    let approved = approved_in_prod(orchestrator, reviewer).await;
     assert_eq!(approved.uses, 0);
-    created.approval_id
+    approved.approval_id
 }
 
 fn rejected<T: std::fmt::Debug>(result: Result<T, AdmitError>) -> Rejection {

@@ -25,9 +25,9 @@ use std::{
 };
 
 use admission_client::{AdmissionClient, Reason, Rejection, pb};
-use admission_server::runtime::config::Config;
 use common::{
-    AUDITOR, DEV_ENVIRONMENT, ORCHESTRATOR, Pki, TestServer, dev::free_port, requests::deploy,
+    AUDITOR, ConfigOptions, DEV_ENVIRONMENT, ORCHESTRATOR, TestServer, dev::free_port,
+    requests::deploy,
 };
 use tempfile::TempDir;
 use tokio::process::Command;
@@ -304,12 +304,8 @@ async fn postgres_user() -> (u32, u32) {
 
 /// Writes the config for `database_url` and starts the server in-process.
 async fn serve_on(database_url: &str) -> TestServer {
-    let pki = Pki::new("test clients CA");
-    let dir = tempfile::tempdir().unwrap();
-    let path = common::write_config(dir.path(), &pki, &[], &format!("{CONFIG}{DEV_ENVIRONMENT}"));
-    let mut config = Config::load(&path).unwrap();
-    config.database_url = database_url.to_owned();
-    TestServer::serve(config, pki, dir).await
+    let extra = format!("{CONFIG}{DEV_ENVIRONMENT}");
+    TestServer::start_on_url(database_url, &extra, &ConfigOptions::default()).await
 }
 
 /// One admit through the generated stub (no client-side retries), classified.
@@ -401,27 +397,8 @@ async fn wait_for_health(client: &AdmissionClient, wanted: ServingStatus) {
     panic!("health stayed {last:?}, expected {wanted:?}");
 }
 
-/// Every audit entry, following page tokens.
 async fn audit_entries(auditor: &AdmissionClient) -> Vec<pb::AuditEntry> {
-    let mut entries = Vec::new();
-    let mut page_token = String::new();
-    loop {
-        let page = auditor
-            .audit()
-            .list(pb::ListAuditRequest {
-                page_size: 1000,
-                page_token,
-                ..pb::ListAuditRequest::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        entries.extend(page.entries);
-        if page.next_page_token.is_empty() {
-            return entries;
-        }
-        page_token = page.next_page_token;
-    }
+    common::server::audit_entries(auditor, 1000).await
 }
 
 // === the test ===

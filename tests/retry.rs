@@ -14,7 +14,8 @@ use admission_client::{
 };
 use common::{
     AUDITOR, DEFAULT_ROLES, ORCHESTRATOR, REVIEWER, TestServer,
-    requests::{create_approval, deploy},
+    requests::deploy,
+    server::approved_in_prod,
     store::{Backend, StoreLock, TestDb},
 };
 use tokio::sync::mpsc;
@@ -104,7 +105,7 @@ async fn retries_through_outage(backend: Backend) {
     let again = once.admit_deploy(request).await.unwrap();
     assert_eq!(again.decision_id, admission.decision_id);
     assert_eq!(reviewer.get_approval(&approval_id).await.unwrap().uses, 1);
-    finish(server, db).await;
+    server.finish(db).await;
 }
 
 /// With the store locked throughout, a client allowed three attempts makes exactly three and
@@ -146,7 +147,7 @@ async fn exhausted_attempts(backend: Backend) {
     assert_eq!(reviewer.get_approval(&approval_id).await.unwrap().uses, 0);
     let entries = entries_for(&server.client(AUDITOR).await, "retry-exhausted-1").await;
     assert!(entries.is_empty(), "{entries:?}");
-    finish(server, db).await;
+    server.finish(db).await;
 }
 
 /// `policy` reporting each retry on the returned channel.
@@ -164,39 +165,18 @@ fn assert_audit_unavailable(status: &tonic::Status) {
     assert!(rejection.is(Reason::AuditUnavailable), "{rejection}");
 }
 
-/// A server with [`DEFAULT_ROLES`] and [`AUDIT`] on a fresh database of `backend`, or `None`
-/// for PostgreSQL when `ADMISSION_TEST_DATABASE_URL` is unset.
+/// A server with [`DEFAULT_ROLES`] and [`AUDIT`] on a fresh database of `backend`.
 async fn start(backend: Backend, test: &str) -> Option<(TestServer, TestDb)> {
-    let db = backend.database(test).await?;
-    let server = TestServer::start_on(&db, &format!("{DEFAULT_ROLES}{AUDIT}")).await;
-    Some((server, db))
+    TestServer::start_fresh(backend, test, &format!("{DEFAULT_ROLES}{AUDIT}")).await
 }
 
-/// Stops the server, then drops its database.
-async fn finish(server: TestServer, db: TestDb) {
-    server.stop().await;
-    db.cleanup().await;
-}
-
-/// An approval for [`SPEC_KV`] in prod, approved by the reviewer: its id and credential.
+/// An approval in prod, approved by the reviewer: its id and credential.
 async fn approved_prod_credential(
     orchestrator: &AdmissionClient,
     reviewer: &AdmissionClient,
 ) -> (String, String) {
-    let created = orchestrator
-        .create_approval(create_approval("prod", "release 1.4.2"))
-        .await
-        .unwrap();
-    let approved = reviewer
-        .decide_approval(pb::DecideApprovalRequest {
-            approval_id: created.approval_id.clone(),
-            verdict: pb::Verdict::Approve as i32,
-            reason: "looks good".to_owned(),
-        })
-        .await
-        .unwrap();
-    assert_eq!(approved.state, pb::ApprovalState::Approved as i32);
-    (created.approval_id, approved.credentials[0].clone())
+    let approved = approved_in_prod(orchestrator, reviewer).await;
+    (approved.approval_id, approved.credentials[0].clone())
 }
 
 /// Every audit entry recorded for `request_id`.

@@ -21,7 +21,7 @@ use serde_json::Value;
 #[path = "../../tests/common/mod.rs"]
 mod common;
 
-use common::dev::{dev_command, free_port, server_binary_beside, spawn_until_served};
+use common::dev::{dev_command, free_port, server_binary_beside, spawn_until_served, tool_command};
 
 const ADMISSIONCTL: &str = env!("CARGO_BIN_EXE_admissionctl");
 const ACTION_SCRIPT: &str = concat!(
@@ -957,12 +957,7 @@ impl Dev {
 
 /// Runs `admissionctl` with exactly `env` as its `ADMISSION_*` environment.
 async fn ctl(env: &HashMap<String, String>, args: &[&str]) -> Run {
-    let mut command = tokio::process::Command::new(ADMISSIONCTL);
-    for (name, _) in std::env::vars() {
-        if name.starts_with("ADMISSION_") {
-            command.env_remove(name);
-        }
-    }
+    let mut command = tool_command(ADMISSIONCTL);
     let env = env.iter().filter(|(_, value)| !value.is_empty());
     let output = command.envs(env).args(args).output().await.unwrap();
     Run {

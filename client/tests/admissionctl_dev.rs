@@ -13,7 +13,9 @@ mod common;
 
 use std::{collections::HashMap, path::Path, process::Output};
 
-use common::dev::{dev_command, free_port, server_binary_beside, spawn_until_served};
+use common::dev::{
+    dev_command, free_port, output_text, server_binary_beside, spawn_until_served, tool_command,
+};
 
 const ADMISSIONCTL: &str = env!("CARGO_BIN_EXE_admissionctl");
 
@@ -367,20 +369,10 @@ fn assignments(line: &str) -> HashMap<String, String> {
 
 /// Runs `admissionctl` with exactly `env` as its `ADMISSION_*` environment.
 async fn admissionctl(env: &HashMap<String, String>, args: &[&str]) -> Output {
-    let mut command = tokio::process::Command::new(ADMISSIONCTL);
-    for (name, _) in std::env::vars() {
-        if name.starts_with("ADMISSION_") {
-            command.env_remove(name);
-        }
-    }
+    let mut command = tool_command(ADMISSIONCTL);
     command.envs(env).args(args).output().await.unwrap()
 }
 
 fn text(output: &Output) -> String {
-    format!(
-        "status {:?}\nstdout: {}\nstderr: {}",
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
+    output_text(output)
 }

@@ -6,12 +6,14 @@
 //! target directory; a `cargo test --workspace` builds it before any test runs.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::{
-    path::{Path, PathBuf},
-    process::{Output, Stdio},
-};
+#[path = "../../tests/common/mod.rs"]
+mod common;
 
-use tokio::io::{AsyncBufReadExt, BufReader};
+use std::{path::Path, process::Output};
+
+use common::dev::{
+    dev_command, free_port, output_text, server_binary_beside, spawn_until_served, tool_command,
+};
 
 const BENCH: &str = env!("CARGO_BIN_EXE_admission-bench");
 
@@ -134,64 +136,17 @@ async fn bench(args: &[&str]) -> serde_json::Value {
 
 /// The bench, without any `ADMISSION_*` variable of the test environment.
 fn command() -> tokio::process::Command {
-    let mut command = tokio::process::Command::new(BENCH);
-    for (name, _) in std::env::vars() {
-        if name.starts_with("ADMISSION_") {
-            command.env_remove(name);
-        }
-    }
-    command
-}
-
-/// `admission-server`, next to the bench in the same target directory.
-fn server_binary() -> PathBuf {
-    let name = format!("admission-server{}", std::env::consts::EXE_SUFFIX);
-    let path = Path::new(BENCH).with_file_name(name);
-    assert!(
-        path.exists(),
-        "{} is not built: run `cargo build -p admission-server` (a `cargo test --workspace` \
-         builds it)",
-        path.display()
-    );
-    path
+    tool_command(BENCH)
 }
 
 /// Starts `admission-server dev` on a free loopback port; returns it once it is listening.
 async fn start_dev(dir: &Path) -> (tokio::process::Child, u16) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut child = tokio::process::Command::new(server_binary())
-        .arg("dev")
-        .arg("--dir")
-        .arg(dir)
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut printed = String::new();
-    while let Some(line) = lines.next_line().await.unwrap() {
-        printed.push_str(&line);
-        printed.push('\n');
-        // The last instruction line is printed once the listener is bound.
-        if line.contains("--endpoint") {
-            return (child, port);
-        }
-    }
-    panic!("admission-server dev exited before printing its instructions: {printed}");
+    let port = free_port();
+    let server = server_binary_beside(Path::new(BENCH));
+    let (child, _printed) = spawn_until_served(&mut dev_command(&server, dir, port)).await;
+    (child, port)
 }
 
 fn text(output: &Output) -> String {
-    format!(
-        "status {:?}\nstdout: {}\nstderr: {}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
+    output_text(output)
 }

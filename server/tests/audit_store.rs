@@ -11,7 +11,8 @@ use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime};
 
 use admission_contract::{Reason, pb};
-use admission_server::app::audit as service;
+use admission_server::app::{audit as service, failure::Failure};
+use admission_server::domain::approval::ApprovalState;
 use admission_server::store::chain::GENESIS_HASH;
 use admission_server::store::{
     Append, Appended, ApprovalRow, ApprovalUse, ApprovalWrite, AuditEntry, AuditStore,
@@ -254,7 +255,7 @@ async fn list_pages_and_filters(db: &TestDb) {
             .environment_id,
         "prod"
     );
-    let rejection = service::list(
+    let Failure::Rejected(rejection) = service::list(
         &store,
         pb::ListAuditRequest {
             page_token: "bogus".into(),
@@ -262,7 +263,9 @@ async fn list_pages_and_filters(db: &TestDb) {
         },
     )
     .await
-    .unwrap_err();
+    .unwrap_err() else {
+        panic!("a bad page token is a rejection");
+    };
     assert_eq!(rejection.reason, Reason::RequestInvalid);
     assert_eq!(rejection.field_violations[0].0, "page_token");
 
@@ -557,7 +560,7 @@ fn approval_row(approval_id: &str, state: &str, created_secs: u64) -> ApprovalRo
     let at = |secs: u64| SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
     ApprovalRow {
         approval_id: approval_id.to_owned(),
-        state: state.to_owned(),
+        state: state.parse().unwrap(),
         scope: prod(),
         action: "deploy".to_owned(),
         spec_hash: format!("sha256:{}", "cd".repeat(32)),
@@ -668,7 +671,7 @@ async fn approval_writes_compare_and_set(db: &TestDb) {
     );
 
     let mut approved = older.clone();
-    approved.state = "approved".to_owned();
+    approved.state = ApprovalState::Approved;
     approved.approvers = vec!["bob@acme.example".to_owned()];
     approved.credentials = vec!["payload.signature".to_owned()];
     let update = |row: ApprovalRow, expected_version| ApprovalWrite::Update {

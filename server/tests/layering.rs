@@ -122,3 +122,134 @@ fn imports_from_crate(file: &str, number: usize) -> bool {
     }
     false
 }
+
+/// The longest a source file may be, tests aside.
+const MAX_FILE_LINES: usize = 400;
+
+/// The longest a function may be, from its `fn` line to its closing brace.
+const MAX_FN_LINES: usize = 60;
+
+/// Each non-test source file of `server/src`, with its lines up to its `#[cfg(test)]`.
+fn non_test_sources() -> Vec<(String, Vec<String>)> {
+    let mut files = Vec::new();
+    rust_files(&src(), &mut files);
+    files
+        .into_iter()
+        .filter(|file| file.file_name().is_some_and(|name| name != "tests.rs"))
+        .map(|file| {
+            let text = fs::read_to_string(&file).unwrap();
+            let name = file
+                .strip_prefix(src().parent().unwrap())
+                .unwrap()
+                .display()
+                .to_string();
+            let lines = text
+                .lines()
+                .take_while(|line| line.trim() != "#[cfg(test)]")
+                .map(str::to_owned)
+                .collect();
+            (name, lines)
+        })
+        .collect()
+}
+
+#[test]
+fn no_source_file_is_longer_than_the_limit() {
+    let offences: Vec<String> = non_test_sources()
+        .into_iter()
+        .filter(|(_, lines)| lines.len() > MAX_FILE_LINES)
+        .map(|(file, lines)| format!("{file}: {} lines", lines.len()))
+        .collect();
+    assert!(
+        offences.is_empty(),
+        "source files over {MAX_FILE_LINES} lines (tests aside):\n{}",
+        offences.join("\n")
+    );
+}
+
+#[test]
+fn no_function_is_longer_than_the_limit() {
+    let mut offences = Vec::new();
+    for (file, lines) in non_test_sources() {
+        for (start, line) in lines.iter().enumerate() {
+            let Some(name) = fn_name(line) else {
+                continue;
+            };
+            if let Some(length) = fn_length(&lines, start) {
+                if length > MAX_FN_LINES {
+                    offences.push(format!("{file}:{}: {name} has {length} lines", start + 1));
+                }
+            }
+        }
+    }
+    assert!(
+        offences.is_empty(),
+        "functions over {MAX_FN_LINES} lines:\n{}",
+        offences.join("\n")
+    );
+}
+
+/// The name of the function `line` starts, if it starts one (any visibility, `const`, `async`).
+fn fn_name(line: &str) -> Option<&str> {
+    let mut rest = line.trim_start();
+    if let Some(after) = rest.strip_prefix("pub") {
+        rest = match after.strip_prefix('(') {
+            Some(scoped) => scoped.split_once(')')?.1,
+            None => after,
+        }
+        .trim_start();
+    }
+    for keyword in ["const ", "async ", "unsafe "] {
+        rest = rest.strip_prefix(keyword).unwrap_or(rest).trim_start();
+    }
+    let rest = rest.strip_prefix("fn ")?;
+    let end = rest.find(|c: char| !(c.is_alphanumeric() || c == '_'))?;
+    Some(&rest[..end])
+}
+
+/// Lines from the `fn` line at `start` to its closing brace at the same indent (1 for a body
+/// closed on its own line); `None` for a declaration without a body.
+fn fn_length(lines: &[String], start: usize) -> Option<usize> {
+    let indent = indent_of(&lines[start]);
+    let mut depth = 0_i64;
+    for (offset, line) in lines[start..].iter().enumerate() {
+        let code = line.split("//").next().unwrap_or_default();
+        let opens = code.matches('{').count() as i64;
+        if depth == 0 && opens == 0 {
+            if code.trim_end().ends_with(';') {
+                return None;
+            }
+            continue;
+        }
+        let was_open = depth > 0;
+        depth += opens - code.matches('}').count() as i64;
+        if !was_open && depth <= 0 {
+            return Some(1);
+        }
+        if offset > 0 && indent_of(line) == indent && line.trim_start().starts_with('}') {
+            return Some(offset + 1);
+        }
+    }
+    None
+}
+
+fn indent_of(line: &str) -> usize {
+    line.len() - line.trim_start().len()
+}
+
+#[test]
+fn the_length_checks_see_functions_and_their_ends() {
+    assert_eq!(
+        fn_name("    pub(in crate::store) async fn run("),
+        Some("run")
+    );
+    assert_eq!(fn_name("pub const fn limit() -> usize {"), Some("limit"));
+    assert_eq!(fn_name("    let f = |x| x;"), None);
+    let body: Vec<String> = ["    fn a() {", "        x();", "    }", "    fn b();"]
+        .map(str::to_owned)
+        .to_vec();
+    assert_eq!(fn_length(&body, 0), Some(3));
+    assert_eq!(fn_length(&body, 3), None);
+    let one_line: Vec<String> = vec!["fn c() { 1 }".to_owned()];
+    assert_eq!(fn_length(&one_line, 0), Some(1));
+}

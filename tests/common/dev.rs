@@ -3,7 +3,7 @@
 
 use std::{
     path::{Path, PathBuf},
-    process::Stdio,
+    process::{Output, Stdio},
 };
 
 use admission_client::AdmissionClient;
@@ -81,4 +81,26 @@ pub async fn dev_client(dir: &Path, port: u16, stem: &str) -> AdmissionClient {
         .connect()
         .await
         .unwrap()
+}
+
+/// A command running the tool `bin` without any `ADMISSION_*` variable of the test's own
+/// environment, so only what the test sets configures it.
+pub fn tool_command(bin: &str) -> Command {
+    let mut command = Command::new(bin);
+    for (name, _) in std::env::vars() {
+        if name.starts_with("ADMISSION_") {
+            command.env_remove(name);
+        }
+    }
+    command
+}
+
+/// The exit status and both streams of `output`, for assertion messages.
+pub fn output_text(output: &Output) -> String {
+    format!(
+        "status {:?}\nstdout: {}\nstderr: {}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
 }

@@ -15,10 +15,13 @@ use admission_server::runtime::{
 use tempfile::TempDir;
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 
+use admission_contract::pb;
+
 use super::{
     DEFAULT_ROLES,
     pki::{Issued, Pki},
-    store::TestDb,
+    requests::create_approval,
+    store::{Backend, TestDb},
 };
 
 /// Kid of the service's own signing key, written by [`write_config`] as `signing.key`.
@@ -134,11 +137,16 @@ impl TestServer {
 
     /// [`TestServer::start_on`] with config options.
     pub async fn start_on_with(db: &TestDb, extra: &str, options: &ConfigOptions) -> Self {
+        Self::start_on_url(&db.url, extra, options).await
+    }
+
+    /// Starts a server with `extra` appended to its config, its audit store at `database_url`.
+    pub async fn start_on_url(database_url: &str, extra: &str, options: &ConfigOptions) -> Self {
         let pki = Pki::new("test clients CA");
         let dir = tempfile::tempdir().unwrap();
         let path = write_config_with(dir.path(), &pki, &[], extra, options);
         let mut config = Config::load(&path).unwrap();
-        config.database_url = db.url.clone();
+        config.database_url = database_url.to_owned();
         Self::serve(config, pki, dir).await
     }
 
@@ -197,6 +205,20 @@ impl TestServer {
             .unwrap()
     }
 
+    /// A server with `extra` appended to its config on a fresh database of `backend`; `None`
+    /// for PostgreSQL when `ADMISSION_TEST_DATABASE_URL` is unset.
+    pub async fn start_fresh(backend: Backend, test: &str, extra: &str) -> Option<(Self, TestDb)> {
+        let db = backend.database(test).await?;
+        let server = Self::start_on(&db, extra).await;
+        Some((server, db))
+    }
+
+    /// Stops the server, then drops its database.
+    pub async fn finish(self, db: TestDb) {
+        self.stop().await;
+        db.cleanup().await;
+    }
+
     /// Stops the server gracefully and waits for it.
     pub async fn stop(mut self) {
         if let Some(shutdown) = self.shutdown.take() {
@@ -213,5 +235,50 @@ impl Drop for TestServer {
         if let Some(shutdown) = self.shutdown.take() {
             let _ = shutdown.send(());
         }
+    }
+}
+
+/// An approval of the standard spec in `acme/payments/prod`, requested by `orchestrator` and
+/// approved by `reviewer`.
+pub async fn approved_in_prod(
+    orchestrator: &AdmissionClient,
+    reviewer: &AdmissionClient,
+) -> pb::Approval {
+    let created = orchestrator
+        .create_approval(create_approval("prod", "release 1.4.2"))
+        .await
+        .unwrap();
+    let approved = reviewer
+        .decide_approval(pb::DecideApprovalRequest {
+            approval_id: created.approval_id.clone(),
+            verdict: pb::Verdict::Approve as i32,
+            reason: "looks good".to_owned(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(approved.state, pb::ApprovalState::Approved as i32);
+    approved
+}
+
+/// Every audit entry `auditor` can list, following page tokens (`page_size` per page).
+pub async fn audit_entries(auditor: &AdmissionClient, page_size: u32) -> Vec<pb::AuditEntry> {
+    let mut entries = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = auditor
+            .audit()
+            .list(pb::ListAuditRequest {
+                page_size,
+                page_token,
+                ..pb::ListAuditRequest::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        entries.extend(page.entries);
+        if page.next_page_token.is_empty() {
+            return entries;
+        }
+        page_token = page.next_page_token;
     }
 }

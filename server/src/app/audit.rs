@@ -5,6 +5,7 @@ use std::time::SystemTime;
 
 use admission_contract::{Reason, pb};
 
+use crate::app::failure::Failure;
 use crate::domain::rejection::Rejection;
 use crate::store::{AuditStore, ListFilter, Scope, StoreError};
 
@@ -12,7 +13,7 @@ use crate::store::{AuditStore, ListFilter, Scope, StoreError};
 pub async fn list(
     store: &AuditStore,
     request: pb::ListAuditRequest,
-) -> Result<pb::ListAuditResponse, Rejection> {
+) -> Result<pb::ListAuditResponse, Failure> {
     let since = match request.since {
         None => None,
         Some(since) => Some(
@@ -32,7 +33,7 @@ pub async fn list(
     let (entries, next_page_token) = store
         .list(&filter, request.page_size, &request.page_token)
         .await
-        .map_err(store_rejection)?;
+        .map_err(store_failure)?;
     Ok(pb::ListAuditResponse {
         entries: entries.into_iter().map(pb::AuditEntry::from).collect(),
         next_page_token,
@@ -43,8 +44,8 @@ pub async fn list(
 pub async fn verify(
     store: &AuditStore,
     _request: pb::VerifyAuditRequest,
-) -> Result<pb::VerifyAuditResponse, Rejection> {
-    let report = store.verify().await.map_err(store_rejection)?;
+) -> Result<pb::VerifyAuditResponse, Failure> {
+    let report = store.verify().await.map_err(store_failure)?;
     Ok(pb::VerifyAuditResponse {
         ok: report.ok,
         entries_checked: report.entries_checked,
@@ -53,21 +54,23 @@ pub async fn verify(
     })
 }
 
-/// The rejection for a store error; storage details stay in the server log.
-fn store_rejection(error: StoreError) -> Rejection {
+/// The answer to a store error; storage details stay in the server log.
+fn store_failure(error: StoreError) -> Failure {
     match error {
         StoreError::InvalidPageToken => Rejection::invalid_field(
             "page_token",
             "is not a token returned by a previous audit list",
-        ),
-        StoreError::Unavailable
-        | StoreError::Open(_)
-        | StoreError::MissingRefusalEntry
-        | StoreError::DuplicateEntryId => Rejection::new(
-            Reason::AuditUnavailable,
-            "the audit trail is unavailable; retry later",
-        ),
+        )
+        .into(),
+        error => Failure::from_store(error, trail_unavailable),
     }
+}
+
+fn trail_unavailable() -> Rejection {
+    Rejection::new(
+        Reason::AuditUnavailable,
+        "the audit trail is unavailable; retry later",
+    )
 }
 
 #[cfg(test)]
@@ -76,14 +79,20 @@ mod tests {
 
     #[test]
     fn bad_token_is_request_invalid_on_page_token() {
-        let rejection = store_rejection(StoreError::InvalidPageToken);
+        let Failure::Rejected(rejection) = store_failure(StoreError::InvalidPageToken) else {
+            panic!("a bad page token is a rejection");
+        };
         assert_eq!(rejection.reason, Reason::RequestInvalid);
         assert_eq!(rejection.field_violations[0].0, "page_token");
     }
 
     #[test]
     fn storage_failure_is_audit_unavailable_without_storage_text() {
-        let rejection = store_rejection(StoreError::Open("secret path".to_owned()));
+        let Failure::Rejected(rejection) =
+            store_failure(StoreError::Open("secret path".to_owned()))
+        else {
+            panic!("a storage failure is a rejection");
+        };
         assert_eq!(rejection.reason, Reason::AuditUnavailable);
         assert_eq!(
             rejection.message,

@@ -3,5 +3,7 @@
 pub mod admission;
 pub mod approvals;
 pub mod audit;
+pub mod failure;
+pub(crate) mod recording;
 pub mod settings;
-pub mod wire;
+pub(crate) mod wire;

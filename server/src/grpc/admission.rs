@@ -14,7 +14,8 @@ use tracing::{Instrument as _, Span, field::Empty};
 use super::metrics::DecisionMetrics;
 use crate::{
     app::admission::Engine,
-    domain::rejection::Rejection,
+    app::failure::Failure,
+    domain::outcome::Outcome,
     domain::request::{AdmissionRequest, EnvironmentKey, Invalid, RequestLimits},
     identity::tls::caller,
 };
@@ -135,7 +136,11 @@ impl Admissions {
         let caller = caller(&request)?;
         let parsed = parse(request.get_ref(), self.engine.limits());
         let started = Instant::now();
-        let admission = self.engine.admit(&caller, parsed).await;
+        let admission = self
+            .engine
+            .admit(&caller, parsed)
+            .await
+            .map(pb::Admission::from);
         let (outcome, reason) = admission_outcome(&admission);
         self.metrics
             .record(&Span::current(), action, outcome, reason, started.elapsed());
@@ -150,10 +155,14 @@ impl Admissions {
     ) -> Result<Response<pb::Preview>, Status> {
         let caller = caller(&request)?;
         let parsed = parse(request.get_ref(), self.engine.limits());
-        let preview = self.engine.preview(&caller, parsed).await;
+        let preview = self
+            .engine
+            .preview(&caller, parsed)
+            .await
+            .map(pb::Preview::from);
         let (outcome, reason) = match &preview {
-            Ok(_) => ("previewed", ""),
-            Err(rejection) => ("rejected", rejection.reason.as_str()),
+            Ok(_) => (Outcome::Previewed.as_str(), ""),
+            Err(failure) => failure_outcome(failure),
         };
         Span::current()
             .record("outcome", outcome)
@@ -179,9 +188,17 @@ fn rpc_span(rpc: &'static str, environment: Option<&pb::EnvironmentRef>) -> Span
 }
 
 /// `admitted` (with the shadow-mode reason, if any) or `rejected` with its reason.
-fn admission_outcome(admission: &Result<pb::Admission, Rejection>) -> (&'static str, &str) {
+fn admission_outcome(admission: &Result<pb::Admission, Failure>) -> (&'static str, &str) {
     match admission {
-        Ok(admitted) => ("admitted", admitted.shadow_reason.as_str()),
-        Err(rejection) => ("rejected", rejection.reason.as_str()),
+        Ok(admitted) => (Outcome::Admitted.as_str(), admitted.shadow_reason.as_str()),
+        Err(failure) => failure_outcome(failure),
+    }
+}
+
+/// `rejected` with its reason, or `failed` with `INTERNAL`.
+fn failure_outcome(failure: &Failure) -> (&'static str, &'static str) {
+    match failure {
+        Failure::Rejected(rejection) => (Outcome::Rejected.as_str(), rejection.reason.as_str()),
+        Failure::Internal => ("failed", "INTERNAL"),
     }
 }

@@ -38,7 +38,7 @@ impl Approvals for ApprovalsService {
             Rpc::ApprovalsCreate,
         )?;
         let approval = self.approvals.create(&caller, request.into_inner()).await?;
-        Ok(Response::new(approval))
+        Ok(Response::new(approval.into()))
     }
 
     async fn decide(
@@ -51,7 +51,7 @@ impl Approvals for ApprovalsService {
             Rpc::ApprovalsDecide,
         )?;
         let approval = self.approvals.decide(&caller, request.into_inner()).await?;
-        Ok(Response::new(approval))
+        Ok(Response::new(approval.into()))
     }
 
     async fn get(
@@ -63,7 +63,7 @@ impl Approvals for ApprovalsService {
             .approvals
             .get(&caller, &request.get_ref().approval_id)
             .await?;
-        Ok(Response::new(approval))
+        Ok(Response::new(approval.into()))
     }
 
     async fn list_eligible(
@@ -75,11 +75,13 @@ impl Approvals for ApprovalsService {
             &request,
             Rpc::ApprovalsListEligible,
         )?;
-        let response = self
+        let approvals = self
             .approvals
             .list_eligible(&caller, request.into_inner())
             .await?;
-        Ok(Response::new(response))
+        Ok(Response::new(pb::ListEligibleResponse {
+            approvals: approvals.into_iter().map(pb::Approval::from).collect(),
+        }))
     }
 
     async fn revoke(
@@ -92,6 +94,6 @@ impl Approvals for ApprovalsService {
             Rpc::ApprovalsRevoke,
         )?;
         let approval = self.approvals.revoke(&caller, request.into_inner()).await?;
-        Ok(Response::new(approval))
+        Ok(Response::new(approval.into()))
     }
 }

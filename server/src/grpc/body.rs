@@ -25,7 +25,7 @@ use prost::Message;
 use tonic::{body::Body, server::NamedService};
 use tower::Service;
 
-use super::{Rpc, status::ToStatus};
+use super::Rpc;
 use crate::{app::admission::Engine, domain::rejection::Rejection, identity::tls::caller_of};
 
 /// Length of a gRPC message prefix: one flag byte and a four-byte big-endian length.
@@ -260,7 +260,7 @@ async fn reject(
     let rejection = engine
         .record_unreadable(caller, rpc.audit_action(), body_rejection(error))
         .await;
-    let mut response = rejection.to_status().into_http::<Body>();
+    let mut response = tonic::Status::from(rejection).into_http::<Body>();
     if matches!(error, BodyError::UnsupportedEncoding(_)) {
         response.headers_mut().insert(
             "grpc-accept-encoding",

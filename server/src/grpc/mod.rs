@@ -9,6 +9,7 @@ pub mod audit;
 pub mod body;
 pub mod call_limits;
 pub mod connect;
+mod convert;
 pub mod metrics;
 pub mod request;
 pub mod status;

@@ -7,7 +7,11 @@ use std::time::Duration;
 use admission_contract::{ERROR_DOMAIN, Reason};
 use tonic_types::{ErrorDetails, StatusExt};
 
+use crate::app::failure::Failure;
 use crate::domain::rejection::{AUDIT_UNAVAILABLE_RETRY_DELAY, OVERLOADED_RETRY_DELAY, Rejection};
+
+/// The message of an INTERNAL answer.
+pub const INTERNAL_MESSAGE: &str = "the admission service failed internally; nothing was admitted or changed, and the server log says why";
 
 /// Turns a rejection into its wire status.
 pub trait ToStatus {
@@ -47,6 +51,18 @@ fn retry_delay(reason: Reason) -> Option<Duration> {
 impl From<Rejection> for tonic::Status {
     fn from(rejection: Rejection) -> Self {
         rejection.to_status()
+    }
+}
+
+// === impl Failure ===
+
+impl From<Failure> for tonic::Status {
+    fn from(failure: Failure) -> Self {
+        match failure {
+            Failure::Rejected(rejection) => rejection.to_status(),
+            // No ErrorInfo: INTERNAL is no SPEC §7 reason, and its cause stays in the log.
+            Failure::Internal => tonic::Status::internal(INTERNAL_MESSAGE),
+        }
     }
 }
 

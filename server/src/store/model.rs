@@ -1,6 +1,7 @@
 //! What the store reads and writes: entries, approval rows, appends and their outcomes.
 
 use super::*;
+use crate::domain::approval::ApprovalState;
 
 /// The content of an audit entry before the chain positions it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -120,8 +121,8 @@ pub struct IdempotencyKey {
 pub struct ApprovalRow {
     /// Primary key.
     pub approval_id: String,
-    /// `pending`, `approved`, `denied` or `revoked`.
-    pub state: String,
+    /// Its stored state.
+    pub state: ApprovalState,
     /// The environment.
     pub scope: Scope,
     /// The action approved (empty for rows made from offline credentials).
@@ -249,6 +250,10 @@ pub enum StoreError {
     /// An entry_id that is already recorded.
     #[error("audit entry id is already recorded")]
     DuplicateEntryId,
+    /// Stored data this version cannot read as written (e.g. an unknown approval state);
+    /// logged where found.
+    #[error("stored data is corrupt")]
+    Corrupt,
 }
 
 /// Tuning of an [`AuditStore`].

@@ -10,6 +10,7 @@ use tokio::time::Instant;
 
 use super::db::{Db, WriteTx};
 use super::{Append, Appended, ApprovalUse, RefusalRecord, StoreError, StoreOptions, UseRefusal};
+use crate::domain::approval::ApprovalState;
 
 /// Savepoint around one append whose approval write must be undone when a use is refused.
 const SAVEPOINT: &str = "SAVEPOINT audit_item";
@@ -256,7 +257,7 @@ async fn check_uses(
         let id = approval.approval_id.as_str();
         let stored = tx.approval_uses(id).await?;
         let (uses, max_uses) = match &stored {
-            Some((state, _, _)) if state == "revoked" => {
+            Some((ApprovalState::Revoked, _, _)) => {
                 return Ok(Err(UseRefusal::Revoked {
                     approval_id: id.to_owned(),
                 }));

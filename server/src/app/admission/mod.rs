@@ -21,20 +21,22 @@ use admission_contract::{
     credential::{Decoded, VerifyError},
     echo,
     echo::truncated,
-    pb,
 };
-use prost::Message;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 use crate::domain::{
     request::{AdmissionRequest, Invalid, RequestLimits},
     rules::{self, ApprovalUseState, RuleInput, UsedApproval, Verdict},
 };
 use crate::{
+    app::failure::Failure,
+    app::recording::{record_rejection, rejection_append, set_rejection},
     app::settings::{Settings, SharedSettings},
-    app::wire::{pb_action, pb_posture},
-    domain::decision::new_decision_id,
-    domain::policy::{Enforcement, EnvironmentPolicy, PolicyDecision},
+    app::wire,
+    domain::approval::ApprovalState,
+    domain::decision::{Admission, Preview, new_decision_id},
+    domain::outcome::Outcome,
+    domain::policy::{ActionKind, Enforcement, EnvironmentPolicy, PolicyDecision},
     domain::rejection::Rejection,
     identity::roles::Role,
     identity::tls::Caller,
@@ -44,8 +46,11 @@ use crate::{
     },
 };
 
+mod answer;
+mod preview;
 mod record;
 
+use self::answer::*;
 use self::record::*;
 
 /// The gRPC code name recorded for decisions answered OK.
@@ -62,6 +67,24 @@ struct Inner {
     store: AuditStore,
     limits: RequestLimits,
     in_flight: Semaphore,
+}
+
+/// Why the checked path stopped before admitting.
+enum Stop {
+    /// An earlier admission of this request, answered again.
+    Answer(Box<Admission>),
+    /// A rejection still to be recorded (unless it carries a decision_id already).
+    Reject(Rejection),
+    /// Nothing to record: the store failed, or a bug.
+    Fail(Failure),
+}
+
+/// What every decision starts with: the in-flight permit (row 27 is taken), its decision_id,
+/// and the request that passed rows 1–2.
+struct Begun<'a> {
+    _permit: SemaphorePermit<'a>,
+    decision_id: String,
+    request: AdmissionRequest,
 }
 
 // === impl Engine ===
@@ -99,29 +122,47 @@ impl Engine {
         &self,
         caller: &Caller,
         request: Result<AdmissionRequest, Box<Invalid>>,
-    ) -> Result<pb::Admission, Rejection> {
-        // Row 27.
-        let Ok(_permit) = self.inner.in_flight.try_acquire() else {
-            return Err(overloaded());
-        };
-        let decision_id = new_decision_id();
-        let request = match request {
-            Ok(request) => request,
-            Err(invalid) => {
-                let action = invalid.action.admit_audit_action();
-                return Err(self
-                    .record_invalid(caller, &decision_id, action, invalid)
-                    .await);
-            }
-        };
-        match self.admit_checked(caller, &decision_id, &request).await {
+    ) -> Result<Admission, Failure> {
+        let begun = self
+            .begin(caller, request, ActionKind::admit_audit_action)
+            .await?;
+        let (decision_id, request) = (&begun.decision_id, &begun.request);
+        match self.admit_checked(caller, decision_id, request).await {
             Ok(admission) => Ok(admission),
-            Err(Outcome::Answer(admission)) => Ok(*admission),
-            Err(Outcome::Reject(rejection)) => {
-                self.record_rejection(caller, &decision_id, &request, rejection)
+            Err(Stop::Answer(admission)) => Ok(*admission),
+            Err(Stop::Reject(rejection)) => {
+                self.record_rejection(caller, decision_id, request, rejection)
                     .await
             }
-            Err(Outcome::Unavailable) => Err(audit_unavailable()),
+            Err(Stop::Fail(failure)) => Err(failure),
+        }
+    }
+
+    /// The prelude of admit and preview: row 27, a decision_id, and a request that failed
+    /// rows 1–2 recorded (under `audit_action` of its action) and answered.
+    async fn begin(
+        &self,
+        caller: &Caller,
+        request: Result<AdmissionRequest, Box<Invalid>>,
+        audit_action: fn(ActionKind) -> &'static str,
+    ) -> Result<Begun<'_>, Failure> {
+        // Row 27.
+        let Ok(permit) = self.inner.in_flight.try_acquire() else {
+            return Err(overloaded().into());
+        };
+        let decision_id = new_decision_id();
+        match request {
+            Ok(request) => Ok(Begun {
+                _permit: permit,
+                decision_id,
+                request,
+            }),
+            Err(invalid) => {
+                let action = audit_action(invalid.action);
+                Err(self
+                    .record_invalid(caller, &decision_id, action, invalid)
+                    .await)
+            }
         }
     }
 
@@ -130,11 +171,11 @@ impl Engine {
         caller: &Caller,
         decision_id: &str,
         request: &AdmissionRequest,
-    ) -> Result<pb::Admission, Outcome> {
+    ) -> Result<Admission, Stop> {
         // One settings snapshot for the whole decision, whatever a reload swaps meanwhile.
         let settings = self.inner.settings.current();
         // Rows 3–4.
-        let policy = authorize(&settings, caller, request)?;
+        let policy = authorize(&settings, caller, request).map_err(Stop::Reject)?;
         // Row 5.
         self.check_request_id(caller, request).await?;
         let credentials = if rules::needs_credentials(request, policy) {
@@ -163,7 +204,7 @@ impl Engine {
             Err(rejection) if policy.enforcement == Enforcement::AuditOnly => {
                 (Vec::new(), Admitted::Shadow(rejection))
             }
-            Err(rejection) => return Err(Outcome::Reject(rejection)),
+            Err(rejection) => return Err(Stop::Reject(rejection)),
         };
         self.record_admission(caller, decision_id, request, policy, used, admitted)
             .await
@@ -175,20 +216,19 @@ impl Engine {
         &self,
         caller: &Caller,
         request: &AdmissionRequest,
-    ) -> Result<(), Outcome> {
+    ) -> Result<(), Stop> {
         let stored = self
             .inner
             .store
             .idempotency(caller.identity.as_str(), &request.request_id)
-            .await
-            .map_err(Outcome::from)?;
+            .await?;
         match stored {
             None => Ok(()),
             Some((fingerprint, _)) if fingerprint != request.fingerprint => {
-                Err(Outcome::Reject(request_id_conflict(&request.request_id)))
+                Err(Stop::Reject(request_id_conflict(&request.request_id)))
             }
             Some((_, Some(admission))) => {
-                Err(Outcome::Answer(Box::new(decode_admission(&admission)?)))
+                Err(Stop::Answer(Box::new(decode_admission(&admission)?)))
             }
             Some((_, None)) => Ok(()),
         }
@@ -198,159 +238,60 @@ impl Engine {
     async fn approval_states(
         &self,
         credentials: &[Result<Decoded, VerifyError>],
-    ) -> Result<HashMap<String, ApprovalUseState>, Outcome> {
+    ) -> Result<HashMap<String, ApprovalUseState>, Stop> {
         let mut states = HashMap::new();
         for decoded in credentials.iter().flatten() {
             let id = &decoded.claims.approval_id;
             if states.contains_key(id) {
                 continue;
             }
-            if let Some(row) = self.inner.store.approval(id).await.map_err(Outcome::from)? {
+            if let Some(row) = self.inner.store.approval(id).await? {
                 states.insert(
                     id.clone(),
                     ApprovalUseState {
-                        revoked: row.state == "revoked",
+                        revoked: row.state == ApprovalState::Revoked,
                         uses: row.uses,
                         max_uses: row.max_uses,
-                        approved: row.state == "approved",
+                        approved: row.state.admits(),
                     },
                 );
             }
         }
         Ok(states)
     }
-
-    /// Evaluates a request without credentials and without consuming anything; audited.
-    pub async fn preview(
-        &self,
-        caller: &Caller,
-        request: Result<AdmissionRequest, Box<Invalid>>,
-    ) -> Result<pb::Preview, Rejection> {
-        let Ok(_permit) = self.inner.in_flight.try_acquire() else {
-            return Err(overloaded());
-        };
-        let decision_id = new_decision_id();
-        let request = match request {
-            Ok(request) => request,
-            Err(invalid) => {
-                let action = invalid.action.preview_audit_action();
-                return Err(self
-                    .record_invalid(caller, &decision_id, action, invalid)
-                    .await);
-            }
-        };
-        let settings = self.inner.settings.current();
-        let policy = match authorize(&settings, caller, &request) {
-            Ok(policy) => policy,
-            Err(Outcome::Reject(rejection)) => {
-                // Rows 3–4 claim no request_id: a preview never answers with an admission.
-                let entry = rejection_entry(caller, &decision_id, &request, &rejection);
-                return Err(self.append_unkeyed(entry, rejection).await);
-            }
-            Err(_) => return Err(audit_unavailable()),
-        };
-        let decision = rules::policy_decision(&request, policy);
-        let required =
-            policy.required_capabilities(request.action, &request.requested_capabilities);
-        let needs_approval = decision == PolicyDecision::RequireApproval;
-        let eligible = if needs_approval {
-            crate::app::approvals::eligible(
-                &self.inner.store,
-                policy,
-                request.action,
-                request.spec_hash.as_str(),
-                &required,
-                SystemTime::now(),
-            )
-            .await
-            .map_err(|_| audit_unavailable())?
-        } else {
-            Vec::new()
-        };
-        let mut entry = request_entry(caller, &decision_id, &request, required.clone());
-        entry.action = request.action.preview_audit_action().to_owned();
-        entry.outcome = "previewed".to_owned();
-        entry.grpc_code = GRPC_OK.to_owned();
-        entry.detail = format!("policy decision {}", decision_name(decision));
-        entry.approval_ids = eligible.iter().map(|a| a.approval_id.clone()).collect();
-        let append = Append {
-            entry,
-            consume: Vec::new(),
-            on_refused: None,
-            idempotency: None,
-            admission: None,
-            approval_write: None,
-        };
-        match self.inner.store.append(append).await {
-            Ok(_) => {}
-            Err(_) => return Err(audit_unavailable()),
-        }
-        Ok(pb::Preview {
-            action: pb_action(request.action) as i32,
-            spec_hash: request.spec_hash.to_string(),
-            policy_decision: pb_decision(decision) as i32,
-            posture: pb_posture(policy.posture) as i32,
-            required_capabilities: required,
-            required_approvals: if needs_approval {
-                policy.required_approvals
-            } else {
-                0
-            },
-            eligible_approvals: eligible,
-            decision_id,
-        })
-    }
 }
 
 /// Rows 3–4: the caller's roles, then the environment, under one settings snapshot.
-fn authorize<'s>(
+pub(super) fn authorize<'s>(
     settings: &'s Settings,
     caller: &Caller,
     request: &AdmissionRequest,
-) -> Result<&'s EnvironmentPolicy, Outcome> {
+) -> Result<&'s EnvironmentPolicy, Rejection> {
     let env = &request.environment;
     let scope = Some(env.parts());
     settings
         .roles
-        .authorize(&caller.identity, Role::Orchestrator, scope)
-        .map_err(Outcome::Reject)?;
+        .authorize(&caller.identity, Role::Orchestrator, scope)?;
     if request.break_glass.is_some() {
         settings
             .roles
-            .authorize(&caller.identity, Role::BreakGlass, scope)
-            .map_err(Outcome::Reject)?;
+            .authorize(&caller.identity, Role::BreakGlass, scope)?;
     }
-    env.policy(&settings.policies).map_err(Outcome::Reject)
+    env.policy(&settings.policies)
 }
 
-/// Why the checked path stopped before admitting.
-enum Outcome {
-    /// An earlier admission of this request, answered again.
-    Answer(Box<pb::Admission>),
-    /// A rejection still to be recorded (unless it carries a decision_id already).
-    Reject(Rejection),
-    /// The store could not make the decision durable.
-    Unavailable,
-}
+// === impl Stop ===
 
-impl From<StoreError> for Outcome {
+impl From<StoreError> for Stop {
     fn from(error: StoreError) -> Self {
-        tracing::warn!(error = %error, "audit store failed during a decision");
-        Outcome::Unavailable
+        Stop::Fail(Failure::from_store(error, audit_unavailable))
     }
 }
 
-fn pb_decision(decision: PolicyDecision) -> pb::PolicyDecision {
-    match decision {
-        PolicyDecision::Allow => pb::PolicyDecision::Allow,
-        PolicyDecision::DryRunOnly => pb::PolicyDecision::DryRunOnly,
-        PolicyDecision::RequireApproval => pb::PolicyDecision::RequireApproval,
-        PolicyDecision::Deny => pb::PolicyDecision::Deny,
+impl From<Failure> for Stop {
+    fn from(failure: Failure) -> Self {
+        Stop::Fail(failure)
     }
-}
-
-fn decision_name(decision: PolicyDecision) -> &'static str {
-    pb_decision(decision).as_str_name()
 }
 
 #[cfg(test)]

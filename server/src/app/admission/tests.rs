@@ -1,5 +1,8 @@
 use admission_contract::credential::{KeySet, KeyStatus, SigningKey};
 
+use admission_contract::pb;
+use prost::Message;
+
 use super::*;
 use crate::store::{ListFilter, StoreOptions};
 
@@ -53,7 +56,7 @@ async fn at_the_in_flight_limit_decisions_are_refused_unrecorded() {
         engine.admit(&caller, request()).await.map(|_| ()),
         engine.preview(&caller, request()).await.map(|_| ()),
     ] {
-        let rejection = answer.unwrap_err();
+        let rejection = rejected(answer.unwrap_err());
         assert_eq!(rejection.reason, Reason::Overloaded);
         assert_eq!(rejection.reason.code(), tonic::Code::ResourceExhausted);
         assert!(!rejection.metadata.contains_key("decision_id"));
@@ -64,6 +67,13 @@ async fn at_the_in_flight_limit_decisions_are_refused_unrecorded() {
         .await
         .unwrap();
     assert!(entries.is_empty(), "{entries:?}");
+}
+
+fn rejected(failure: Failure) -> Rejection {
+    match failure {
+        Failure::Rejected(rejection) => rejection,
+        Failure::Internal => panic!("answered INTERNAL"),
+    }
 }
 
 fn entry(entry_id: &str, request_id: &str) -> NewEntry {
@@ -105,10 +115,12 @@ async fn rejection_racing_a_request_id_is_recorded_as_the_conflict() {
     let mut denied = entry("dec_second", "req-1");
     let policy_denied = Rejection::new(Reason::PolicyDenied, "denied");
     set_rejection(&mut denied, &policy_denied);
-    let answer = engine
-        .append_keyed(denied, key("req-1", "bbbb"), policy_denied)
-        .await
-        .unwrap_err();
+    let answer = rejected(
+        engine
+            .append_keyed(denied, key("req-1", "bbbb"), policy_denied)
+            .await
+            .unwrap_err(),
+    );
     assert_eq!(answer.reason, Reason::RequestIdConflict);
     assert_eq!(answer.metadata["decision_id"], "dec_second");
 
@@ -142,7 +154,12 @@ async fn rejection_racing_its_own_admission_answers_the_admission() {
     let store = engine.store();
     let original = pb::Admission {
         decision_id: "dec_first".to_owned(),
+        action: pb::Action::Deploy as i32,
         approval_ids: vec!["apr_1".to_owned()],
+        decided_at: Some(prost_types::Timestamp {
+            seconds: 1_800_000_000,
+            nanos: 0,
+        }),
         ..pb::Admission::default()
     };
     let mut admitted = entry("dec_first", "req-1");
@@ -159,10 +176,12 @@ async fn rejection_racing_its_own_admission_answers_the_admission() {
     let mut retry = entry("dec_retry", "req-1");
     let consumed = Rejection::new(Reason::ApprovalConsumed, "used");
     set_rejection(&mut retry, &consumed);
-    let answer = engine
-        .append_keyed(retry, key("req-1", "aaaa"), consumed)
-        .await
-        .unwrap();
+    let answer = pb::Admission::from(
+        engine
+            .append_keyed(retry, key("req-1", "aaaa"), consumed)
+            .await
+            .unwrap(),
+    );
     assert_eq!(
         answer,
         pb::Admission {

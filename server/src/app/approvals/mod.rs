@@ -1,7 +1,6 @@
 //! The approval lifecycle (SPEC §3 Approvals): request, review, sign, select, revoke.
 //!
-//! States are `pending → approved | denied | revoked`; `expired` is derived from `expires_at`
-//! when read, never stored. Every state change is written together with its audit entry in one
+//! The states and their transitions are [`crate::domain::approval`]'s. Every state change is written together with its audit entry in one
 //! append, guarded by the row's version so concurrent reviewers cannot overwrite each other.
 
 use std::{
@@ -10,12 +9,20 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use admission_contract::{Reason, SpecHash, credential::Claims, echo, pb};
+use admission_contract::{
+    Reason, SpecHash,
+    credential::{Claims, SigningKey},
+    echo, pb,
+};
 
 use crate::{
+    app::failure::Failure,
+    app::recording::record_rejection,
     app::settings::{Settings, SharedSettings},
-    app::wire::{environment_key, pb_action, pb_posture},
+    app::wire::environment_key,
+    domain::approval::{ApprovalState, ApprovalView},
     domain::decision::new_decision_id,
+    domain::outcome::Outcome,
     domain::policy::{ActionKind, EnvironmentPolicy, Posture},
     domain::rejection::Rejection,
     domain::request::{EnvironmentKey, FieldCheck, RequestLimits},
@@ -28,7 +35,7 @@ mod review;
 mod rows;
 
 use self::rows::*;
-pub use self::rows::{eligible, to_pb};
+pub use self::rows::{eligible, view_of};
 
 /// How often a decide or revoke re-reads the approval after losing a race to another writer.
 const WRITE_ATTEMPTS: usize = 5;
@@ -102,7 +109,7 @@ impl ApprovalService {
         &self,
         caller: &Caller,
         request: pb::CreateApprovalRequest,
-    ) -> Result<pb::Approval, Rejection> {
+    ) -> Result<ApprovalView, Failure> {
         let this = self.pinned();
         let attempted = Attempt {
             scope: request
@@ -122,7 +129,7 @@ impl ApprovalService {
         &self,
         caller: &Caller,
         request: pb::CreateApprovalRequest,
-    ) -> Result<pb::Approval, Rejection> {
+    ) -> Result<ApprovalView, Failure> {
         let new = validate_create(request, &self.limits)?;
         self.authorize(caller, &[Role::Orchestrator], &new.environment)?;
         let policy = self.policy(&new.environment)?;
@@ -136,7 +143,7 @@ impl ApprovalService {
             .collect();
         let row = ApprovalRow {
             approval_id: format!("apr_{}", uuid::Uuid::now_v7().simple()),
-            state: "pending".to_owned(),
+            state: ApprovalState::Pending,
             scope: new.environment.clone(),
             action: new.action.key().to_owned(),
             spec_hash: new.spec_hash,
@@ -155,7 +162,7 @@ impl ApprovalService {
             version: 0,
             updated_at: now,
         };
-        let mut entry = self.entry(caller, &row, "approval.create", "approval_created");
+        let mut entry = self.entry(caller, &row, "approval.create", Outcome::ApprovalCreated);
         entry.detail = format!("justification: {}", row.justification);
         self.write(entry, ApprovalWrite::Insert(row.clone()))
             .await?;
@@ -163,7 +170,7 @@ impl ApprovalService {
     }
 
     /// `Approvals.Get` (orchestrator or reviewer role).
-    pub async fn get(&self, caller: &Caller, approval_id: &str) -> Result<pb::Approval, Rejection> {
+    pub async fn get(&self, caller: &Caller, approval_id: &str) -> Result<ApprovalView, Failure> {
         let this = self.pinned();
         let mut fields = FieldCheck::new(&this.limits);
         fields.id("approval_id", approval_id);
@@ -182,7 +189,7 @@ impl ApprovalService {
         &self,
         caller: &Caller,
         request: pb::ListEligibleRequest,
-    ) -> Result<pb::ListEligibleResponse, Rejection> {
+    ) -> Result<Vec<ApprovalView>, Failure> {
         let this = self.pinned();
         let mut fields = FieldCheck::new(&this.limits);
         fields.environment(&environment_key(request.environment.as_ref()));
@@ -211,9 +218,10 @@ impl ApprovalService {
             spec_hash.as_str(),
             &required,
             SystemTime::now(),
+            unavailable,
         )
         .await?;
-        Ok(pb::ListEligibleResponse { approvals })
+        Ok(approvals)
     }
 
     /// The bounds of a decide or revoke: an approval id and an optional reason.
@@ -225,7 +233,7 @@ impl ApprovalService {
     }
 
     /// The approval as reviewers see it: with its environment's posture.
-    fn view(&self, row: &ApprovalRow, now: SystemTime) -> pb::Approval {
+    fn view(&self, row: &ApprovalRow, now: SystemTime) -> ApprovalView {
         let posture = self
             .settings
             .policies
@@ -235,7 +243,7 @@ impl ApprovalService {
                 &row.scope.environment_id,
             )
             .map(|policy| policy.posture);
-        to_pb(row, now, posture)
+        view_of(row, now, posture)
     }
 
     /// Records a refused create, decide or revoke (a self-approval attempt is worth an
@@ -245,16 +253,22 @@ impl ApprovalService {
         caller: &Caller,
         action: &str,
         mut attempted: Attempt,
-        result: Result<pb::Approval, Rejection>,
-    ) -> Result<pb::Approval, Rejection> {
+        result: Result<ApprovalView, Failure>,
+    ) -> Result<ApprovalView, Failure> {
         let rejection = match result {
-            Err(rejection) if rejection.reason != Reason::AuditUnavailable => rejection,
+            Err(Failure::Rejected(rejection)) if rejection.reason != Reason::AuditUnavailable => {
+                rejection
+            }
             other => return other,
         };
-        if let Ok(Some(row)) = self.store.approval(&attempted.approval_id).await {
-            attempted.scope = row.scope;
-            attempted.spec_hash = row.spec_hash;
-            attempted.initiated_by = row.initiated_by;
+        match self.store.approval(&attempted.approval_id).await {
+            Ok(Some(row)) => {
+                attempted.scope = row.scope;
+                attempted.spec_hash = row.spec_hash;
+                attempted.initiated_by = row.initiated_by;
+            }
+            Ok(None) => {}
+            Err(error) => return Err(Failure::from_store(error, unavailable)),
         }
         let entry = NewEntry {
             entry_id: new_decision_id(),
@@ -268,42 +282,25 @@ impl ApprovalService {
                 .filter(|id| !id.is_empty())
                 .into_iter()
                 .collect(),
-            outcome: "rejected".to_owned(),
-            reason: rejection.reason.as_str().to_owned(),
-            grpc_code: rejection.reason.code_name().to_owned(),
-            detail: rejection.message.clone(),
             ..NewEntry::default()
         };
-        let decision_id = entry.entry_id.clone();
-        let append = Append {
-            entry,
-            consume: Vec::new(),
-            on_refused: None,
-            idempotency: None,
-            admission: None,
-            approval_write: None,
-        };
-        match self.store.append(append).await {
-            Ok(_) => Err(rejection.with("decision_id", decision_id)),
-            Err(_) => Err(unavailable()),
-        }
+        Err(record_rejection(&self.store, entry, rejection, unavailable).await)
     }
 
-    async fn load(&self, approval_id: &str) -> Result<ApprovalRow, Rejection> {
+    async fn load(&self, approval_id: &str) -> Result<ApprovalRow, Failure> {
         if approval_id.trim().is_empty() {
-            return Err(Rejection::invalid_field("approval_id", "is required"));
+            return Err(Rejection::invalid_field("approval_id", "is required").into());
         }
-        self.store
-            .approval(approval_id)
-            .await
-            .map_err(|_| unavailable())?
-            .ok_or_else(|| {
-                Rejection::new(
-                    Reason::ApprovalNotFound,
-                    format!("approval {approval_id} does not exist"),
-                )
-                .with("approval_id", approval_id.to_owned())
-            })
+        match self.store.approval(approval_id).await {
+            Ok(Some(row)) => Ok(row),
+            Ok(None) => Err(Rejection::new(
+                Reason::ApprovalNotFound,
+                format!("approval {approval_id} does not exist"),
+            )
+            .with("approval_id", approval_id.to_owned())
+            .into()),
+            Err(error) => Err(Failure::from_store(error, unavailable)),
+        }
     }
 
     fn authorize(
@@ -321,7 +318,13 @@ impl ApprovalService {
         env.policy(&self.settings.policies)
     }
 
-    fn entry(&self, caller: &Caller, row: &ApprovalRow, action: &str, outcome: &str) -> NewEntry {
+    fn entry(
+        &self,
+        caller: &Caller,
+        row: &ApprovalRow,
+        action: &str,
+        outcome: Outcome,
+    ) -> NewEntry {
         NewEntry {
             entry_id: new_decision_id(),
             actor: caller.identity.as_str().to_owned(),
@@ -333,22 +336,22 @@ impl ApprovalService {
             capabilities: row.capabilities.clone(),
             approval_ids: vec![row.approval_id.clone()],
             approvers: row.approvers.clone(),
-            outcome: outcome.to_owned(),
+            outcome: outcome.as_str().to_owned(),
             grpc_code: "OK".to_owned(),
             ..NewEntry::default()
         }
     }
 
-    async fn write(&self, entry: NewEntry, write: ApprovalWrite) -> Result<(), Rejection> {
+    async fn write(&self, entry: NewEntry, write: ApprovalWrite) -> Result<(), Failure> {
         if self.try_write(entry, write).await? {
             Ok(())
         } else {
-            Err(busy())
+            Err(busy().into())
         }
     }
 
     /// Appends the entry with the approval write; `false` when another writer changed the row.
-    async fn try_write(&self, entry: NewEntry, write: ApprovalWrite) -> Result<bool, Rejection> {
+    async fn try_write(&self, entry: NewEntry, write: ApprovalWrite) -> Result<bool, Failure> {
         let append = Append {
             entry,
             consume: Vec::new(),
@@ -358,9 +361,16 @@ impl ApprovalService {
             approval_write: Some(write),
         };
         match self.store.append(append).await {
+            Ok(Appended::Committed(_)) => Ok(true),
             Ok(Appended::ApprovalVersionConflict) => Ok(false),
-            Ok(_) => Ok(true),
-            Err(_) => Err(unavailable()),
+            // Approval changes claim no request_id and consume nothing.
+            Ok(Appended::Duplicate { .. } | Appended::RequestIdConflict { .. }) => Err(
+                Failure::impossible("an approval change without a request_id matched a request"),
+            ),
+            Ok(Appended::Refused { .. }) => {
+                Err(Failure::impossible("an approval change refused a use"))
+            }
+            Err(error) => Err(Failure::from_store(error, unavailable)),
         }
     }
 }

@@ -10,12 +10,12 @@ impl ApprovalService {
         &self,
         caller: &Caller,
         request: pb::DecideApprovalRequest,
-    ) -> Result<pb::Approval, Rejection> {
+    ) -> Result<ApprovalView, Failure> {
         let this = self.pinned();
         let attempted = Attempt::of(&request.approval_id);
         let result = match this.check_review(&request.approval_id, &request.reason) {
             Ok(()) => this.decide_checked(caller, request).await,
-            Err(rejection) => Err(rejection),
+            Err(rejection) => Err(rejection.into()),
         };
         this.record_refusal(caller, "approval.decide", attempted, result)
             .await
@@ -25,18 +25,19 @@ impl ApprovalService {
         &self,
         caller: &Caller,
         request: pb::DecideApprovalRequest,
-    ) -> Result<pb::Approval, Rejection> {
+    ) -> Result<ApprovalView, Failure> {
         let verdict = match pb::Verdict::try_from(request.verdict) {
             Ok(pb::Verdict::Approve) => pb::Verdict::Approve,
             Ok(pb::Verdict::Deny) if request.reason.trim().is_empty() => {
-                return Err(Rejection::invalid_field("reason", "is required to deny"));
+                return Err(Rejection::invalid_field("reason", "is required to deny").into());
             }
             Ok(pb::Verdict::Deny) => pb::Verdict::Deny,
             Ok(pb::Verdict::Unspecified) | Err(_) => {
                 return Err(Rejection::invalid_field(
                     "verdict",
                     "must be VERDICT_APPROVE or VERDICT_DENY",
-                ));
+                )
+                .into());
             }
         };
         self.update_as_reviewer(caller, &request.approval_id, |row, now| {
@@ -57,7 +58,7 @@ impl ApprovalService {
         caller: &Caller,
         approval_id: &str,
         change: impl Fn(ApprovalRow, SystemTime) -> Result<(ApprovalRow, NewEntry), Rejection>,
-    ) -> Result<pb::Approval, Rejection> {
+    ) -> Result<ApprovalView, Failure> {
         for _ in 0..WRITE_ATTEMPTS {
             let row = self.load(approval_id).await?;
             let env = row.scope.clone();
@@ -73,7 +74,7 @@ impl ApprovalService {
                 return Ok(self.view(&updated, now));
             }
         }
-        Err(busy())
+        Err(busy().into())
     }
 
     fn deny(
@@ -83,10 +84,10 @@ impl ApprovalService {
         reason: &str,
         now: SystemTime,
     ) -> (ApprovalRow, NewEntry) {
-        row.state = "denied".to_owned();
+        row.state = ApprovalState::Denied;
         row.decision_reason = reason.to_owned();
         row.updated_at = now;
-        let mut entry = self.entry(caller, &row, "approval.decide", "approval_denied");
+        let mut entry = self.entry(caller, &row, "approval.decide", Outcome::ApprovalDenied);
         entry.approvers = vec![caller.identity.as_str().to_owned()];
         entry.detail = format!("denied: {reason}");
         (row, entry)
@@ -100,13 +101,7 @@ impl ApprovalService {
         now: SystemTime,
     ) -> Result<(ApprovalRow, NewEntry), Rejection> {
         let reviewer = caller.identity.as_str();
-        let Some(signer) = &self.settings.signer else {
-            return Err(Rejection::new(
-                Reason::SigningNotConfigured,
-                "this service has no [signing] key, so it cannot issue credentials; sign offline with admissionctl sign",
-            )
-            .with("approval_id", row.approval_id.clone()));
-        };
+        let signer = self.signer(&row)?;
         if row.approvers.iter().any(|a| a == reviewer) {
             return Err(Rejection::new(
                 Reason::AlreadyApproved,
@@ -117,19 +112,50 @@ impl ApprovalService {
             )
             .with("approval_id", row.approval_id.clone()));
         }
-        let policy = self.policy(&row.scope.clone())?;
         let issued_at = whole_seconds(now);
-        // The first approval starts the credential window; later ones (a quorum) end with it,
-        // so the approval expires exactly when its first credential does.
-        let expires_at = if row.approvers.is_empty() {
-            let ttl = row
-                .expires_at
-                .duration_since(row.created_at)
-                .unwrap_or_default();
-            issued_at + ttl
-        } else {
-            row.expires_at
-        };
+        let expires_at = credential_expiry(&row, issued_at);
+        let credential = self.sign(signer, reviewer, &row, issued_at, expires_at)?;
+        row.credentials.push(credential);
+        row.approvers.push(reviewer.to_owned());
+        row.expires_at = expires_at;
+        row.state = row.state.approved(quorum_reached(&row));
+        row.updated_at = now;
+        let mut entry = self.entry(caller, &row, "approval.decide", Outcome::ApprovalApproved);
+        entry.approvers = vec![reviewer.to_owned()];
+        entry.detail = format!(
+            "approved by {reviewer} ({} of {} required){}",
+            row.approvers.len(),
+            row.approvals_required,
+            if reason.is_empty() {
+                String::new()
+            } else {
+                format!(": {reason}")
+            }
+        );
+        Ok((row, entry))
+    }
+
+    /// The service's signing key; reviews cannot approve without one.
+    fn signer(&self, row: &ApprovalRow) -> Result<&SigningKey, Rejection> {
+        self.settings.signer.as_deref().ok_or_else(|| {
+            Rejection::new(
+                Reason::SigningNotConfigured,
+                "this service has no [signing] key, so it cannot issue credentials; sign offline with admissionctl sign",
+            )
+            .with("approval_id", row.approval_id.clone())
+        })
+    }
+
+    /// The credential `reviewer` issues for `row`, signed with `signer`.
+    fn sign(
+        &self,
+        signer: &SigningKey,
+        reviewer: &str,
+        row: &ApprovalRow,
+        issued_at: SystemTime,
+        expires_at: SystemTime,
+    ) -> Result<String, Rejection> {
+        let policy = self.policy(&row.scope)?;
         let claims = Claims {
             v: 1,
             kid: signer.kid().to_owned(),
@@ -145,7 +171,7 @@ impl ApprovalService {
             approval_id: row.approval_id.clone(),
             config_bundle_digest: None,
         };
-        let credential = signer.sign(&claims).map_err(|error| {
+        signer.sign(&claims).map_err(|error| {
             tracing::error!(%error, approval_id = %row.approval_id, "could not sign a credential");
             Rejection::new(
                 Reason::SigningNotConfigured,
@@ -154,27 +180,7 @@ impl ApprovalService {
                     row.approval_id
                 ),
             )
-        })?;
-        row.credentials.push(credential);
-        row.approvers.push(reviewer.to_owned());
-        row.expires_at = expires_at;
-        if quorum_reached(&row) {
-            row.state = "approved".to_owned();
-        }
-        row.updated_at = now;
-        let mut entry = self.entry(caller, &row, "approval.decide", "approval_approved");
-        entry.approvers = vec![reviewer.to_owned()];
-        entry.detail = format!(
-            "approved by {reviewer} ({} of {} required){}",
-            row.approvers.len(),
-            row.approvals_required,
-            if reason.is_empty() {
-                String::new()
-            } else {
-                format!(": {reason}")
-            }
-        );
-        Ok((row, entry))
+        })
     }
 
     /// `Approvals.Revoke` (reviewer role).
@@ -182,12 +188,12 @@ impl ApprovalService {
         &self,
         caller: &Caller,
         request: pb::RevokeApprovalRequest,
-    ) -> Result<pb::Approval, Rejection> {
+    ) -> Result<ApprovalView, Failure> {
         let this = self.pinned();
         let attempted = Attempt::of(&request.approval_id);
         let result = match this.check_review(&request.approval_id, &request.reason) {
             Ok(()) => this.revoke_checked(caller, request).await,
-            Err(rejection) => Err(rejection),
+            Err(rejection) => Err(rejection.into()),
         };
         this.record_refusal(caller, "approval.revoke", attempted, result)
             .await
@@ -197,25 +203,39 @@ impl ApprovalService {
         &self,
         caller: &Caller,
         request: pb::RevokeApprovalRequest,
-    ) -> Result<pb::Approval, Rejection> {
+    ) -> Result<ApprovalView, Failure> {
         if request.reason.trim().is_empty() {
-            return Err(Rejection::invalid_field("reason", "is required to revoke"));
+            return Err(Rejection::invalid_field("reason", "is required to revoke").into());
         }
         self.update_as_reviewer(caller, &request.approval_id, |mut row, now| {
-            if row.state == "denied" || row.state == "revoked" {
-                return Err(Rejection::new(
+            row.state = row.state.revoked().map_err(|state| {
+                Rejection::new(
                     Reason::ApprovalNotRevocable,
-                    format!("approval {} is already {}", row.approval_id, row.state),
+                    format!("approval {} is already {state}", row.approval_id),
                 )
-                .with("approval_id", row.approval_id.clone()));
-            }
-            row.state = "revoked".to_owned();
+                .with("approval_id", row.approval_id.clone())
+            })?;
             row.decision_reason = request.reason.clone();
             row.updated_at = now;
-            let mut entry = self.entry(caller, &row, "approval.revoke", "approval_revoked");
+            let mut entry = self.entry(caller, &row, "approval.revoke", Outcome::ApprovalRevoked);
             entry.detail = format!("revoked: {}", request.reason);
             Ok((row, entry))
         })
         .await
+    }
+}
+
+/// When the credentials of `row` expire. The first approval starts the credential window at
+/// `issued_at`; later ones (a quorum) end with it, so the approval expires exactly when its
+/// first credential does.
+fn credential_expiry(row: &ApprovalRow, issued_at: SystemTime) -> SystemTime {
+    if row.approvers.is_empty() {
+        let ttl = row
+            .expires_at
+            .duration_since(row.created_at)
+            .unwrap_or_default();
+        issued_at + ttl
+    } else {
+        row.expires_at
     }
 }

@@ -1,4 +1,4 @@
-//! Approval rows: which are eligible, how they read on the wire, what a request may ask.
+//! Approval rows: which are eligible, how they are shown, what a request may ask.
 
 use super::*;
 
@@ -11,7 +11,8 @@ pub async fn eligible(
     spec_hash: &str,
     required: &[String],
     now: SystemTime,
-) -> Result<Vec<pb::Approval>, Rejection> {
+    unavailable: fn() -> Rejection,
+) -> Result<Vec<ApprovalView>, Failure> {
     let scope = Scope {
         org_id: policy.org_id.clone(),
         project_id: policy.project_id.clone(),
@@ -20,16 +21,16 @@ pub async fn eligible(
     let rows = store
         .approvals_for(&scope, action.key(), spec_hash)
         .await
-        .map_err(|_| unavailable())?;
+        .map_err(|error| Failure::from_store(error, unavailable))?;
     Ok(rows
         .iter()
         .filter(|row| is_eligible(row, required, now))
-        .map(|row| to_pb(row, now, Some(policy.posture)))
+        .map(|row| view_of(row, now, Some(policy.posture)))
         .collect())
 }
 
 pub(super) fn is_eligible(row: &ApprovalRow, required: &[String], now: SystemTime) -> bool {
-    row.state == "approved"
+    row.state.admits()
         && row.expires_at > now
         && row.uses < row.max_uses
         && !row.credentials.is_empty()
@@ -37,14 +38,10 @@ pub(super) fn is_eligible(row: &ApprovalRow, required: &[String], now: SystemTim
 }
 
 pub(super) fn check_pending(row: &ApprovalRow, now: SystemTime) -> Result<(), Rejection> {
-    let state = derived_state(row, now);
-    if state == pb::ApprovalState::Pending {
+    let Err(shown) = row.state.check_decidable(row.expires_at <= now) else {
         return Ok(());
-    }
-    let name = state
-        .as_str_name()
-        .trim_start_matches("APPROVAL_STATE_")
-        .to_lowercase();
+    };
+    let name = shown.as_str();
     Err(Rejection::new(
         Reason::ApprovalNotPending,
         format!(
@@ -100,21 +97,7 @@ pub(super) fn validate_create(
     }
     fields.finish()?;
     let action = action_from_pb(request.action)?;
-    let spec_hash = match request.spec {
-        Some(pb::create_approval_request::Spec::SpecKv(bytes)) => SpecHash::of_spec(&bytes)
-            .map_err(|e| Rejection::new(Reason::SpecMalformed, e.to_string()))?,
-        Some(pb::create_approval_request::Spec::SpecHash(hash)) => {
-            hash.parse().map_err(|e: admission_contract::SpecError| {
-                Rejection::invalid_field("spec_hash", e.to_string())
-            })?
-        }
-        None => {
-            return Err(Rejection::invalid_field(
-                "spec",
-                "spec_kv or spec_hash is required",
-            ));
-        }
-    };
+    let spec_hash = spec_hash_of(request.spec)?;
     let ttl = match request.ttl {
         None => None,
         Some(ttl) => Some(
@@ -135,24 +118,37 @@ pub(super) fn validate_create(
     })
 }
 
-/// The approval as the wire shows it, with `expired` derived from the clock.
-pub fn to_pb(row: &ApprovalRow, now: SystemTime, posture: Option<Posture>) -> pb::Approval {
-    pb::Approval {
+/// The spec hash a create request names: given, or of the spec it carries (bounds checked).
+fn spec_hash_of(spec: Option<pb::create_approval_request::Spec>) -> Result<SpecHash, Rejection> {
+    match spec {
+        Some(pb::create_approval_request::Spec::SpecKv(bytes)) => SpecHash::of_spec(&bytes)
+            .map_err(|e| Rejection::new(Reason::SpecMalformed, e.to_string())),
+        Some(pb::create_approval_request::Spec::SpecHash(hash)) => {
+            hash.parse().map_err(|e: admission_contract::SpecError| {
+                Rejection::invalid_field("spec_hash", e.to_string())
+            })
+        }
+        None => Err(Rejection::invalid_field(
+            "spec",
+            "spec_kv or spec_hash is required",
+        )),
+    }
+}
+
+/// The approval as it is shown, with `expired` derived from the clock.
+pub fn view_of(row: &ApprovalRow, now: SystemTime, posture: Option<Posture>) -> ApprovalView {
+    ApprovalView {
         approval_id: row.approval_id.clone(),
-        state: derived_state(row, now) as i32,
-        environment: Some(pb::EnvironmentRef {
-            org_id: row.scope.org_id.clone(),
-            project_id: row.scope.project_id.clone(),
-            environment_id: row.scope.environment_id.clone(),
-        }),
-        action: ActionKind::from_key(&row.action).map_or(pb::Action::Unspecified, pb_action) as i32,
+        state: row.state.shown(row.expires_at <= now),
+        environment: row.scope.clone(),
+        action: ActionKind::from_key(&row.action),
         spec_hash: row.spec_hash.clone(),
         capabilities: row.capabilities.clone(),
         requested_by: row.requested_by.clone(),
         initiated_by: row.initiated_by.clone(),
         justification: row.justification.clone(),
-        created_at: Some(row.created_at.into()),
-        expires_at: Some(row.expires_at.into()),
+        created_at: row.created_at,
+        expires_at: row.expires_at,
         approvals_required: row.approvals_required,
         approvers: row.approvers.clone(),
         credentials: if quorum_reached(row) {
@@ -163,7 +159,7 @@ pub fn to_pb(row: &ApprovalRow, now: SystemTime, posture: Option<Posture>) -> pb
         uses: row.uses,
         max_uses: row.max_uses,
         decision_reason: row.decision_reason.clone(),
-        posture: posture.map_or(pb::Posture::Unspecified, pb_posture) as i32,
+        posture,
     }
 }
 
@@ -172,16 +168,6 @@ pub fn to_pb(row: &ApprovalRow, now: SystemTime, posture: Option<Posture>) -> pb
 /// approvals could be combined into a quorum that no single approval reached (SPEC §7 row 25).
 pub(super) fn quorum_reached(row: &ApprovalRow) -> bool {
     row.approvers.len() >= row.approvals_required as usize
-}
-
-pub(super) fn derived_state(row: &ApprovalRow, now: SystemTime) -> pb::ApprovalState {
-    match row.state.as_str() {
-        "denied" => pb::ApprovalState::Denied,
-        "revoked" => pb::ApprovalState::Revoked,
-        _ if row.expires_at <= now => pb::ApprovalState::Expired,
-        "approved" => pb::ApprovalState::Approved,
-        _ => pb::ApprovalState::Pending,
-    }
 }
 
 pub(super) fn action_from_pb(action: i32) -> Result<ActionKind, Rejection> {

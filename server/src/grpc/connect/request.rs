@@ -241,9 +241,10 @@ async fn reject(
         return rejection.to_status().into_http();
     };
     tracing::info!(rpc = rpc.name(), error = %problem, "connect request body is not the rpc's message");
-    engine
-        .record_unreadable(caller, rpc.audit_action(), rejection)
-        .await
-        .to_status()
-        .into_http()
+    tonic::Status::from(
+        engine
+            .record_unreadable(caller, rpc.audit_action(), rejection)
+            .await,
+    )
+    .into_http()
 }

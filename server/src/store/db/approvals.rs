@@ -1,6 +1,7 @@
 //! The `approvals` table: reviews, revocations and the uses admissions consume.
 
 use super::*;
+use crate::domain::approval::{ApprovalState, UnknownApprovalState};
 
 const APPROVAL_COLUMNS: &str = "approval_id, state, org_id, project_id, environment_id, action, \
     spec_hash, capabilities, requested_by, initiated_by, justification, created_at, expires_at, \
@@ -31,9 +32,14 @@ where
             StoreError::Unavailable
         })
     };
+    let approval_id = text("approval_id")?;
+    let state = text("state")?.parse().map_err(|error: UnknownApprovalState| {
+        tracing::error!(%error, approval_id = %approval_id, "approval row has an unknown state");
+        StoreError::Corrupt
+    })?;
     Ok(ApprovalRow {
-        approval_id: text("approval_id")?,
-        state: text("state")?,
+        approval_id,
+        state,
         scope: Scope {
             org_id: text("org_id")?,
             project_id: text("project_id")?,
@@ -105,16 +111,23 @@ impl Db {
 // === impl WriteTx ===
 
 impl WriteTx {
-    /// State, uses and max_uses of an approval.
+    /// State, uses and max_uses of an approval; an unknown state fails the transaction.
     pub(in crate::store) async fn approval_uses(
         &mut self,
         approval_id: &str,
-    ) -> Result<Option<(String, u32, u32)>, sqlx::Error> {
+    ) -> Result<Option<(ApprovalState, u32, u32)>, sqlx::Error> {
         const SQL: &str = "SELECT state, uses, max_uses FROM approvals WHERE approval_id = $1";
         let row: Option<(String, i64, i64)> = on_backend!(WriteTx, self, c => {
             sqlx::query_as(SQL).bind(approval_id).fetch_optional(&mut **c).await?
         });
-        Ok(row.map(|(state, uses, max_uses)| (state, clamp_u32(uses), clamp_u32(max_uses))))
+        let Some((state, uses, max_uses)) = row else {
+            return Ok(None);
+        };
+        let state = state.parse().map_err(|error: UnknownApprovalState| {
+            tracing::error!(%error, approval_id, "approval row has an unknown state");
+            sqlx::Error::Decode(Box::new(error))
+        })?;
+        Ok(Some((state, clamp_u32(uses), clamp_u32(max_uses))))
     }
 
     /// Inserts a row with version 1; false when the id exists.
@@ -163,7 +176,7 @@ impl WriteTx {
         }
         let row = ApprovalRow {
             approval_id: approval.approval_id.clone(),
-            state: "approved".to_owned(),
+            state: ApprovalState::Approved,
             scope: approval.scope.clone(),
             action: String::new(),
             spec_hash: approval.spec_hash.clone(),
