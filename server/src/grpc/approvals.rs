@@ -5,7 +5,7 @@ use std::sync::Arc;
 use admission_contract::pb::{self, approvals_server::Approvals};
 use tonic::{Request, Response, Status};
 
-use super::{Rpc, authorize_rpc};
+use super::{Rpc, authorize_rpc, prometheus::Metrics};
 use crate::{app::approvals::ApprovalService, identity::roles::RoleBindings};
 
 /// The `Approvals` service. Callers without any role for the RPC are refused before the request
@@ -14,14 +14,42 @@ use crate::{app::approvals::ApprovalService, identity::roles::RoleBindings};
 pub struct ApprovalsService {
     roles: Arc<RoleBindings>,
     approvals: ApprovalService,
+    metrics: Arc<Metrics>,
 }
 
 // === impl ApprovalsService ===
 
 impl ApprovalsService {
-    /// The service over `approvals`.
-    pub fn new(roles: Arc<RoleBindings>, approvals: ApprovalService) -> Self {
-        Self { roles, approvals }
+    /// The service over `approvals`, counting the state each write leaves an approval in.
+    pub fn new(
+        roles: Arc<RoleBindings>,
+        approvals: ApprovalService,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            roles,
+            approvals,
+            metrics,
+        }
+    }
+
+    /// Counts the state a successful Create, Decide or Revoke left `approval` in.
+    fn transitioned(&self, approval: pb::Approval) -> Response<pb::Approval> {
+        self.metrics
+            .record_approval_transition(approval_state_label(approval.state()));
+        Response::new(approval)
+    }
+}
+
+/// The metric label of an approval state: its proto name without the prefix, lowercase.
+fn approval_state_label(state: pb::ApprovalState) -> &'static str {
+    match state {
+        pb::ApprovalState::Unspecified => "unspecified",
+        pb::ApprovalState::Pending => "pending",
+        pb::ApprovalState::Approved => "approved",
+        pb::ApprovalState::Denied => "denied",
+        pb::ApprovalState::Expired => "expired",
+        pb::ApprovalState::Revoked => "revoked",
     }
 }
 
@@ -33,7 +61,7 @@ impl Approvals for ApprovalsService {
     ) -> Result<Response<pb::Approval>, Status> {
         let caller = authorize_rpc(&self.roles, &request, Rpc::ApprovalsCreate)?;
         let approval = self.approvals.create(&caller, request.into_inner()).await?;
-        Ok(Response::new(approval))
+        Ok(self.transitioned(approval))
     }
 
     async fn decide(
@@ -42,7 +70,7 @@ impl Approvals for ApprovalsService {
     ) -> Result<Response<pb::Approval>, Status> {
         let caller = authorize_rpc(&self.roles, &request, Rpc::ApprovalsDecide)?;
         let approval = self.approvals.decide(&caller, request.into_inner()).await?;
-        Ok(Response::new(approval))
+        Ok(self.transitioned(approval))
     }
 
     async fn get(
@@ -75,6 +103,6 @@ impl Approvals for ApprovalsService {
     ) -> Result<Response<pb::Approval>, Status> {
         let caller = authorize_rpc(&self.roles, &request, Rpc::ApprovalsRevoke)?;
         let approval = self.approvals.revoke(&caller, request.into_inner()).await?;
-        Ok(Response::new(approval))
+        Ok(self.transitioned(approval))
     }
 }

@@ -9,8 +9,10 @@ pub mod audit;
 pub mod body;
 pub mod call_limits;
 pub mod metrics;
+pub mod prometheus;
 pub mod request;
 pub mod status;
+pub mod trace_context;
 
 use admission_contract::pb::{
     self, approvals_server::ApprovalsServer, audit_server::AuditServer,
@@ -52,6 +54,8 @@ pub struct Services {
     pub health: HealthReporter,
     /// The largest request message accepted, in bytes.
     pub max_request_bytes: usize,
+    /// The metrics the operations listener serves.
+    pub metrics: Arc<prometheus::Metrics>,
 }
 
 /// Every RPC of the API, for role checks (SPEC §2).
@@ -109,14 +113,20 @@ fn api_routes(state: &Services) -> Result<Routes, RouterError> {
     Ok(Routes::new(health)
         .add_service(reflection)
         .add_service(BodyGuard::new(
-            DeployAdmissionServer::new(DeployService::new(state.engine.clone()))
-                .max_decoding_message_size(max),
+            DeployAdmissionServer::new(DeployService::new(
+                state.engine.clone(),
+                state.metrics.clone(),
+            ))
+            .max_decoding_message_size(max),
             state.engine.clone(),
             max,
         ))
         .add_service(BodyGuard::new(
-            ReplayAdmissionServer::new(ReplayService::new(state.engine.clone()))
-                .max_decoding_message_size(max),
+            ReplayAdmissionServer::new(ReplayService::new(
+                state.engine.clone(),
+                state.metrics.clone(),
+            ))
+            .max_decoding_message_size(max),
             state.engine.clone(),
             max,
         ))
@@ -124,6 +134,7 @@ fn api_routes(state: &Services) -> Result<Routes, RouterError> {
             ApprovalsServer::new(ApprovalsService::new(
                 state.roles.clone(),
                 state.approvals.clone(),
+                state.metrics.clone(),
             ))
             .max_decoding_message_size(max),
             state.engine.clone(),

@@ -2,5 +2,7 @@
 
 pub mod config;
 pub mod dev;
+pub mod healthcheck;
+pub mod ops;
 pub mod serve;
 pub mod telemetry;
