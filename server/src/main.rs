@@ -28,13 +28,7 @@ use tokio::net::TcpListener;
 )]
 struct Cli {
     /// Config file to serve with (SPEC §8).
-    #[arg(
-        long,
-        global = true,
-        value_name = "FILE",
-        env = "ADMISSION_CONFIG",
-        required = true
-    )]
+    #[arg(long, value_name = "FILE", env = "ADMISSION_CONFIG", required = true)]
     config: Option<PathBuf>,
     /// Log line format.
     #[arg(long, global = true, default_value = "text", value_name = "text|json")]
@@ -48,7 +42,8 @@ enum Command {
     /// Validate a config file (and the files it names) and reach its database, without
     /// serving; every problem is printed, one line each.
     CheckConfig {
-        /// The config file (default: --config, or ADMISSION_CONFIG).
+        /// The config file.
+        #[arg(env = "ADMISSION_CONFIG", required = true)]
         file: Option<PathBuf>,
         /// Do not connect to the database.
         #[arg(long)]
@@ -56,6 +51,9 @@ enum Command {
     },
     /// Ask the operations listener's /readyz: exit 0 when it answers 200, 1 otherwise.
     Healthcheck {
+        /// The config file whose `[ops] listen` to ask.
+        #[arg(long, value_name = "FILE", env = "ADMISSION_CONFIG")]
+        config: Option<PathBuf>,
         /// The operations listener (default: the config's [ops] listen, else
         /// http://127.0.0.1:9090).
         #[arg(long, value_name = "URL")]
@@ -90,15 +88,13 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::CheckConfig { file, offline }) => {
             telemetry::init_logs(cli.log_format);
-            let Some(file) = file.or(cli.config) else {
-                eprintln!(
-                    "admission-server check-config: name the config file (or set ADMISSION_CONFIG)"
-                );
+            // clap requires the file, from the command line or ADMISSION_CONFIG.
+            let Some(file) = file else {
                 return ExitCode::from(EXIT_CONFIG);
             };
             current_thread(check_config(&file, offline))
         }
-        Some(Command::Healthcheck { ops }) => current_thread(run_healthcheck(ops, cli.config)),
+        Some(Command::Healthcheck { config, ops }) => current_thread(run_healthcheck(ops, config)),
         Some(Command::Dev {
             dir,
             listen,
@@ -163,21 +159,16 @@ async fn check_config(file: &Path, offline: bool) -> ExitCode {
         Ok(config) => config,
         Err(error) => return config_failure(&error),
     };
-    let database = if offline {
-        "database not checked (--offline)"
-    } else {
-        match AuditStore::check_connection(&config.database_url, DATABASE_CHECK_TIMEOUT).await {
-            Ok(()) => "database reachable",
-            Err(problem) => {
-                return config_failure(&ConfigError::new(
-                    &config.path,
-                    format!("database_url: {problem}"),
-                ));
-            }
+    if !offline {
+        let reached =
+            AuditStore::check_connection(&config.database_url, DATABASE_CHECK_TIMEOUT).await;
+        if let Err(problem) = reached {
+            let problem = format!("database_url: {problem}");
+            return config_failure(&ConfigError::new(&config.path, problem));
         }
-    };
+    }
     println!(
-        "config ok: {} environments, {} role bindings, {database}",
+        "config ok: {} environments, {} role bindings",
         config.environments.len(),
         config.roles.len()
     );

@@ -183,10 +183,16 @@ impl Config {
         };
         let mut problems = Vec::new();
         let checked = Checked::new(&base, &raw, &mut problems);
+        let before = problems.len();
         validate_environments(&raw.environments, &mut problems);
-        let policies = Policies::from_configs(raw.environments.clone())
-            .map_err(|e| problems.push(format!("[[environments]] {e}")))
-            .ok();
+        // The policies repeat the field checks above; build them only from valid fields.
+        let policies = (problems.len() == before)
+            .then(|| {
+                Policies::from_configs(raw.environments.clone())
+                    .map_err(|e| problems.push(format!("[[environments]] {e}")))
+                    .ok()
+            })
+            .flatten();
         if let Err(problem) = validate_limits(&raw.limits) {
             problems.push(problem);
         }

@@ -14,8 +14,19 @@ pub(crate) async fn check_connection(url: &str, timeout: Duration) -> Result<(),
     if url.starts_with("sqlite:") {
         let options = SqliteConnectOptions::from_str(url)
             .map_err(|e| scrub(url, format!("not a usable sqlite url: {e}")))?;
-        let file = options.get_filename().display().to_string();
-        // create_if_missing stays off: checking must not create the database file.
+        let path = options.get_filename().to_path_buf();
+        let file = path.display().to_string();
+        if !path.exists() {
+            // Serving creates the file; checking must not, so only its directory is checked.
+            let directory = path.parent().filter(|p| !p.as_os_str().is_empty());
+            return match directory {
+                Some(directory) if !directory.is_dir() => Err(format!(
+                    "cannot create sqlite database {file}: directory {} does not exist",
+                    directory.display()
+                )),
+                _ => Ok(()),
+            };
+        }
         let connect = async {
             let connection: SqliteConnection = options.connect().await?;
             connection.close().await
