@@ -142,6 +142,10 @@ impl Metrics {
             "API calls being served now",
             self.calls_in_flight.clone(),
         );
+        // Both results are exposed from the start, so a reload alert has a series to watch.
+        for result in ["applied", "refused"] {
+            self.reloads.get_or_create(&ResultLabels { result });
+        }
         self
     }
 
