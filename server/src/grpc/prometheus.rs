@@ -144,7 +144,7 @@ impl Metrics {
         );
         // Both results are exposed from the start, so a reload alert has a series to watch.
         for result in ["applied", "refused"] {
-            self.reloads.get_or_create(&ResultLabels { result });
+            drop(self.reloads.get_or_create(&ResultLabels { result }));
         }
         self
     }
