@@ -283,11 +283,12 @@ async fn an_unusable_otlp_configuration_does_not_stop_the_server() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("dev");
     let port = free_port();
+    // The protocol is supported; the endpoint is not a URL the exporter can use.
     let server = start_dev(
         &dir,
         port,
         &[
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "not a url"),
             ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
         ],
     )
@@ -312,7 +313,124 @@ async fn an_unusable_otlp_configuration_does_not_stop_the_server() {
         .collect();
     assert_eq!(warnings.len(), 1, "{stderr}");
     assert!(
-        warnings[0].contains("only the grpc protocol is supported"),
+        warnings[0].contains("telemetry is not exported"),
         "{stderr}"
     );
+}
+
+#[tokio::test]
+async fn an_unsupported_otlp_protocol_is_a_config_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (var, value) in [
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
+        ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "thrift"),
+    ] {
+        let output = std::process::Command::new(BIN)
+            .args(["dev", "--dir"])
+            .arg(tmp.path().join("dev"))
+            .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")
+            .env(var, value)
+            .env("RUST_LOG", "off")
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2), "{var}");
+        assert_eq!(
+            String::from_utf8(output.stderr).unwrap(),
+            format!(
+                "admission-server: {var}={value}: unsupported OTLP protocol (expected grpc or \
+                 http/protobuf)\n"
+            )
+        );
+    }
+}
+
+/// The trace ids of the spans named `DeployAdmission/Admit` an OTLP/HTTP receiver was sent.
+type HttpSpans = Arc<Mutex<Vec<(Vec<u8>, Vec<u8>)>>>;
+
+/// A tiny OTLP/HTTP receiver: `POST /v1/traces` with a protobuf body; returns its port.
+async fn start_http_collector(spans: HttpSpans) -> u16 {
+    use axum::routing::post;
+    use prost::Message as _;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let receive = move |body: axum::body::Bytes| {
+        let spans = spans.clone();
+        async move {
+            let request = ExportTraceServiceRequest::decode(body).unwrap();
+            let mut spans = spans.lock().unwrap();
+            for span in request
+                .resource_spans
+                .iter()
+                .flat_map(|r| &r.scope_spans)
+                .flat_map(|s| &s.spans)
+                .filter(|span| span.name == "DeployAdmission/Admit")
+            {
+                spans.push((span.trace_id.clone(), span.parent_span_id.clone()));
+            }
+            let answer = ExportTraceServiceResponse::default().encode_to_vec();
+            (
+                [(http::header::CONTENT_TYPE, "application/x-protobuf")],
+                answer,
+            )
+        }
+    };
+    let router = axum::Router::new().route("/v1/traces", post(receive));
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .accept_http1(true)
+            .add_routes(tonic::service::Routes::from(router))
+            .serve_with_incoming(TcpListenerStream::new(listener)),
+    );
+    port
+}
+
+#[tokio::test]
+async fn http_protobuf_export_continues_the_callers_trace() {
+    let spans = HttpSpans::default();
+    let collector_port = start_http_collector(spans.clone()).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("dev");
+    let port = free_port();
+    let endpoint = format!("http://127.0.0.1:{collector_port}");
+    let server = start_dev(
+        &dir,
+        port,
+        &[
+            (
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                &format!("{endpoint}/v1/traces"),
+            ),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ],
+    )
+    .await;
+
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let parent_id = "00f067aa0ba902b7";
+    let client = connect(&dir, port).await;
+    let mut request = Request::new(dev_deploy());
+    request.metadata_mut().insert(
+        "traceparent",
+        format!("00-{trace_id}-{parent_id}-01").parse().unwrap(),
+    );
+    client.deploy().admit(request).await.unwrap();
+
+    let seen = eventually(|| spans.lock().unwrap().first().cloned()).await;
+    terminate(&server);
+    let output = server.wait_with_output().await.unwrap();
+    let Some((seen_trace, seen_parent)) = seen else {
+        panic!(
+            "no admit span over http; server: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+    assert_eq!(hex(&seen_trace), trace_id);
+    assert_eq!(hex(&seen_parent), parent_id);
+    assert_eq!(output.status.code(), Some(0));
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -23,6 +23,10 @@ pub enum Outcome {
     ApprovalDenied,
     /// A revocation.
     ApprovalRevoked,
+    /// A configuration reload put in force.
+    ConfigReloaded,
+    /// A configuration reload refused; the previous configuration stays in force.
+    ConfigReloadRefused,
 }
 
 /// An outcome text this version does not write.
@@ -34,7 +38,7 @@ pub struct UnknownOutcome(pub String);
 
 impl Outcome {
     /// Every outcome.
-    pub const ALL: [Outcome; 9] = [
+    pub const ALL: [Outcome; 11] = [
         Outcome::Admitted,
         Outcome::AdmittedBreakGlass,
         Outcome::AdmittedShadow,
@@ -44,6 +48,8 @@ impl Outcome {
         Outcome::ApprovalApproved,
         Outcome::ApprovalDenied,
         Outcome::ApprovalRevoked,
+        Outcome::ConfigReloaded,
+        Outcome::ConfigReloadRefused,
     ];
 
     /// The recorded text, e.g. `"admitted_break_glass"`.
@@ -58,6 +64,8 @@ impl Outcome {
             Outcome::ApprovalApproved => "approval_approved",
             Outcome::ApprovalDenied => "approval_denied",
             Outcome::ApprovalRevoked => "approval_revoked",
+            Outcome::ConfigReloaded => "config_reloaded",
+            Outcome::ConfigReloadRefused => "config_reload_refused",
         }
     }
 }

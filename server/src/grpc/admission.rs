@@ -3,15 +3,16 @@
 //! Both services share [`Admissions`]: name the caller, validate the wire request into an
 //! [`AdmissionRequest`], decide, and record the span and metrics.
 
-use std::time::Instant;
+use std::{sync::Arc, time::Instant};
 
 use admission_contract::pb::{
     self, deploy_admission_server::DeployAdmission, replay_admission_server::ReplayAdmission,
 };
 use tonic::{Request, Response, Status};
 use tracing::{Instrument as _, Span, field::Empty};
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
-use super::metrics::DecisionMetrics;
+use super::{metrics::DecisionMetrics, prometheus::Metrics, trace_context};
 use crate::{
     app::admission::Engine,
     app::failure::Failure,
@@ -41,9 +42,9 @@ type Parse<T> = fn(&T, &RequestLimits) -> Result<AdmissionRequest, Box<Invalid>>
 // === impl DeployService ===
 
 impl DeployService {
-    /// The service over `engine`.
-    pub fn new(engine: Engine) -> Self {
-        Self(Admissions::new(engine))
+    /// The service over `engine`, recording decisions on `metrics`.
+    pub fn new(engine: Engine, metrics: Arc<Metrics>) -> Self {
+        Self(Admissions::new(engine, metrics))
     }
 }
 
@@ -57,6 +58,7 @@ impl DeployAdmission for DeployService {
         let span = rpc_span(
             "DeployAdmission/Admit",
             request.get_ref().environment.as_ref(),
+            request.metadata(),
         );
         self.0
             .admit("deploy", request, parse)
@@ -72,6 +74,7 @@ impl DeployAdmission for DeployService {
         let span = rpc_span(
             "DeployAdmission/Preview",
             request.get_ref().environment.as_ref(),
+            request.metadata(),
         );
         self.0.preview(request, parse).instrument(span).await
     }
@@ -80,9 +83,9 @@ impl DeployAdmission for DeployService {
 // === impl ReplayService ===
 
 impl ReplayService {
-    /// The service over `engine`.
-    pub fn new(engine: Engine) -> Self {
-        Self(Admissions::new(engine))
+    /// The service over `engine`, recording decisions on `metrics`.
+    pub fn new(engine: Engine, metrics: Arc<Metrics>) -> Self {
+        Self(Admissions::new(engine, metrics))
     }
 }
 
@@ -96,6 +99,7 @@ impl ReplayAdmission for ReplayService {
         let span = rpc_span(
             "ReplayAdmission/Admit",
             request.get_ref().environment.as_ref(),
+            request.metadata(),
         );
         self.0
             .admit("replay", request, parse)
@@ -111,6 +115,7 @@ impl ReplayAdmission for ReplayService {
         let span = rpc_span(
             "ReplayAdmission/Preview",
             request.get_ref().environment.as_ref(),
+            request.metadata(),
         );
         self.0.preview(request, parse).instrument(span).await
     }
@@ -119,10 +124,10 @@ impl ReplayAdmission for ReplayService {
 // === impl Admissions ===
 
 impl Admissions {
-    fn new(engine: Engine) -> Self {
+    fn new(engine: Engine, metrics: Arc<Metrics>) -> Self {
         Self {
             engine,
-            metrics: DecisionMetrics::new(),
+            metrics: DecisionMetrics::new(metrics),
         }
     }
 
@@ -171,12 +176,17 @@ impl Admissions {
     }
 }
 
-/// The span of one admission RPC; `outcome` and `reason` are recorded once decided.
-fn rpc_span(rpc: &'static str, environment: Option<&pb::EnvironmentRef>) -> Span {
+/// The span of one admission RPC; `outcome` and `reason` are recorded once decided. A W3C
+/// `traceparent` in the call's metadata makes it a child of the caller's span.
+fn rpc_span(
+    rpc: &'static str,
+    environment: Option<&pb::EnvironmentRef>,
+    metadata: &tonic::metadata::MetadataMap,
+) -> Span {
     let environment = environment
         .map(|e| EnvironmentKey::from(e).to_string())
         .unwrap_or_default();
-    tracing::info_span!(
+    let span = tracing::info_span!(
         "admission",
         otel.name = rpc,
         otel.kind = "server",
@@ -184,7 +194,12 @@ fn rpc_span(rpc: &'static str, environment: Option<&pb::EnvironmentRef>) -> Span
         environment,
         outcome = Empty,
         reason = Empty
-    )
+    );
+    if let Some(parent) = trace_context::caller_context(metadata) {
+        // Only fails when the span is disabled (not exported), which needs no parent.
+        let _ = span.set_parent(parent);
+    }
+    span
 }
 
 /// `admitted` (with the shadow-mode reason, if any) or `rejected` with its reason.

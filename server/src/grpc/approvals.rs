@@ -1,9 +1,11 @@
 //! `Approvals`: a thin adapter from the wire to [`ApprovalService`].
 
+use std::sync::Arc;
+
 use admission_contract::pb::{self, approvals_server::Approvals};
 use tonic::{Request, Response, Status};
 
-use super::{Rpc, authorize_rpc};
+use super::{Rpc, authorize_rpc, prometheus::Metrics};
 use crate::app::{approvals::ApprovalService, settings::SharedSettings};
 
 /// The `Approvals` service. Callers without any role for the RPC are refused before the request
@@ -12,17 +14,42 @@ use crate::app::{approvals::ApprovalService, settings::SharedSettings};
 pub struct ApprovalsService {
     settings: SharedSettings,
     approvals: ApprovalService,
+    metrics: Arc<Metrics>,
 }
 
 // === impl ApprovalsService ===
 
 impl ApprovalsService {
-    /// The service over `approvals`.
-    pub fn new(settings: SharedSettings, approvals: ApprovalService) -> Self {
+    /// The service over `approvals`, counting the state each write leaves an approval in.
+    pub fn new(
+        settings: SharedSettings,
+        approvals: ApprovalService,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self {
             settings,
             approvals,
+            metrics,
         }
+    }
+
+    /// Counts the state a successful Create, Decide or Revoke left `approval` in.
+    fn transitioned(&self, approval: pb::Approval) -> Response<pb::Approval> {
+        self.metrics
+            .record_approval_transition(approval_state_label(approval.state()));
+        Response::new(approval)
+    }
+}
+
+/// The metric label of an approval state: its proto name without the prefix, lowercase.
+fn approval_state_label(state: pb::ApprovalState) -> &'static str {
+    match state {
+        pb::ApprovalState::Unspecified => "unspecified",
+        pb::ApprovalState::Pending => "pending",
+        pb::ApprovalState::Approved => "approved",
+        pb::ApprovalState::Denied => "denied",
+        pb::ApprovalState::Expired => "expired",
+        pb::ApprovalState::Revoked => "revoked",
     }
 }
 
@@ -38,7 +65,7 @@ impl Approvals for ApprovalsService {
             Rpc::ApprovalsCreate,
         )?;
         let approval = self.approvals.create(&caller, request.into_inner()).await?;
-        Ok(Response::new(approval.into()))
+        Ok(self.transitioned(approval.into()))
     }
 
     async fn decide(
@@ -51,7 +78,7 @@ impl Approvals for ApprovalsService {
             Rpc::ApprovalsDecide,
         )?;
         let approval = self.approvals.decide(&caller, request.into_inner()).await?;
-        Ok(Response::new(approval.into()))
+        Ok(self.transitioned(approval.into()))
     }
 
     async fn get(
@@ -94,6 +121,6 @@ impl Approvals for ApprovalsService {
             Rpc::ApprovalsRevoke,
         )?;
         let approval = self.approvals.revoke(&caller, request.into_inner()).await?;
-        Ok(Response::new(approval.into()))
+        Ok(self.transitioned(approval.into()))
     }
 }

@@ -164,6 +164,11 @@ impl CallLimits {
         self.identities.count(identity)
     }
 
+    /// Calls in flight right now, across every caller.
+    pub fn calls_in_flight_total(&self) -> usize {
+        self.identities.total()
+    }
+
     async fn run<S>(
         &self,
         request: http::Request<Body>,

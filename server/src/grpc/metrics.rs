@@ -1,6 +1,6 @@
 //! The decision instruments the gRPC adapter records on every admission answer.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use opentelemetry::{
     KeyValue, global,
@@ -8,6 +8,7 @@ use opentelemetry::{
 };
 use tracing::Span;
 
+use super::prometheus::Metrics;
 use crate::SERVICE_NAME;
 
 /// Upper bounds (seconds) of the decision-duration buckets: 1 ms to 10 s.
@@ -17,19 +18,21 @@ const DURATION_BUCKETS: [f64; 13] = [
 
 /// The decision instruments: `admission.decisions` and `admission.decision.duration`.
 ///
-/// Backed by the global meter, so they are no-ops unless OTLP metrics export is on.
+/// Backed by the global meter, so they are no-ops unless OTLP metrics export is on; also
+/// recorded on the Prometheus metrics the operations listener serves.
 #[derive(Clone, Debug)]
 pub struct DecisionMetrics {
     decisions: Counter<u64>,
     duration: Histogram<f64>,
+    exposition: Arc<Metrics>,
 }
 
 // === impl DecisionMetrics ===
 
 impl DecisionMetrics {
-    /// The instruments on the global meter as it is now: create them once telemetry is
-    /// initialised.
-    pub fn new() -> Self {
+    /// The instruments on the global meter as it is now (create them once telemetry is
+    /// initialised), recording on `exposition` too.
+    pub fn new(exposition: Arc<Metrics>) -> Self {
         let meter = global::meter(SERVICE_NAME);
         Self {
             decisions: meter
@@ -42,6 +45,7 @@ impl DecisionMetrics {
                 .with_description("Time taken to decide an admission request.")
                 .with_boundaries(DURATION_BUCKETS.to_vec())
                 .build(),
+            exposition,
         }
     }
 
@@ -63,11 +67,7 @@ impl DecisionMetrics {
         ];
         self.decisions.add(1, &attributes);
         self.duration.record(elapsed.as_secs_f64(), &attributes);
-    }
-}
-
-impl Default for DecisionMetrics {
-    fn default() -> Self {
-        Self::new()
+        self.exposition
+            .record_decision(action, outcome, reason, elapsed);
     }
 }

@@ -11,8 +11,12 @@ pub mod call_limits;
 pub mod connect;
 mod convert;
 pub mod metrics;
+pub mod prometheus;
 pub mod request;
 pub mod status;
+pub mod trace_context;
+
+use std::sync::Arc;
 
 use admission_contract::pb::{
     self, approvals_server::ApprovalsServer, audit_server::AuditServer,
@@ -52,6 +56,8 @@ pub struct Services {
     pub health: HealthReporter,
     /// The largest request message accepted, in bytes.
     pub max_request_bytes: usize,
+    /// The metrics the operations listener serves.
+    pub metrics: Arc<prometheus::Metrics>,
 }
 
 /// Every RPC of the API, for role checks (SPEC §2).
@@ -109,14 +115,20 @@ fn api_routes(state: &Services) -> Result<Routes, RouterError> {
     Ok(Routes::new(health)
         .add_service(reflection)
         .add_service(BodyGuard::new(
-            DeployAdmissionServer::new(DeployService::new(state.engine.clone()))
-                .max_decoding_message_size(max),
+            DeployAdmissionServer::new(DeployService::new(
+                state.engine.clone(),
+                state.metrics.clone(),
+            ))
+            .max_decoding_message_size(max),
             state.engine.clone(),
             max,
         ))
         .add_service(BodyGuard::new(
-            ReplayAdmissionServer::new(ReplayService::new(state.engine.clone()))
-                .max_decoding_message_size(max),
+            ReplayAdmissionServer::new(ReplayService::new(
+                state.engine.clone(),
+                state.metrics.clone(),
+            ))
+            .max_decoding_message_size(max),
             state.engine.clone(),
             max,
         ))
@@ -124,6 +136,7 @@ fn api_routes(state: &Services) -> Result<Routes, RouterError> {
             ApprovalsServer::new(ApprovalsService::new(
                 state.settings.clone(),
                 state.approvals.clone(),
+                state.metrics.clone(),
             ))
             .max_decoding_message_size(max),
             state.engine.clone(),

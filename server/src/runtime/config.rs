@@ -27,12 +27,18 @@ use crate::{
     identity::tls::{self, TlsMaterial, TlsPaths},
 };
 
+mod env;
 mod limits;
+mod ops;
 mod restart;
+mod validate;
 
+use self::env::toml_error;
 use self::limits::validate_limits;
 pub use self::limits::{Limits, REQUEST_FIELDS_ALLOWANCE_BYTES};
+pub use self::ops::OpsConfig;
 pub use self::restart::{ReloadConfig, RestartOnly};
+use self::validate::{Checked, validate_environments};
 
 /// A loaded, validated configuration.
 #[derive(Clone, Debug)]
@@ -63,11 +69,14 @@ pub struct Config {
     pub limits: Limits,
     /// Audit store settings.
     pub audit: AuditConfig,
+    /// The operations listener, when `[ops]` configures one.
+    pub ops: Option<OpsConfig>,
     /// `[reload]`: how the running server notices changes to its files.
     pub reload: ReloadConfig,
     /// The fields a reload cannot change, as the file wrote them.
     pub restart_only: RestartOnly,
 }
+
 /// `[signing]`: the key the service issues approval credentials with.
 #[derive(Clone, Debug)]
 pub struct SigningConfig {
@@ -88,11 +97,12 @@ pub struct AuditConfig {
     pub durable_timeout: Duration,
 }
 
-/// Why a configuration cannot be used. Displays as one line naming the file and the field.
+/// Why a configuration cannot be used: one or more problems, each displayed on its own line
+/// naming the file and the field.
 #[derive(Debug)]
 pub struct ConfigError {
     file: PathBuf,
-    detail: String,
+    problems: Vec<String>,
 }
 
 /// The file exactly as written.
@@ -115,6 +125,7 @@ struct RawConfig {
     audit: AuditConfig,
     #[serde(default)]
     reload: ReloadConfig,
+    ops: Option<ops::RawOps>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -158,71 +169,78 @@ impl Config {
         Self::from_toml(path, &text)
     }
 
-    /// Parses and validates `text` as if read from `path` (relative paths resolve against its
-    /// directory).
+    /// Expands `${VAR}` references from the environment, then parses and validates `text` as
+    /// if read from `path` (relative paths resolve against its directory). Every problem found
+    /// is reported, not just the first.
     pub fn from_toml(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        Self::from_toml_with(path, text, env::process_var)
+    }
+
+    /// [`Config::from_toml`] with `var` as the environment.
+    pub fn from_toml_with(
+        path: &Path,
+        text: &str,
+        var: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let text = env::expand(text, var).map_err(|problems| ConfigError::many(path, problems))?;
         let raw: RawConfig =
-            toml::from_str(text).map_err(|e| ConfigError::new(path, toml_error(&e, text)))?;
+            toml::from_str(&text).map_err(|e| ConfigError::new(path, toml_error(&e, &text)))?;
         let base = path.parent().unwrap_or(Path::new("")).to_path_buf();
         let base = if base.as_os_str().is_empty() {
             PathBuf::from(".")
         } else {
             base
         };
-        let err = |detail: String| ConfigError::new(path, detail);
-
-        let listen = raw.listen.parse::<SocketAddr>().map_err(|_| {
-            err(format!(
-                "listen: {:?} is not an ip:port socket address",
-                raw.listen
-            ))
-        })?;
-        let tls = TlsPaths {
-            cert: base.join(&raw.tls.cert),
-            key: base.join(&raw.tls.key),
-            client_ca: base.join(&raw.tls.client_ca),
-            crls: raw.tls.crls.iter().map(|crl| base.join(crl)).collect(),
-        };
-        let material = TlsMaterial::read(&tls).map_err(err)?;
-        let server_tls = tls::server_config(material).map_err(|e| err(e.to_string()))?;
-        let key_set = base.join(raw.key_set);
-        let key_ring = KeyRing::load(&key_set).map_err(|e| err(format!("key_set: {e}")))?;
-        let signing = raw
-            .signing
-            .map(|signing| read_signing(&base, signing, &key_ring))
-            .transpose()
-            .map_err(err)?;
-        let roles = role_bindings(raw.roles).map_err(err)?;
-        validate_environments(&raw.environments).map_err(err)?;
-        let policies = Policies::from_configs(raw.environments.clone())
-            .map_err(|e| err(format!("[[environments]] {e}")))?;
-        validate_limits(&raw.limits).map_err(err)?;
-        let database_url = resolve_database_url(&base, &raw.database_url);
-        let restart_only = RestartOnly {
-            listen,
-            database_url: database_url.clone(),
-            limits: raw.limits.clone(),
-            audit: raw.audit.clone(),
-            reload: raw.reload.clone(),
-        };
-
-        Ok(Self {
-            path: path.to_path_buf(),
-            listen,
-            database_url,
-            key_set,
-            tls,
-            server_tls,
-            signing,
-            roles,
-            environments: raw.environments,
-            policies: Arc::new(policies),
-            key_ring: Arc::new(key_ring),
-            limits: raw.limits,
-            audit: raw.audit,
-            reload: raw.reload,
-            restart_only,
-        })
+        let mut problems = Vec::new();
+        let checked = Checked::new(&base, &raw, &mut problems);
+        let before = problems.len();
+        validate_environments(&raw.environments, &mut problems);
+        // The policies repeat the field checks above; build them only from valid fields.
+        let policies = (problems.len() == before)
+            .then(|| {
+                Policies::from_configs(raw.environments.clone())
+                    .map_err(|e| problems.push(format!("[[environments]] {e}")))
+                    .ok()
+            })
+            .flatten();
+        if let Err(problem) = validate_limits(&raw.limits) {
+            problems.push(problem);
+        }
+        let ops = ops::ops_config(raw.ops.as_ref())
+            .map_err(|problem| problems.push(problem))
+            .ok();
+        match (checked.complete(), policies, ops) {
+            (Some(checked), Some(policies), Some(ops)) if problems.is_empty() => {
+                let database_url = resolve_database_url(&base, &raw.database_url);
+                let restart_only = RestartOnly {
+                    listen: checked.listen,
+                    database_url: database_url.clone(),
+                    limits: raw.limits.clone(),
+                    audit: raw.audit.clone(),
+                    reload: raw.reload.clone(),
+                    ops,
+                };
+                Ok(Self {
+                    path: path.to_path_buf(),
+                    listen: checked.listen,
+                    database_url,
+                    key_set: checked.key_set,
+                    tls: checked.tls,
+                    server_tls: checked.server_tls,
+                    signing: checked.signing,
+                    roles: checked.roles,
+                    environments: raw.environments,
+                    policies: Arc::new(policies),
+                    key_ring: Arc::new(checked.key_ring),
+                    limits: raw.limits,
+                    audit: raw.audit,
+                    ops,
+                    reload: raw.reload,
+                    restart_only,
+                })
+            }
+            _ => Err(ConfigError::many(path, problems)),
+        }
     }
 
     /// The environment with this `org/project/env` key, if configured.
@@ -231,76 +249,6 @@ impl Config {
             .iter()
             .find(|e| e.org_id == org && e.project_id == project && e.environment_id == env)
     }
-}
-
-/// Loads the signing key and checks it is an active key of the key set with the same public
-/// key, so a bad key fails at startup rather than on the first approval.
-fn read_signing(base: &Path, raw: RawSigning, key_ring: &KeyRing) -> Result<SigningConfig, String> {
-    if raw.kid.trim().is_empty() {
-        return Err("[signing] kid: must not be empty".to_owned());
-    }
-    let private_key = base.join(raw.private_key);
-    let pem = std::fs::read_to_string(&private_key)
-        .map_err(|e| format!("[signing] private_key: {}: {e}", private_key.display()))?;
-    let key = SigningKey::from_pkcs8_pem(&raw.kid, &pem)
-        .map_err(|e| format!("[signing] private_key: {}: {e}", private_key.display()))?;
-    key_ring
-        .current()
-        .check_signing_key(&key)
-        .map_err(|e| format!("[signing] kid: {e}"))?;
-    Ok(SigningConfig {
-        kid: raw.kid,
-        private_key,
-        key: Arc::new(key),
-    })
-}
-
-fn role_bindings(raw: Vec<RawRoleBinding>) -> Result<RoleBindings, String> {
-    let mut bindings = RoleBindings::default();
-    for (index, binding) in raw.into_iter().enumerate() {
-        let at = format!("[[roles]] #{}", index + 1);
-        let identity =
-            IdentityPattern::parse(&binding.identity).map_err(|e| format!("{at} identity: {e}"))?;
-        if binding.roles.is_empty() {
-            return Err(format!("{at} roles: must name at least one role"));
-        }
-        let environments = binding
-            .environments
-            .iter()
-            .map(|p| EnvironmentPattern::parse(p).map_err(|e| format!("{at} environments: {e}")))
-            .collect::<Result<Vec<_>, _>>()?;
-        bindings.push(identity, binding.roles, environments);
-    }
-    Ok(bindings)
-}
-
-fn validate_environments(environments: &[EnvironmentConfig]) -> Result<(), String> {
-    let mut seen = HashSet::new();
-    for (index, env) in environments.iter().enumerate() {
-        let at = format!("[[environments]] #{}", index + 1);
-        for (field, value) in [
-            ("org_id", &env.org_id),
-            ("project_id", &env.project_id),
-            ("environment_id", &env.environment_id),
-        ] {
-            if !is_environment_segment(value) {
-                return Err(format!(
-                    "{at} {field}: {value:?} must be non-empty without '/', '*' or whitespace"
-                ));
-            }
-        }
-        let key = format!("{}/{}/{}", env.org_id, env.project_id, env.environment_id);
-        if !seen.insert(key.clone()) {
-            return Err(format!("{at}: duplicate environment {key}"));
-        }
-        if env.required_approvals == Some(0) {
-            return Err(format!("{at} required_approvals: must be at least 1"));
-        }
-        if env.max_uses == Some(0) {
-            return Err(format!("{at} max_uses: must be at least 1"));
-        }
-    }
-    Ok(())
 }
 
 /// `sqlite://relative.db` resolves against the config directory, so the database sits beside
@@ -323,41 +271,6 @@ fn resolve_database_url(base: &Path, url: &str) -> String {
     }
 }
 
-/// The toml error's message with the line it points at, on one line; an error about a value
-/// (the span is right of `=`) is prefixed with its table and key, so it names the field.
-fn toml_error(error: &toml::de::Error, text: &str) -> String {
-    let message = error.message().trim().replace('\n', " ");
-    let Some(span) = error.span() else {
-        return message;
-    };
-    let start = span.start.min(text.len());
-    let line = text[..start].matches('\n').count() + 1;
-    match value_field(text, start) {
-        Some(field) => format!("{field}: {message} at line {line}"),
-        None => format!("{message} at line {line}"),
-    }
-}
-
-/// `[table] key` (or `key` at top level) when `offset` lies in the value of a `key = value`
-/// line.
-fn value_field(text: &str, offset: usize) -> Option<String> {
-    let line_start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
-    let (key, _) = text[line_start..offset].split_once('=')?;
-    let key = key.trim();
-    if key.is_empty() || key.starts_with('[') {
-        return None;
-    }
-    let table = text[..line_start]
-        .lines()
-        .rev()
-        .map(str::trim)
-        .find(|line| line.starts_with('['));
-    Some(match table {
-        Some(table) => format!("{table} {key}"),
-        None => key.to_owned(),
-    })
-}
-
 // === impl AuditConfig ===
 
 impl Default for AuditConfig {
@@ -373,9 +286,17 @@ impl Default for AuditConfig {
 impl ConfigError {
     /// An error about `file`; `detail` names the field.
     pub fn new(file: &Path, detail: impl Into<String>) -> Self {
+        Self::many(file, vec![detail.into()])
+    }
+
+    /// Several problems with `file`, each naming its field.
+    pub fn many(file: &Path, problems: Vec<String>) -> Self {
         Self {
             file: file.to_path_buf(),
-            detail: detail.into().replace('\n', " "),
+            problems: problems
+                .into_iter()
+                .map(|problem| problem.replace('\n', " "))
+                .collect(),
         }
     }
 
@@ -384,15 +305,22 @@ impl ConfigError {
         &self.file
     }
 
-    /// What is wrong, starting with the field's name.
-    pub fn detail(&self) -> &str {
-        &self.detail
+    /// Each problem, without the file name.
+    pub fn problems(&self) -> &[String] {
+        &self.problems
     }
 }
 
 impl fmt::Display for ConfigError {
+    /// One line per problem, each starting with the file.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.file.display(), self.detail)
+        for (index, problem) in self.problems.iter().enumerate() {
+            if index > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{}: {problem}", self.file.display())?;
+        }
+        Ok(())
     }
 }
 

@@ -2,6 +2,8 @@
 
 pub mod config;
 pub mod dev;
+pub mod healthcheck;
+pub mod ops;
 pub mod reload;
 pub mod serve;
 pub mod telemetry;

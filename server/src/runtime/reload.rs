@@ -23,15 +23,13 @@ use sha2::{Digest, Sha256};
 use crate::{
     app::settings::{Settings, SharedSettings},
     domain::decision::new_decision_id,
+    domain::outcome::Outcome,
+    grpc::prometheus::Metrics,
     identity::tls::ServerTls,
     runtime::config::{Config, ConfigError, RestartOnly},
     store::{Append, AuditStore, NewEntry},
 };
 
-/// Audit outcome of a reload that was applied.
-pub const CONFIG_RELOADED: &str = "config_reloaded";
-/// Audit outcome of a reload that was refused (the previous config stays in force).
-pub const CONFIG_RELOAD_REFUSED: &str = "config_reload_refused";
 /// Audit action of a reload.
 pub const RELOAD_ACTION: &str = "config.reload";
 /// `initiated_by` of a reload asked for with SIGHUP.
@@ -45,6 +43,7 @@ pub struct Reloader {
     settings: SharedSettings,
     tls: ServerTls,
     store: AuditStore,
+    metrics: Arc<Metrics>,
     /// What the server runs with; also serializes reloads.
     running: tokio::sync::Mutex<RestartOnly>,
 }
@@ -82,12 +81,14 @@ impl Reloader {
         settings: SharedSettings,
         tls: ServerTls,
         store: AuditStore,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             path: config.path.clone(),
             settings,
             tls,
             store,
+            metrics,
             running: tokio::sync::Mutex::new(config.restart_only.clone()),
         }
     }
@@ -95,8 +96,14 @@ impl Reloader {
     /// Reads, validates and (when valid and audited) applies the config file; `trigger` is
     /// recorded as the entry's `initiated_by`. One reload runs at a time.
     pub async fn reload(&self, trigger: &str) -> ReloadOutcome {
+        let outcome = self.reload_once(trigger).await;
+        self.metrics
+            .record_reload(matches!(outcome, ReloadOutcome::Applied { .. }));
+        outcome
+    }
+
+    async fn reload_once(&self, trigger: &str) -> ReloadOutcome {
         let running = self.running.lock().await;
-        // metrics: reloads
         let digest = file_digest(&self.path);
         let config = match (Config::load(&self.path), digest) {
             (Ok(config), Some(digest)) => (config, digest),
@@ -115,7 +122,7 @@ impl Reloader {
                 requires_restart.join(", ")
             ));
         }
-        if !self.record(trigger, CONFIG_RELOADED, detail).await {
+        if !self.record(trigger, Outcome::ConfigReloaded, detail).await {
             tracing::error!(
                 config = %self.path.display(),
                 %digest,
@@ -162,10 +169,12 @@ impl Reloader {
         let detail = format!("config {shown} ({}) refused: {error}", self.path.display());
         // A refusal changes nothing, so it is reported even when its entry cannot be written;
         // the log line comes once the entry is durable, as for an applied reload.
-        let _ = self.record(trigger, CONFIG_RELOAD_REFUSED, detail).await;
+        let _ = self
+            .record(trigger, Outcome::ConfigReloadRefused, detail)
+            .await;
         // One line naming the file and the field; the key set has its own wording, as the
         // key set reload always had.
-        if error.detail().starts_with("key_set:") {
+        if error.problems().iter().any(|p| p.starts_with("key_set:")) {
             tracing::warn!(digest = %shown, %error, "key set reload failed, keeping the previous key set and config");
         } else {
             tracing::warn!(digest = %shown, %error, "config reload failed, keeping the previous config");
@@ -177,13 +186,13 @@ impl Reloader {
     }
 
     /// Appends the reload's audit entry; `false` when it could not be made durable.
-    async fn record(&self, trigger: &str, outcome: &str, detail: String) -> bool {
+    async fn record(&self, trigger: &str, outcome: Outcome, detail: String) -> bool {
         let entry = NewEntry {
             entry_id: new_decision_id(),
             actor: crate::SERVICE_NAME.to_owned(),
             initiated_by: trigger.to_owned(),
             action: RELOAD_ACTION.to_owned(),
-            outcome: outcome.to_owned(),
+            outcome: outcome.as_str().to_owned(),
             detail,
             ..NewEntry::default()
         };
@@ -198,7 +207,7 @@ impl Reloader {
         match self.store.append(append).await {
             Ok(_) => true,
             Err(error) => {
-                tracing::warn!(%error, outcome, "config reload audit entry not recorded");
+                tracing::warn!(%error, %outcome, "config reload audit entry not recorded");
                 false
             }
         }

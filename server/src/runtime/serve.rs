@@ -18,12 +18,13 @@ use crate::{
     app::settings::SharedSettings,
     grpc::call_limits::{CallLimits, CallLimitsLayer},
     grpc::connect::{ConnectBodyLayer, ConnectLayer, Schema, SchemaError},
+    grpc::prometheus::Metrics,
     grpc::{self, RouterError},
     identity::roles::RoleBindings,
     identity::tls::{self, AcceptSettings, ServerTls, TransportMetrics},
-    runtime::config::Config,
     runtime::reload::{self, Reloader},
     runtime::watch::start_reloading,
+    runtime::{config::Config, ops},
     store::{AuditStore, StoreError, StoreOptions},
 };
 
@@ -40,6 +41,7 @@ pub struct AppState {
     health: Health,
     transport: TransportMetrics,
     call_limits: Arc<CallLimits>,
+    metrics: Arc<Metrics>,
 }
 
 /// The `grpc.health.v1.Health` statuses: the overall status (`""`) and one per API service.
@@ -89,8 +91,10 @@ const MAX_IN_FLIGHT_DECISIONS: usize = 4096;
 impl AppState {
     /// State for `config`: opens (and migrates) the audit store; health follows the store.
     pub async fn new(config: Config) -> Result<Self, ServeError> {
+        let metrics = Arc::new(Metrics::new());
         let options = StoreOptions {
             durable_timeout: config.audit.durable_timeout,
+            commit_observer: Some(metrics.clone()),
             ..StoreOptions::default()
         };
         let store = AuditStore::open(&config.database_url, options).await?;
@@ -116,6 +120,7 @@ impl AppState {
             approvals,
             health,
             transport: TransportMetrics::new(),
+            metrics,
         })
     }
 
@@ -128,7 +133,13 @@ impl AppState {
             settings: self.settings.clone(),
             health: self.health.reporter(),
             max_request_bytes: self.config.limits.max_request_bytes(),
+            metrics: self.metrics.clone(),
         }
+    }
+
+    /// The metrics the operations listener serves; `record_reload` counts config reloads.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// The audit store.
@@ -174,6 +185,7 @@ impl AppState {
             self.settings.clone(),
             self.tls.clone(),
             self.store.clone(),
+            self.metrics.clone(),
         )
     }
 
@@ -248,19 +260,56 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     run_on(listener, config, shutdown).await
 }
 
-/// Opens the store, starts reloading the whole config on SIGHUP (and on file changes with
-/// `[reload] watch`) and serves on `listener`
-/// until `shutdown` completes.
+/// Binds `[ops] listen` when configured, then serves as [`run_with`] does: opens the store,
+/// starts reloading the whole config on SIGHUP (and on file changes with `[reload] watch`) and
+/// serves on `listener` until `shutdown` completes.
 pub async fn run_on(
     listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    let ops_listener = match config.ops {
+        Some(ops) => Some(ops::bind(ops.listen).await?),
+        None => None,
+    };
+    run_with(listener, ops_listener, config, shutdown).await
+}
+
+/// Opens the store, starts the SIGHUP key-set reloader and serves the API on `listener` (and
+/// the operations endpoints on `ops_listener`) until `shutdown` completes.
+pub async fn run_with(
+    listener: TcpListener,
+    ops_listener: Option<TcpListener>,
     config: Config,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
     let addr = listener.local_addr().unwrap_or(config.listen);
     let state = AppState::new(config).await?;
     start_reloading(state.reloader(), &state.config);
+    let (stop, stopped) = watch::channel(false);
+    let ops_task = ops_listener.map(|ops_listener| {
+        let mut stopped = stopped.clone();
+        let until_stopped = async move {
+            // An error means the sender is gone, which is a stop too.
+            let _ = stopped.wait_for(|stop| *stop).await;
+        };
+        tokio::spawn(ops::serve(ops_listener, state.clone(), until_stopped))
+    });
     tracing::info!(%addr, "serving");
-    serve_with_listener(listener, state, shutdown).await
+    let served = serve_with_listener(listener, state, async {
+        shutdown.await;
+        stop.send_replace(true);
+    })
+    .await;
+    stop.send_replace(true);
+    if let Some(task) = ops_task {
+        match task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::error!(%error, "operations listener failed"),
+            Err(error) => tracing::error!(%error, "operations listener task failed"),
+        }
+    }
+    served
 }
 
 /// Serves the API on an already-bound listener until `shutdown` completes; calls in flight

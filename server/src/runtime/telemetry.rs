@@ -1,23 +1,27 @@
 //! Logs (`tracing`, text or JSON, filtered by `RUST_LOG`) and, when the standard OpenTelemetry
-//! variables ask for it, OTLP/gRPC export of traces and metrics (SPEC §8).
+//! variables ask for it, OTLP export of traces and metrics (SPEC §8), over gRPC or
+//! HTTP/protobuf as `OTEL_EXPORTER_OTLP_PROTOCOL` (or its per-signal variants) says.
 //!
 //! Export is switched on by `OTEL_EXPORTER_OTLP_ENDPOINT` (both signals) or the per-signal
 //! `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` / `OTEL_EXPORTER_OTLP_METRICS_ENDPOINT`, and off by
 //! `OTEL_SDK_DISABLED=true` or `OTEL_{TRACES,METRICS}_EXPORTER=none`. The SDK itself reads the
 //! rest (`OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_EXPORTER_OTLP_HEADERS`,
 //! `OTEL_EXPORTER_OTLP_TIMEOUT`, `OTEL_BSP_*`, `OTEL_METRIC_EXPORT_INTERVAL`,
-//! `OTEL_TRACES_SAMPLER`, …). Telemetry never stops admissions: a configuration the exporter
-//! cannot use is logged once and the server runs without export.
+//! `OTEL_TRACES_SAMPLER`, …). An unsupported protocol is a configuration error; otherwise
+//! telemetry never stops admissions: a configuration the exporter cannot use is logged once
+//! and the server runs without export.
 
 use std::str::FromStr;
 
 use opentelemetry::{Key, global, trace::TracerProvider as _};
-use opentelemetry_otlp::{MetricExporter, SpanExporter};
 use opentelemetry_sdk::{Resource, metrics::SdkMeterProvider, trace::SdkTracerProvider};
 use tracing::Level;
 use tracing_subscriber::{EnvFilter, filter::filter_fn, fmt, prelude::*};
 
+use self::otlp::Transport;
 pub use crate::SERVICE_NAME;
+
+mod otlp;
 
 /// Crates whose own spans stay out of the exported traces: the exporter speaks gRPC itself, and
 /// exporting the export would feed back into the next batch.
@@ -123,16 +127,24 @@ pub fn init_logs(format: LogFormat) {
 }
 
 /// Installs logging and, when the environment asks for it, OTLP export of traces and metrics.
+/// Fails (with logging installed) only when a requested OTLP protocol is not supported.
 ///
-/// Call it inside the tokio runtime that serves: the gRPC exporters spawn their connections on
-/// it. Keep the returned guard until the server has returned.
-pub fn init(format: LogFormat) -> TelemetryGuard {
+/// Call it inside the tokio runtime that serves: the exporters send on it. Keep the returned
+/// guard until the server has returned.
+pub fn init(format: LogFormat) -> Result<TelemetryGuard, String> {
     let signals = Signals::from_env();
     if !signals.any() {
         install_subscriber(format, None);
-        return TelemetryGuard::default();
+        return Ok(TelemetryGuard::default());
     }
-    match build_providers(signals) {
+    let transports = match transports(signals, env_value) {
+        Ok(transports) => transports,
+        Err(problem) => {
+            install_subscriber(format, None);
+            return Err(problem);
+        }
+    };
+    match build_providers(signals, transports) {
         Ok(guard) => {
             install_subscriber(format, guard.tracer_provider.as_ref());
             if let Some(provider) = &guard.tracer_provider {
@@ -146,29 +158,46 @@ pub fn init(format: LogFormat) -> TelemetryGuard {
                 metrics = signals.metrics,
                 "exporting telemetry over otlp"
             );
-            guard
+            Ok(guard)
         }
         Err(error) => {
             install_subscriber(format, None);
             tracing::warn!(%error, "otlp export is not configured correctly; telemetry is not exported");
-            TelemetryGuard::default()
+            Ok(TelemetryGuard::default())
         }
     }
 }
 
+/// The transport of traces and of metrics, checked only for the signals exported.
+fn transports(
+    signals: Signals,
+    var: impl Fn(&str) -> Option<String> + Copy,
+) -> Result<(Transport, Transport), String> {
+    let of = |wanted: bool, name: &str| {
+        if wanted {
+            Transport::from_vars(name, var)
+        } else {
+            Ok(Transport::Grpc)
+        }
+    };
+    Ok((
+        of(signals.traces, "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")?,
+        of(signals.metrics, "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL")?,
+    ))
+}
+
 /// The providers for the requested signals, or why the configuration cannot be used.
-fn build_providers(signals: Signals) -> Result<TelemetryGuard, String> {
+fn build_providers(
+    signals: Signals,
+    (traces, metrics): (Transport, Transport),
+) -> Result<TelemetryGuard, String> {
     if tokio::runtime::Handle::try_current().is_err() {
         return Err("the exporters need the async runtime, which is not running".to_owned());
     }
     let resource = resource();
     let mut guard = TelemetryGuard::default();
     if signals.traces {
-        check_protocol("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")?;
-        let exporter = SpanExporter::builder()
-            .with_tonic()
-            .build()
-            .map_err(|error| format!("traces: {error}"))?;
+        let exporter = otlp::span_exporter(traces)?;
         guard.tracer_provider = Some(
             SdkTracerProvider::builder()
                 .with_batch_exporter(exporter)
@@ -177,11 +206,7 @@ fn build_providers(signals: Signals) -> Result<TelemetryGuard, String> {
         );
     }
     if signals.metrics {
-        check_protocol("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL")?;
-        let exporter = MetricExporter::builder()
-            .with_tonic()
-            .build()
-            .map_err(|error| format!("metrics: {error}"))?;
+        let exporter = otlp::metric_exporter(metrics)?;
         guard.meter_provider = Some(
             SdkMeterProvider::builder()
                 .with_periodic_exporter(exporter)
@@ -190,22 +215,6 @@ fn build_providers(signals: Signals) -> Result<TelemetryGuard, String> {
         );
     }
     Ok(guard)
-}
-
-/// Only OTLP over gRPC is built in; any other requested protocol is a configuration error rather
-/// than a silent switch of transport.
-fn check_protocol(signal_var: &str) -> Result<(), String> {
-    for name in [signal_var, "OTEL_EXPORTER_OTLP_PROTOCOL"] {
-        if let Some(protocol) = env_value(name) {
-            return match protocol.as_str() {
-                "grpc" => Ok(()),
-                other => Err(format!(
-                    "{name}={other}: only the grpc protocol is supported"
-                )),
-            };
-        }
-    }
-    Ok(())
 }
 
 /// The SDK's resource (service name and attributes from the environment), named

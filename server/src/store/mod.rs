@@ -60,6 +60,7 @@ impl Default for StoreOptions {
             probe_interval: Duration::from_millis(250),
             idle_probe_interval: Duration::from_secs(5),
             max_connections: 8,
+            commit_observer: None,
         }
     }
 }
@@ -82,6 +83,12 @@ impl AuditStore {
                 options,
             }),
         })
+    }
+
+    /// Connects once to `database_url` and disconnects: no pool, no migration, nothing
+    /// written. The error names the host and port (or file) and the cause, never a password.
+    pub async fn check_connection(database_url: &str, timeout: Duration) -> Result<(), String> {
+        db::reach::check_connection(database_url, timeout).await
     }
 
     /// Records `append` and answers only once it is durable; `Unavailable` if that does not

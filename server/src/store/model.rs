@@ -272,6 +272,14 @@ pub struct StoreOptions {
     pub idle_probe_interval: Duration,
     /// Connections in the pool.
     pub max_connections: u32,
+    /// Told of every group commit (metrics); none by default.
+    pub commit_observer: Option<Arc<dyn CommitObserver>>,
+}
+
+/// Observes the writer's group commits.
+pub trait CommitObserver: Send + Sync + std::fmt::Debug {
+    /// A transaction of `appends` entries committed `took` after it began.
+    fn committed(&self, appends: usize, took: Duration);
 }
 
 /// `list` filters; empty strings in `scope` match everything.

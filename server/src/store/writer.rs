@@ -87,9 +87,13 @@ pub(super) async fn run(
         if batch.is_empty() {
             continue;
         }
+        let started = Instant::now();
         match write_batch(&db, &mut batch, &options).await {
             Ok(results) => {
                 set_health(health, true);
+                if let Some(observer) = &options.commit_observer {
+                    observer.committed(batch.len(), started.elapsed());
+                }
                 for (job, result) in batch.into_iter().zip(results) {
                     // A caller that stopped waiting no longer needs the answer.
                     let _ = job.reply.send(result);

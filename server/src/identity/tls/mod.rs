@@ -216,6 +216,11 @@ impl PerIdentity {
         self.lock().get(identity).copied().unwrap_or(0)
     }
 
+    /// The count across every identity.
+    pub fn total(&self) -> usize {
+        self.lock().values().sum()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Identity, usize>> {
         // Every update leaves the counts consistent, so a panic elsewhere cannot corrupt them.
         self.counts.lock().unwrap_or_else(PoisonError::into_inner)

@@ -19,6 +19,8 @@ pub struct RestartOnly {
     pub audit: AuditConfig,
     /// `[reload]`: the watch is set up at start.
     pub reload: ReloadConfig,
+    /// `[ops]`: the operations listener is bound at start.
+    pub ops: Option<OpsConfig>,
 }
 
 /// `[reload]`: besides SIGHUP, optionally watch the config file and the files it names.
@@ -50,6 +52,9 @@ impl RestartOnly {
         if self.reload != new.reload {
             changed.push("[reload]");
         }
+        if self.ops != new.ops {
+            changed.push("[ops]");
+        }
         changed
     }
 }
@@ -65,6 +70,7 @@ mod tests {
             limits: Limits::default(),
             audit: AuditConfig::default(),
             reload: ReloadConfig::default(),
+            ops: None,
         }
     }
 

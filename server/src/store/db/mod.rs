@@ -97,12 +97,19 @@ impl Db {
             let connect = PgConnectOptions::from_str(url)
                 .map_err(|e| open(&e))?
                 .options([("lock_timeout", lock_timeout)]);
-            let pool = PoolOptions::<Postgres>::new()
+            let pool = match PoolOptions::<Postgres>::new()
                 .max_connections(options.max_connections.max(2))
                 .acquire_timeout(options.durable_timeout)
                 .connect_with(connect)
                 .await
-                .map_err(|e| open(&e))?;
+            {
+                Ok(pool) => pool,
+                Err(error) => {
+                    let timeout = options.durable_timeout.max(CONNECT_CHECK_TIMEOUT);
+                    let described = reach::describe_open_failure(url, &error, timeout).await;
+                    return Err(StoreError::Open(described));
+                }
+            };
             POSTGRES_MIGRATOR.run(&pool).await.map_err(|e| open(&e))?;
             Ok(Db::Postgres(pool))
         } else {
@@ -180,6 +187,10 @@ fn seq_i64(seq: u64) -> Result<i64, sqlx::Error> {
     i64::try_from(seq).map_err(|e| sqlx::Error::Encode(Box::new(e)))
 }
 
+/// How long the check behind a failed pool may take to find the cause.
+const CONNECT_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 mod approvals;
 mod entries;
 mod idempotency;
+pub(super) mod reach;
