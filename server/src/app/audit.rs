@@ -63,6 +63,7 @@ fn store_rejection(error: StoreError) -> Rejection {
         StoreError::Unavailable
         | StoreError::Open(_)
         | StoreError::MissingRefusalEntry
+        | StoreError::Overloaded
         | StoreError::DuplicateEntryId => Rejection::new(
             Reason::AuditUnavailable,
             "the audit trail is unavailable; retry later",

@@ -128,6 +128,7 @@ impl Engine {
                     .await
             }
             Err(Outcome::Unavailable) => Err(audit_unavailable()),
+            Err(Outcome::Overloaded) => Err(overloaded()),
         }
     }
 
@@ -306,9 +307,8 @@ impl Engine {
             admission: None,
             approval_write: None,
         };
-        match self.inner.store.append(append).await {
-            Ok(_) => {}
-            Err(_) => return Err(audit_unavailable()),
+        if let Err(error) = self.inner.store.append(append).await {
+            return Err(store_refusal(&error));
         }
         Ok(pb::Preview {
             action: pb_action(request.action) as i32,
@@ -335,12 +335,26 @@ enum Outcome {
     Reject(Rejection),
     /// The store could not make the decision durable.
     Unavailable,
+    /// The store is at capacity: refused before anything was recorded.
+    Overloaded,
 }
 
 impl From<StoreError> for Outcome {
     fn from(error: StoreError) -> Self {
+        if error == StoreError::Overloaded {
+            return Outcome::Overloaded;
+        }
         tracing::warn!(error = %error, "audit store failed during a decision");
         Outcome::Unavailable
+    }
+}
+
+/// The answer when the store did not take an append: OVERLOADED when it was at capacity,
+/// AUDIT_UNAVAILABLE otherwise. Nothing was recorded either way.
+pub(super) fn store_refusal(error: &StoreError) -> Rejection {
+    match error {
+        StoreError::Overloaded => overloaded(),
+        _ => audit_unavailable(),
     }
 }
 

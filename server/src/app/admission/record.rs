@@ -162,8 +162,9 @@ impl Engine {
         let decision_id = entry.entry_id.clone();
         match self.inner.store.append(rejection_append(entry, None)).await {
             Ok(Appended::Committed(_)) => rejection.with("decision_id", decision_id),
+            Err(error) => store_refusal(&error),
             // Nothing else records this entry; answer only what is durable.
-            Ok(_) | Err(_) => audit_unavailable(),
+            Ok(_) => audit_unavailable(),
         }
     }
 
@@ -185,6 +186,7 @@ impl Engine {
             .await
         {
             Ok(Appended::Committed(_)) => Err(rejection.with("decision_id", decision_id)),
+            Err(error) => Err(store_refusal(&error)),
             Ok(Appended::Duplicate { admission }) => {
                 tracing::debug!(
                     reason = rejection.reason.as_str(),
@@ -202,7 +204,7 @@ impl Engine {
             }
             // A rejection consumes nothing and writes no approval, so neither can happen;
             // nothing was recorded either way.
-            Ok(Appended::Refused { .. } | Appended::ApprovalVersionConflict) | Err(_) => {
+            Ok(Appended::Refused { .. } | Appended::ApprovalVersionConflict) => {
                 Err(audit_unavailable())
             }
         }

@@ -280,7 +280,7 @@ impl ApprovalService {
         };
         match self.store.append(append).await {
             Ok(_) => Err(rejection.with("decision_id", decision_id)),
-            Err(_) => Err(unavailable()),
+            Err(error) => Err(append_refused(&error)),
         }
     }
 
@@ -354,7 +354,7 @@ impl ApprovalService {
         match self.store.append(append).await {
             Ok(Appended::ApprovalVersionConflict) => Ok(false),
             Ok(_) => Ok(true),
-            Err(_) => Err(unavailable()),
+            Err(error) => Err(append_refused(&error)),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Approval rows: which are eligible, how they read on the wire, what a request may ask.
 
 use super::*;
+use crate::store::StoreError;
 
 /// Approvals that would admit `action` on `spec_hash` in `env` now, newest first: approved,
 /// unexpired, unrevoked, with uses left and capabilities covering `required`.
@@ -209,6 +210,17 @@ pub(super) fn unavailable() -> Rejection {
         Reason::AuditUnavailable,
         "the change could not be recorded in the audit trail in time; nothing was changed, retry later",
     )
+}
+
+/// The answer when the store did not take an append: OVERLOADED at capacity, else unavailable.
+pub(super) fn append_refused(error: &StoreError) -> Rejection {
+    match error {
+        StoreError::Overloaded => Rejection::new(
+            Reason::Overloaded,
+            "the audit trail is at capacity; nothing was changed, retry with backoff",
+        ),
+        _ => unavailable(),
+    }
 }
 
 pub(super) fn busy() -> Rejection {

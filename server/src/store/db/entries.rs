@@ -4,7 +4,7 @@ use super::*;
 
 /// Entries read per query while verifying: bounds memory whatever the chain length.
 const VERIFY_CHUNK: i64 = 1000;
-const ENTRY_COLUMNS: &str = "seq, entry_id, recorded_at, actor, actor_cert_sha256, \
+pub(super) const ENTRY_COLUMNS: &str = "seq, entry_id, recorded_at, actor, actor_cert_sha256, \
     initiated_by, action, org_id, project_id, environment_id, spec_hash, capabilities, \
     approval_ids, approvers, outcome, reason, grpc_code, request_id, detail, prev_hash, entry_hash";
 /// An audit row as stored: lists still as their canonical JSON text.
@@ -323,65 +323,5 @@ impl WriteTx {
                 .await?;
         });
         Ok(())
-    }
-
-    pub(in crate::store) async fn entry_exists(
-        &mut self,
-        entry_id: &str,
-    ) -> Result<bool, sqlx::Error> {
-        const SQL: &str = "SELECT seq FROM audit_entries WHERE entry_id = $1";
-        let found: Option<(i64,)> = on_backend!(WriteTx, self, c => {
-            sqlx::query_as(SQL).bind(entry_id).fetch_optional(&mut **c).await?
-        });
-        Ok(found.is_some())
-    }
-
-    /// Inserts the entry at `seq` after `prev_hash`.
-    pub(in crate::store) async fn insert_entry(
-        &mut self,
-        seq: u64,
-        entry: &NewEntry,
-        prev_hash: &str,
-        now: SystemTime,
-    ) -> Result<Receipt, sqlx::Error> {
-        let micros = to_micros(now);
-        let entry_hash = chain::entry_hash(seq, micros, entry, prev_hash);
-        let sql = format!(
-            "INSERT INTO audit_entries ({ENTRY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, \
-             $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)"
-        );
-        let seq_value = seq_i64(seq)?;
-        on_backend!(WriteTx, self, c => {
-            sqlx::query(&sql)
-                .bind(seq_value)
-                .bind(entry.entry_id.as_str())
-                .bind(micros)
-                .bind(entry.actor.as_str())
-                .bind(entry.actor_cert_sha256.as_str())
-                .bind(entry.initiated_by.as_str())
-                .bind(entry.action.as_str())
-                .bind(entry.scope.org_id.as_str())
-                .bind(entry.scope.project_id.as_str())
-                .bind(entry.scope.environment_id.as_str())
-                .bind(entry.spec_hash.as_str())
-                .bind(canonical_list(&entry.capabilities))
-                .bind(canonical_list(&entry.approval_ids))
-                .bind(canonical_list(&entry.approvers))
-                .bind(entry.outcome.as_str())
-                .bind(entry.reason.as_str())
-                .bind(entry.grpc_code.as_str())
-                .bind(entry.request_id.as_str())
-                .bind(entry.detail.as_str())
-                .bind(prev_hash)
-                .bind(entry_hash.as_str())
-                .execute(&mut **c)
-                .await?;
-        });
-        Ok(Receipt {
-            seq,
-            entry_id: entry.entry_id.clone(),
-            entry_hash,
-            recorded_at: from_micros(micros),
-        })
     }
 }

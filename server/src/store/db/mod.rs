@@ -9,11 +9,12 @@ use sqlx::migrate::Migrator;
 use sqlx::pool::PoolOptions;
 use sqlx::postgres::{PgConnectOptions, PgPool};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqliteSynchronous};
+pub(super) use batch::{ChainedEntry, KeyWrite, StoredApproval, StoredKey};
 use sqlx::{ColumnIndex, Decode, Postgres, Row, Sqlite, Transaction, Type};
 
 use super::chain::{self, GENESIS_HASH, canonical_list};
 use super::{
-    ApprovalRow, ApprovalUse, AuditEntry, ListFilter, NewEntry, Receipt, Scope, StoreError,
+    ApprovalRow, AuditEntry, ListFilter, NewEntry, Scope, StoreError,
     StoreOptions, VerifyReport, from_micros, to_micros,
 };
 
@@ -149,14 +150,6 @@ impl Db {
 // === impl WriteTx ===
 
 impl WriteTx {
-    /// Runs a statement that takes no binds (savepoints).
-    pub(super) async fn execute(&mut self, sql: &'static str) -> Result<(), sqlx::Error> {
-        on_backend!(WriteTx, self, c => {
-            sqlx::query(sql).execute(&mut **c).await?;
-        });
-        Ok(())
-    }
-
     pub(super) async fn commit(self) -> Result<(), sqlx::Error> {
         on_backend!(WriteTx, self, c => c.commit().await)
     }
@@ -181,5 +174,6 @@ fn seq_i64(seq: u64) -> Result<i64, sqlx::Error> {
 }
 
 mod approvals;
+mod batch;
 mod entries;
 mod idempotency;
