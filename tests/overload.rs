@@ -42,7 +42,11 @@ async fn admissions_beyond_the_audit_queue_are_refused_overloaded(db: &TestDb) {
     );
     let server = TestServer::start_on(db, &extra).await;
     let client = server.client(ORCHESTRATOR).await;
-    client.deploy().admit(deploy("dev", "req-before")).await.unwrap();
+    client
+        .deploy()
+        .admit(deploy("dev", "req-before"))
+        .await
+        .unwrap();
 
     // The writer takes "first" and waits for the lock; "second" waits in the queue.
     let lock = db.lock().await;
@@ -60,10 +64,17 @@ async fn admissions_beyond_the_audit_queue_are_refused_overloaded(db: &TestDb) {
 
     tokio::time::sleep(Duration::from_millis(500)).await;
     lock.release().await;
-    first.await.unwrap().expect("the admission the writer held is admitted");
+    first
+        .await
+        .unwrap()
+        .expect("the admission the writer held is admitted");
     assert_overloaded(&second.await.unwrap().unwrap_err());
     assert_eq!(serving(&server).await, ServingStatus::Serving);
 
     // Refused decisions were not recorded: the retry of one is decided afresh.
-    client.deploy().admit(deploy("dev", "req-third")).await.unwrap();
+    client
+        .deploy()
+        .admit(deploy("dev", "req-third"))
+        .await
+        .unwrap();
 }

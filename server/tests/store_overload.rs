@@ -70,10 +70,7 @@ async fn full_queue_and_stale_appends_are_refused_unrecorded(db: &TestDb) {
     tokio::time::sleep(Duration::from_millis(500)).await;
     lock.release().await;
 
-    assert!(matches!(
-        first.await.unwrap(),
-        Ok(Appended::Committed(_))
-    ));
+    assert!(matches!(first.await.unwrap(), Ok(Appended::Committed(_))));
     assert_eq!(second.await.unwrap(), Err(StoreError::Overloaded));
     assert!(*health.borrow(), "a busy store is not unhealthy");
     assert!(!health.has_changed().unwrap(), "health never flipped");

@@ -10,7 +10,7 @@ use super::chain;
 use super::db::{ChainedEntry, KeyWrite, StoredApproval, StoredKey, WriteTx};
 use super::{
     Append, Appended, ApprovalRow, ApprovalUse, ApprovalWrite, IdempotencyKey, Receipt,
-    RefusalRecord, StoreError, UseRefusal, from_micros, to_micros,
+    RefusalRecord, StoreError, UseRefusal, from_micros, to_micros, used_approval_row,
 };
 
 /// What one append did, and for a duplicate the hash of the entry that recorded the stored
@@ -111,7 +111,15 @@ impl BatchState {
         };
         let approvals = approvals
             .into_iter()
-            .map(|(id, stored)| (id, Approval { stored, created: None }))
+            .map(|(id, stored)| {
+                (
+                    id,
+                    Approval {
+                        stored,
+                        created: None,
+                    },
+                )
+            })
             .collect();
         Ok(Self {
             keys,
@@ -160,7 +168,10 @@ impl BatchState {
                 }
                 if let Some(admission) = &stored.admission {
                     let admission = admission.clone();
-                    return Ok(Ok((Appended::Duplicate { admission }, stored.entry_hash.clone())));
+                    return Ok(Ok((
+                        Appended::Duplicate { admission },
+                        stored.entry_hash.clone(),
+                    )));
                 }
             }
         }
@@ -367,30 +378,5 @@ fn key_of(key: &IdempotencyKey) -> (String, String) {
 fn written_id(write: &ApprovalWrite) -> String {
     match write {
         ApprovalWrite::Insert(row) | ApprovalWrite::Update { row, .. } => row.approval_id.clone(),
-    }
-}
-
-/// The row recorded for an offline credential's approval at its first use.
-fn used_approval_row(approval: &ApprovalUse, now: SystemTime) -> ApprovalRow {
-    ApprovalRow {
-        approval_id: approval.approval_id.clone(),
-        state: "approved".to_owned(),
-        scope: approval.scope.clone(),
-        action: String::new(),
-        spec_hash: approval.spec_hash.clone(),
-        capabilities: approval.capabilities.clone(),
-        requested_by: String::new(),
-        initiated_by: String::new(),
-        justification: String::new(),
-        created_at: now,
-        expires_at: approval.expires_at,
-        approvals_required: 1,
-        approvers: approval.approvers.clone(),
-        credentials: Vec::new(),
-        uses: 1,
-        max_uses: approval.max_uses,
-        decision_reason: String::new(),
-        version: 1,
-        updated_at: now,
     }
 }

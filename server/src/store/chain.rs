@@ -173,7 +173,8 @@ fn canonical_string_rest(chars: &mut std::str::Chars<'_>) -> bool {
                     let hex: String = chars.by_ref().take(4).collect();
                     let lower = hex.len() == 4 && !hex.contains(|c: char| c.is_ascii_uppercase());
                     match u32::from_str_radix(&hex, 16) {
-                        Ok(code) if lower && code < 0x20 && ![8, 9, 10, 12, 13].contains(&code) => {}
+                        Ok(code) if lower && code < 0x20 && ![8, 9, 10, 12, 13].contains(&code) => {
+                        }
                         _ => return false,
                     }
                 }
@@ -252,10 +253,25 @@ mod tests {
             canonical_list(&entry.approvers),
         ];
         let values = [
-            "7", &entry.entry_id, "1700000000000001", &entry.actor, &entry.actor_cert_sha256,
-            &entry.initiated_by, &entry.action, &entry.scope.org_id, &entry.scope.project_id,
-            &entry.scope.environment_id, &entry.spec_hash, &lists[0], &lists[1], &lists[2],
-            &entry.outcome, &entry.reason, &entry.grpc_code, &entry.request_id, &entry.detail,
+            "7",
+            &entry.entry_id,
+            "1700000000000001",
+            &entry.actor,
+            &entry.actor_cert_sha256,
+            &entry.initiated_by,
+            &entry.action,
+            &entry.scope.org_id,
+            &entry.scope.project_id,
+            &entry.scope.environment_id,
+            &entry.spec_hash,
+            &lists[0],
+            &lists[1],
+            &lists[2],
+            &entry.outcome,
+            &entry.reason,
+            &entry.grpc_code,
+            &entry.request_id,
+            &entry.detail,
             GENESIS_HASH,
         ];
         assert_eq!(
@@ -269,15 +285,31 @@ mod tests {
         for list in [
             vec![],
             vec!["deploy".to_owned()],
-            vec!["a\"b\\c".to_owned(), "\u{1}\u{8}\t\n\u{c}\r\u{1f}".to_owned(), "é".to_owned()],
+            vec![
+                "a\"b\\c".to_owned(),
+                "\u{1}\u{8}\t\n\u{c}\r\u{1f}".to_owned(),
+                "é".to_owned(),
+            ],
             vec![String::new(), ",".to_owned()],
         ] {
             let text = canonical_list(&list);
             assert!(is_canonical_list(&text), "{text}");
         }
         for text in [
-            "", "[", "[ ]", "[\"a\" ]", "[\"a\",]", "[,\"a\"]", "[\"a\"\"b\"]", "[\"\\/\"]",
-            "[\"\\u0041\"]", "[\"\\u000A\"]", "[\"\\u000a\"]", "[\"\n\"]", "[\"a]", "[1]",
+            "",
+            "[",
+            "[ ]",
+            "[\"a\" ]",
+            "[\"a\",]",
+            "[,\"a\"]",
+            "[\"a\"\"b\"]",
+            "[\"\\/\"]",
+            "[\"\\u0041\"]",
+            "[\"\\u000A\"]",
+            "[\"\\u000a\"]",
+            "[\"\n\"]",
+            "[\"a]",
+            "[1]",
         ] {
             assert!(!is_canonical_list(text), "{text}");
         }

@@ -299,3 +299,28 @@ pub struct VerifyReport {
     /// entry_hash of the last entry (64 zeros for an empty trail).
     pub head_hash: String,
 }
+
+/// The row recorded for an offline credential's approval at its first use.
+pub(super) fn used_approval_row(approval: &ApprovalUse, now: SystemTime) -> ApprovalRow {
+    ApprovalRow {
+        approval_id: approval.approval_id.clone(),
+        state: "approved".to_owned(),
+        scope: approval.scope.clone(),
+        action: String::new(),
+        spec_hash: approval.spec_hash.clone(),
+        capabilities: approval.capabilities.clone(),
+        requested_by: String::new(),
+        initiated_by: String::new(),
+        justification: String::new(),
+        created_at: now,
+        expires_at: approval.expires_at,
+        approvals_required: 1,
+        approvers: approval.approvers.clone(),
+        credentials: Vec::new(),
+        uses: 1,
+        max_uses: approval.max_uses,
+        decision_reason: String::new(),
+        version: 1,
+        updated_at: now,
+    }
+}

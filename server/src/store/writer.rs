@@ -67,18 +67,10 @@ pub(super) async fn run(
         let Some(first) = first else {
             return;
         };
-        let mut batch = vec![first];
-        while batch.len() < max_batch {
-            match jobs.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
-        }
-        let batch = refuse_stale(batch);
+        let mut batch = refuse_stale(drain(first, &mut jobs, max_batch));
         if batch.is_empty() {
             continue;
         }
-        let mut batch = batch;
         match write_batch(&db, &mut batch, &options).await {
             Ok(results) => {
                 set_health(health, true);
@@ -188,6 +180,18 @@ async fn write(tx: &mut WriteTx, writes: &BatchWrites, now: SystemTime) -> Resul
         tx.put_keys(&writes.keys, now).await?;
     }
     Ok(())
+}
+
+/// `first` and whatever else is queued, up to `max_batch` appends.
+fn drain(first: Job, jobs: &mut mpsc::Receiver<Job>, max_batch: usize) -> Vec<Job> {
+    let mut batch = vec![first];
+    while batch.len() < max_batch {
+        match jobs.try_recv() {
+            Ok(job) => batch.push(job),
+            Err(_) => break,
+        }
+    }
+    batch
 }
 
 /// Drops appends whose caller stopped waiting, and refuses, unwritten and at once, those that

@@ -78,7 +78,14 @@ impl WriteTx {
                  ON e.entry_id = i.decision_id WHERE (i.caller, i.request_id) IN (VALUES {})",
                 values(chunk.len(), 2, 1)
             );
-            type Row = (String, String, String, Option<Vec<u8>>, String, Option<String>);
+            type Row = (
+                String,
+                String,
+                String,
+                Option<Vec<u8>>,
+                String,
+                Option<String>,
+            );
             let rows: Vec<Row> = on_backend!(WriteTx, self, c => {
                 let mut query = sqlx::query_as(&sql);
                 for (caller, request_id) in chunk {

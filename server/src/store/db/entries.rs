@@ -134,7 +134,9 @@ impl ChainWalk {
         let in_place = seq == self.last_seq + 1;
         let linked = values[19] == self.prev_hash;
         let intact = || {
-            values[11..14].iter().all(|list| chain::is_canonical_list(list))
+            values[11..14]
+                .iter()
+                .all(|list| chain::is_canonical_list(list))
                 && chain::hash_of_values(&values) == entry_hash
         };
         if self.first_bad_seq == 0 && !(in_place && linked && intact()) {

@@ -5,17 +5,17 @@
 use std::str::FromStr;
 use std::time::SystemTime;
 
+pub(super) use batch::{ChainedEntry, KeyWrite, StoredApproval, StoredKey};
 use sqlx::migrate::Migrator;
 use sqlx::pool::PoolOptions;
 use sqlx::postgres::{PgConnectOptions, PgPool};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqliteSynchronous};
-pub(super) use batch::{ChainedEntry, KeyWrite, StoredApproval, StoredKey};
 use sqlx::{ColumnIndex, Decode, Postgres, Row, Sqlite, Transaction, Type};
 
 use super::chain::{self, GENESIS_HASH, canonical_list};
 use super::{
-    ApprovalRow, AuditEntry, ListFilter, NewEntry, Scope, StoreError,
-    StoreOptions, VerifyReport, from_micros, to_micros,
+    ApprovalRow, AuditEntry, ListFilter, NewEntry, Scope, StoreError, StoreOptions, VerifyReport,
+    from_micros, to_micros,
 };
 
 static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
