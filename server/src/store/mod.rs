@@ -35,8 +35,8 @@ pub const DEFAULT_PAGE_SIZE: u32 = 100;
 /// Largest `list` page.
 pub const MAX_PAGE_SIZE: u32 = 1000;
 
-/// Appends that may wait for the writer by default: about a quarter of a second of the
-/// commit capacity measured on a small machine (4,000–8,000 appends/s).
+/// Appends that may wait for the writer by default: about a quarter of a second of what one
+/// writer commits on a quiet 2-core machine (about 4,000 admissions/s there).
 pub const DEFAULT_QUEUE_CAPACITY: usize = 1024;
 /// How long an append may wait in the queue by default before it is refused OVERLOADED.
 pub const DEFAULT_MAX_QUEUE_WAIT: Duration = Duration::from_millis(500);
