@@ -29,6 +29,11 @@ impl Failure {
                 tracing::warn!(%error, "audit store failed");
                 Failure::Rejected(unavailable())
             }
+            // Busy, not failing: nothing was recorded, and a retry after a pause may succeed.
+            StoreError::Overloaded => Failure::Rejected(Rejection::new(
+                Reason::Overloaded,
+                "the audit trail is at capacity; nothing was recorded, retry with backoff",
+            )),
             StoreError::Corrupt => Failure::Internal,
             StoreError::InvalidPageToken
             | StoreError::MissingRefusalEntry

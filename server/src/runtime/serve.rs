@@ -95,6 +95,8 @@ impl AppState {
         let options = StoreOptions {
             durable_timeout: config.audit.durable_timeout,
             commit_observer: Some(metrics.clone()),
+            queue_capacity: config.limits.max_queued_audit_appends,
+            max_queue_wait: config.limits.max_audit_queue_wait,
             ..StoreOptions::default()
         };
         let store = AuditStore::open(&config.database_url, options).await?;

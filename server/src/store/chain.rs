@@ -97,6 +97,95 @@ pub fn canonical_encoding(
     out.into_bytes()
 }
 
+/// `entry_hash` from the 20 field values in encoding order, as stored (lists as their JSON
+/// text, `seq` and `recorded_at` in decimal): what verification re-computes from a row
+/// without building an entry.
+pub fn hash_of_values(values: &[&str; 20]) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(HEADER);
+    for (name, value) in FIELD_NAMES.iter().zip(values) {
+        hasher.update(name);
+        hasher.update("=");
+        hasher.update(value.len().to_string());
+        hasher.update(":");
+        hasher.update(value);
+        hasher.update("\n");
+    }
+    hex::encode(hasher.finalize())
+}
+
+/// The encoded fields, in order.
+const FIELD_NAMES: [&str; 20] = [
+    "seq",
+    "entry_id",
+    "recorded_at",
+    "actor",
+    "actor_cert_sha256",
+    "initiated_by",
+    "action",
+    "org_id",
+    "project_id",
+    "environment_id",
+    "spec_hash",
+    "capabilities",
+    "approval_ids",
+    "approvers",
+    "outcome",
+    "reason",
+    "grpc_code",
+    "request_id",
+    "detail",
+    "prev_hash",
+];
+
+/// True when `text` is exactly what [`canonical_list`] writes for some list: no whitespace,
+/// and only the escapes it uses.
+pub fn is_canonical_list(text: &str) -> bool {
+    let Some(inner) = text.strip_prefix('[').and_then(|t| t.strip_suffix(']')) else {
+        return false;
+    };
+    if inner.is_empty() {
+        return true;
+    }
+    let mut chars = inner.chars();
+    loop {
+        if chars.next() != Some('"') || !canonical_string_rest(&mut chars) {
+            return false;
+        }
+        match chars.next() {
+            None => return true,
+            Some(',') => {}
+            Some(_) => return false,
+        }
+    }
+}
+
+/// Reads a JSON string after its opening quote, through its closing quote; false unless
+/// every escape is one [`canonical_list`] writes.
+fn canonical_string_rest(chars: &mut std::str::Chars<'_>) -> bool {
+    loop {
+        match chars.next() {
+            None => return false,
+            Some('"') => return true,
+            Some('\\') => match chars.next() {
+                Some('"' | '\\' | 'b' | 't' | 'n' | 'f' | 'r') => {}
+                Some('u') => {
+                    let hex: String = chars.by_ref().take(4).collect();
+                    let lower = hex.len() == 4 && !hex.contains(|c: char| c.is_ascii_uppercase());
+                    match u32::from_str_radix(&hex, 16) {
+                        Ok(code) if lower && code < 0x20 && ![8, 9, 10, 12, 13].contains(&code) => {
+                        }
+                        _ => return false,
+                    }
+                }
+                _ => return false,
+            },
+            Some(c) if (c as u32) < 0x20 => return false,
+            Some(_) => {}
+        }
+    }
+}
+
 /// `entry_hash` of one entry: lowercase hex SHA-256 of its canonical encoding.
 pub fn entry_hash(seq: u64, recorded_at_micros: i64, entry: &NewEntry, prev_hash: &str) -> String {
     hex::encode(Sha256::digest(canonical_encoding(
@@ -152,6 +241,77 @@ mod tests {
             grpc_code: "OK".into(),
             request_id: "r-1".into(),
             detail: "line one\nline=two".into(),
+        }
+    }
+
+    #[test]
+    fn hash_of_stored_values_matches_the_entry_hash() {
+        let entry = sample();
+        let lists = [
+            canonical_list(&entry.capabilities),
+            canonical_list(&entry.approval_ids),
+            canonical_list(&entry.approvers),
+        ];
+        let values = [
+            "7",
+            &entry.entry_id,
+            "1700000000000001",
+            &entry.actor,
+            &entry.actor_cert_sha256,
+            &entry.initiated_by,
+            &entry.action,
+            &entry.scope.org_id,
+            &entry.scope.project_id,
+            &entry.scope.environment_id,
+            &entry.spec_hash,
+            &lists[0],
+            &lists[1],
+            &lists[2],
+            &entry.outcome,
+            &entry.reason,
+            &entry.grpc_code,
+            &entry.request_id,
+            &entry.detail,
+            GENESIS_HASH,
+        ];
+        assert_eq!(
+            hash_of_values(&values),
+            entry_hash(7, 1_700_000_000_000_001, &entry, GENESIS_HASH)
+        );
+    }
+
+    #[test]
+    fn canonical_lists_are_recognised_exactly() {
+        for list in [
+            vec![],
+            vec!["deploy".to_owned()],
+            vec![
+                "a\"b\\c".to_owned(),
+                "\u{1}\u{8}\t\n\u{c}\r\u{1f}".to_owned(),
+                "é".to_owned(),
+            ],
+            vec![String::new(), ",".to_owned()],
+        ] {
+            let text = canonical_list(&list);
+            assert!(is_canonical_list(&text), "{text}");
+        }
+        for text in [
+            "",
+            "[",
+            "[ ]",
+            "[\"a\" ]",
+            "[\"a\",]",
+            "[,\"a\"]",
+            "[\"a\"\"b\"]",
+            "[\"\\/\"]",
+            "[\"\\u0041\"]",
+            "[\"\\u000A\"]",
+            "[\"\\u000a\"]",
+            "[\"\n\"]",
+            "[\"a]",
+            "[1]",
+        ] {
+            assert!(!is_canonical_list(text), "{text}");
         }
     }
 

@@ -196,8 +196,9 @@ pub struct Append {
     pub on_refused: Option<OnRefused>,
     /// The request's idempotency key, stored with the entry.
     pub idempotency: Option<IdempotencyKey>,
-    /// Encoded `pb::Admission` when this decision admits; stored with the idempotency key,
-    /// with `audit_entry_hash` set to the recorded entry's hash.
+    /// Encoded `pb::Admission` when this decision admits; stored with the idempotency key as
+    /// given. Whoever reads it back gets it with `audit_entry_hash` set to the hash of the entry
+    /// that recorded it.
     pub admission: Option<Vec<u8>>,
     /// A write to the approvals table.
     pub approval_write: Option<ApprovalWrite>,
@@ -247,6 +248,9 @@ pub enum StoreError {
     /// An append that consumes approval uses without an `on_refused` entry.
     #[error("an append consuming approval uses needs an entry to record on refusal")]
     MissingRefusalEntry,
+    /// Too many appends are waiting for the writer: refused before anything was recorded.
+    #[error("audit store is at capacity")]
+    Overloaded,
     /// An entry_id that is already recorded.
     #[error("audit entry id is already recorded")]
     DuplicateEntryId,
@@ -263,8 +267,11 @@ pub struct StoreOptions {
     pub durable_timeout: Duration,
     /// Most appends written in one transaction.
     pub max_batch: usize,
-    /// Appends that may wait for the writer.
+    /// Appends that may wait for the writer; one more is refused `Overloaded` at once.
     pub queue_capacity: usize,
+    /// How long an append may wait for the writer to start on it before it is refused
+    /// `Overloaded`, unrecorded (capped at `durable_timeout`).
+    pub max_queue_wait: Duration,
     /// Interval of the recovery probe while unhealthy.
     pub probe_interval: Duration,
     /// Time without appends after which the writer probes anyway, so a store that fails while
@@ -304,4 +311,29 @@ pub struct VerifyReport {
     pub first_bad_seq: u64,
     /// entry_hash of the last entry (64 zeros for an empty trail).
     pub head_hash: String,
+}
+
+/// The row recorded for an offline credential's approval at its first use.
+pub(super) fn used_approval_row(approval: &ApprovalUse, now: SystemTime) -> ApprovalRow {
+    ApprovalRow {
+        approval_id: approval.approval_id.clone(),
+        state: ApprovalState::Approved,
+        scope: approval.scope.clone(),
+        action: String::new(),
+        spec_hash: approval.spec_hash.clone(),
+        capabilities: approval.capabilities.clone(),
+        requested_by: String::new(),
+        initiated_by: String::new(),
+        justification: String::new(),
+        created_at: now,
+        expires_at: approval.expires_at,
+        approvals_required: 1,
+        approvers: approval.approvers.clone(),
+        credentials: Vec::new(),
+        uses: 1,
+        max_uses: approval.max_uses,
+        decision_reason: String::new(),
+        version: 1,
+        updated_at: now,
+    }
 }

@@ -1,28 +1,22 @@
 //! The single writer task: group commit of queued appends, and health with recovery probes.
 
-use std::collections::HashMap;
 use std::time::SystemTime;
 
-use admission_contract::pb;
-use prost::Message;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
+use super::batch::{BatchState, BatchWrites, Reply, Wanted};
 use super::db::{Db, WriteTx};
-use super::{Append, Appended, ApprovalUse, RefusalRecord, StoreError, StoreOptions, UseRefusal};
-use crate::domain::approval::ApprovalState;
-
-/// Savepoint around one append whose approval write must be undone when a use is refused.
-const SAVEPOINT: &str = "SAVEPOINT audit_item";
-const ROLLBACK_TO_SAVEPOINT: &str = "ROLLBACK TO SAVEPOINT audit_item";
-const RELEASE_SAVEPOINT: &str = "RELEASE SAVEPOINT audit_item";
+use super::{Append, ApprovalWrite, StoreError, StoreOptions};
 
 /// One queued append and the caller waiting for it.
 pub(super) struct Job {
     pub(super) append: Append,
     /// When the caller stops waiting.
     pub(super) deadline: Instant,
-    pub(super) reply: oneshot::Sender<Result<Appended, StoreError>>,
+    /// Until when the append may wait in the queue; after that it is refused unwritten.
+    pub(super) queued_until: Instant,
+    pub(super) reply: oneshot::Sender<Reply>,
 }
 
 /// Why a batch did not commit.
@@ -33,8 +27,6 @@ enum BatchError {
     /// a decision its caller was told failed.
     Expired,
 }
-
-type ItemResult = Result<Appended, StoreError>;
 
 /// Reports unhealthy if the writer dies (a panic), so nobody waits on a store that can no
 /// longer write. A writer that returns because every `AuditStore` is gone (shutdown) leaves
@@ -75,15 +67,7 @@ pub(super) async fn run(
         let Some(first) = first else {
             return;
         };
-        let mut batch = vec![first];
-        while batch.len() < max_batch {
-            match jobs.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
-        }
-        let now = Instant::now();
-        batch.retain(|job| job.deadline > now && !job.reply.is_closed());
+        let mut batch = refuse_stale(drain(first, &mut jobs, max_batch));
         if batch.is_empty() {
             continue;
         }
@@ -116,30 +100,40 @@ pub(super) async fn run(
     }
 }
 
-/// One transaction for the whole batch: lock the head, apply each append in order, commit once.
+/// One transaction for the whole batch: lock the head, read what the batch needs once,
+/// decide each append in order, write with one statement per table, commit once.
 async fn write_batch(
     db: &Db,
     batch: &mut [Job],
     options: &StoreOptions,
-) -> Result<Vec<ItemResult>, BatchError> {
+) -> Result<Vec<Reply>, BatchError> {
     let mut tx = db
         .begin_write(options.durable_timeout)
         .await
         .map_err(BatchError::Storage)?;
-    let (head_seq, head_hash) = tx.head().await.map_err(BatchError::Storage)?;
-    let mut head = Head {
-        seq: head_seq,
-        hash: head_hash,
-    };
+    let head = tx.head().await.map_err(BatchError::Storage)?;
+    let head_seq = head.0;
+    let wanted = Wanted::of(batch.iter().map(|job| &job.append));
+    let mut state = BatchState::read(&mut tx, wanted, head)
+        .await
+        .map_err(BatchError::Storage)?;
     let mut results = Vec::with_capacity(batch.len());
     for job in batch.iter_mut() {
-        let result = apply(&mut tx, &mut job.append, &mut head)
+        let result = state
+            .apply(&mut tx, &mut job.append)
             .await
             .map_err(BatchError::Storage)?;
         results.push(result);
     }
-    if head.seq != head_seq {
-        tx.set_head(head.seq, &head.hash)
+    let (seq, hash) = state.head();
+    let head = (seq, hash.to_owned());
+    let now = state.now();
+    let writes = state.finish();
+    write(&mut tx, &writes, now)
+        .await
+        .map_err(BatchError::Storage)?;
+    if head.0 != head_seq {
+        tx.set_head(head.0, &head.1)
             .await
             .map_err(BatchError::Storage)?;
     }
@@ -153,166 +147,73 @@ async fn write_batch(
     Ok(results)
 }
 
-/// The chain head as moved by the batch so far.
-struct Head {
-    seq: u64,
-    hash: String,
-}
-
-/// Applies one append inside the batch transaction. The idempotency key is looked up first,
-/// under the chain lock, so whatever this append records (an admission, a refused use, or a
-/// rejection decided before it was queued) is never recorded for a request that is already
-/// admitted: that request's stored admission is the answer, and nothing is written.
-async fn apply(
-    tx: &mut WriteTx,
-    append: &mut Append,
-    head: &mut Head,
-) -> Result<ItemResult, sqlx::Error> {
-    if let Some(key) = &append.idempotency {
-        if let Some((fingerprint, admission, decision_id)) =
-            tx.idempotency(&key.caller, &key.request_id).await?
-        {
-            if fingerprint != key.fingerprint {
-                return Ok(Ok(Appended::RequestIdConflict { decision_id }));
-            }
-            if let Some(admission) = admission {
-                return Ok(Ok(Appended::Duplicate { admission }));
-            }
-        }
-    }
-    if tx.entry_exists(&append.entry.entry_id).await? {
-        return Ok(Err(StoreError::DuplicateEntryId));
-    }
-    let guarded = append.approval_write.is_some() && !append.consume.is_empty();
-    if guarded {
-        tx.execute(SAVEPOINT).await?;
-    }
-    if let Some(write) = &append.approval_write {
+/// Applies what the batch decided. `writes.entries` holds every entry this batch appends, with
+/// its final seq and entry_hash, inside the transaction: whatever must change with the chain
+/// in the same commit goes here.
+async fn write(tx: &mut WriteTx, writes: &BatchWrites, now: SystemTime) -> Result<(), sqlx::Error> {
+    for write in &writes.approval_writes {
         let written = match write {
-            super::ApprovalWrite::Insert(row) => tx.insert_approval(row).await?,
-            super::ApprovalWrite::Update {
+            ApprovalWrite::Insert(row) => tx.insert_approval(row).await?,
+            ApprovalWrite::Update {
                 row,
                 expected_version,
             } => tx.update_approval(row, *expected_version).await?,
         };
         if !written {
-            if guarded {
-                tx.execute(ROLLBACK_TO_SAVEPOINT).await?;
-                tx.execute(RELEASE_SAVEPOINT).await?;
-            }
-            return Ok(Ok(Appended::ApprovalVersionConflict));
+            // The batch read this version under the write lock: the database disagrees.
+            return Err(sqlx::Error::Protocol(
+                "approval row changed under the write lock".to_owned(),
+            ));
         }
     }
-    let now = SystemTime::now();
-    let existing = match check_uses(tx, &append.consume).await? {
-        Ok(existing) => existing,
-        Err(refusal) => {
-            if guarded {
-                tx.execute(ROLLBACK_TO_SAVEPOINT).await?;
-                tx.execute(RELEASE_SAVEPOINT).await?;
-            }
-            return record_refusal(tx, append, refusal, head, now).await;
-        }
-    };
-    for (approval, exists) in append.consume.iter().zip(existing) {
-        tx.consume_use(approval, exists, now).await?;
+    if !writes.created.is_empty() {
+        tx.insert_used_approvals(&writes.created).await?;
     }
-    if guarded {
-        tx.execute(RELEASE_SAVEPOINT).await?;
+    if !writes.bumps.is_empty() {
+        let bumps: Vec<(&str, u32)> = writes
+            .bumps
+            .iter()
+            .map(|(id, count)| (id.as_str(), *count))
+            .collect();
+        tx.bump_uses(&bumps, now).await?;
     }
-    let receipt = tx
-        .insert_entry(head.seq + 1, &append.entry, &head.hash, now)
-        .await?;
-    head.seq = receipt.seq;
-    head.hash.clone_from(&receipt.entry_hash);
-    if let Some(key) = &append.idempotency {
-        let admission = append
-            .admission
-            .as_deref()
-            .map(|encoded| as_answered(encoded, &receipt.entry_hash));
-        tx.put_idempotency(key, admission.as_deref(), &receipt.entry_id, now)
-            .await?;
+    if !writes.entries.is_empty() {
+        tx.insert_entries(&writes.entries).await?;
     }
-    Ok(Ok(Appended::Committed(receipt)))
+    if !writes.keys.is_empty() {
+        tx.put_keys(&writes.keys, now).await?;
+    }
+    Ok(())
 }
 
-/// The admission as its caller is answered: with the hash of the entry that recorded it, so a
-/// retry returns exactly the original answer (SPEC §7).
-fn as_answered(encoded: &[u8], entry_hash: &str) -> Vec<u8> {
-    match pb::Admission::decode(encoded) {
-        Ok(mut admission) => {
-            admission.audit_entry_hash = entry_hash.to_owned();
-            admission.encode_to_vec()
+/// `first` and whatever else is queued, up to `max_batch` appends.
+fn drain(first: Job, jobs: &mut mpsc::Receiver<Job>, max_batch: usize) -> Vec<Job> {
+    let mut batch = vec![first];
+    while batch.len() < max_batch {
+        match jobs.try_recv() {
+            Ok(job) => batch.push(job),
+            Err(_) => break,
         }
-        // Kept as given: whoever reads it back reports the decode failure.
-        Err(_) => encoded.to_vec(),
     }
+    batch
 }
 
-/// Checks every use (all or nothing, counting repeats of one approval within the append).
-/// On success, whether each approval already has a row.
-async fn check_uses(
-    tx: &mut WriteTx,
-    consume: &[ApprovalUse],
-) -> Result<Result<Vec<bool>, UseRefusal>, sqlx::Error> {
-    let mut taken: HashMap<&str, u32> = HashMap::new();
-    let mut existing = Vec::with_capacity(consume.len());
-    for approval in consume {
-        let id = approval.approval_id.as_str();
-        let stored = tx.approval_uses(id).await?;
-        let (uses, max_uses) = match &stored {
-            Some((ApprovalState::Revoked, _, _)) => {
-                return Ok(Err(UseRefusal::Revoked {
-                    approval_id: id.to_owned(),
-                }));
-            }
-            Some((_, uses, max_uses)) => (*uses, *max_uses),
-            None => (0, approval.max_uses),
-        };
-        let already = taken.entry(id).or_insert(0);
-        let uses = uses.saturating_add(*already);
-        if uses >= max_uses {
-            return Ok(Err(UseRefusal::Exhausted {
-                approval_id: id.to_owned(),
-                uses,
-                max_uses,
-            }));
+/// Drops appends whose caller stopped waiting, and refuses, unwritten and at once, those that
+/// waited in the queue past their bound: the store is busy, not failing, so health stays.
+fn refuse_stale(batch: Vec<Job>) -> Vec<Job> {
+    let now = Instant::now();
+    let mut fresh = Vec::with_capacity(batch.len());
+    for job in batch {
+        if job.reply.is_closed() || job.deadline <= now {
+            continue;
         }
-        *already += 1;
-        // A repeated approval created by this append exists once its first use is recorded.
-        existing.push(stored.is_some() || *already > 1);
+        if job.queued_until <= now {
+            let _ = job.reply.send(Err(StoreError::Overloaded));
+            continue;
+        }
+        fresh.push(job);
     }
-    Ok(Ok(existing))
-}
-
-/// Records `on_refused`'s entry instead of the append's; nothing is consumed.
-async fn record_refusal(
-    tx: &mut WriteTx,
-    append: &mut Append,
-    refusal: UseRefusal,
-    head: &mut Head,
-    now: SystemTime,
-) -> Result<ItemResult, sqlx::Error> {
-    let Some(on_refused) = append.on_refused.take() else {
-        return Ok(Err(StoreError::MissingRefusalEntry));
-    };
-    let RefusalRecord { entry, admission } = on_refused(&refusal);
-    if entry.entry_id != append.entry.entry_id && tx.entry_exists(&entry.entry_id).await? {
-        return Ok(Err(StoreError::DuplicateEntryId));
-    }
-    let receipt = tx
-        .insert_entry(head.seq + 1, &entry, &head.hash, now)
-        .await?;
-    head.seq = receipt.seq;
-    head.hash.clone_from(&receipt.entry_hash);
-    if let Some(key) = &append.idempotency {
-        let admission = admission
-            .as_deref()
-            .map(|encoded| as_answered(encoded, &receipt.entry_hash));
-        tx.put_idempotency(key, admission.as_deref(), &receipt.entry_id, now)
-            .await?;
-    }
-    Ok(Ok(Appended::Refused { refusal, receipt }))
+    fresh
 }
 
 /// One write probe while idle or unhealthy: health follows whether it can take the write lock

@@ -29,6 +29,15 @@ pub struct Limits {
     /// Connections one caller identity may hold open at once; more are closed after the
     /// handshake.
     pub max_connections_per_identity: usize,
+    /// Decisions that may wait at once for the audit writer; one more is refused with
+    /// OVERLOADED at once, before anything is recorded. Size it to what the store commits in
+    /// about `max_audit_queue_wait`.
+    pub max_queued_audit_appends: usize,
+    /// How long a decision may wait for the audit writer to start on it; after that it is
+    /// refused with OVERLOADED, unrecorded, instead of timing out later (capped at
+    /// `[audit] durable_timeout`).
+    #[serde(with = "duration")]
+    pub max_audit_queue_wait: Duration,
     /// Time one call may take from its headers to its answer.
     #[serde(with = "duration")]
     pub request_timeout: Duration,
@@ -97,6 +106,7 @@ fn validate_counts(limits: &Limits) -> Result<(), String> {
             limits.max_buffered_request_bytes,
         ),
         ("max_calls_per_identity", limits.max_calls_per_identity),
+        ("max_queued_audit_appends", limits.max_queued_audit_appends),
         (
             "max_connections_per_identity",
             limits.max_connections_per_identity,
@@ -114,6 +124,7 @@ fn validate_timeouts(limits: &Limits) -> Result<(), String> {
     for (field, value) in [
         ("handshake_timeout", limits.handshake_timeout),
         ("request_timeout", limits.request_timeout),
+        ("max_audit_queue_wait", limits.max_audit_queue_wait),
         ("idle_timeout", limits.idle_timeout),
         ("keepalive_interval", limits.keepalive_interval),
         ("keepalive_timeout", limits.keepalive_timeout),
@@ -187,6 +198,8 @@ impl Default for Limits {
             max_buffered_request_bytes: 128 * 1024 * 1024,
             max_calls_per_identity: 64,
             max_connections_per_identity: 256,
+            max_queued_audit_appends: crate::store::DEFAULT_QUEUE_CAPACITY,
+            max_audit_queue_wait: crate::store::DEFAULT_MAX_QUEUE_WAIT,
             request_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(300),
             keepalive_interval: Duration::from_secs(30),

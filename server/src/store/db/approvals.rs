@@ -1,9 +1,9 @@
 //! The `approvals` table: reviews, revocations and the uses admissions consume.
 
 use super::*;
-use crate::domain::approval::{ApprovalState, UnknownApprovalState};
+use crate::domain::approval::UnknownApprovalState;
 
-const APPROVAL_COLUMNS: &str = "approval_id, state, org_id, project_id, environment_id, action, \
+pub(super) const APPROVAL_COLUMNS: &str = "approval_id, state, org_id, project_id, environment_id, action, \
     spec_hash, capabilities, requested_by, initiated_by, justification, created_at, expires_at, \
     approvals_required, approvers, credentials, uses, max_uses, decision_reason, version, updated_at";
 const INSERT_APPROVAL: &str = "INSERT INTO approvals (approval_id, state, org_id, project_id, \
@@ -111,25 +111,6 @@ impl Db {
 // === impl WriteTx ===
 
 impl WriteTx {
-    /// State, uses and max_uses of an approval; an unknown state fails the transaction.
-    pub(in crate::store) async fn approval_uses(
-        &mut self,
-        approval_id: &str,
-    ) -> Result<Option<(ApprovalState, u32, u32)>, sqlx::Error> {
-        const SQL: &str = "SELECT state, uses, max_uses FROM approvals WHERE approval_id = $1";
-        let row: Option<(String, i64, i64)> = on_backend!(WriteTx, self, c => {
-            sqlx::query_as(SQL).bind(approval_id).fetch_optional(&mut **c).await?
-        });
-        let Some((state, uses, max_uses)) = row else {
-            return Ok(None);
-        };
-        let state = state.parse().map_err(|error: UnknownApprovalState| {
-            tracing::error!(%error, approval_id, "approval row has an unknown state");
-            sqlx::Error::Decode(Box::new(error))
-        })?;
-        Ok(Some((state, clamp_u32(uses), clamp_u32(max_uses))))
-    }
-
     /// Inserts a row with version 1; false when the id exists.
     pub(in crate::store) async fn insert_approval(
         &mut self,
@@ -153,48 +134,5 @@ impl WriteTx {
                 .execute(&mut **c).await?.rows_affected()
         });
         Ok(done == 1)
-    }
-
-    /// Consumes one use: bumps an existing row, or records an offline credential's approval.
-    pub(in crate::store) async fn consume_use(
-        &mut self,
-        approval: &ApprovalUse,
-        exists: bool,
-        now: SystemTime,
-    ) -> Result<(), sqlx::Error> {
-        if exists {
-            const SQL: &str = "UPDATE approvals SET uses = uses + 1, version = version + 1, \
-                               updated_at = $2 WHERE approval_id = $1";
-            on_backend!(WriteTx, self, c => {
-                sqlx::query(SQL)
-                    .bind(approval.approval_id.as_str())
-                    .bind(to_micros(now))
-                    .execute(&mut **c)
-                    .await?;
-            });
-            return Ok(());
-        }
-        let row = ApprovalRow {
-            approval_id: approval.approval_id.clone(),
-            state: ApprovalState::Approved,
-            scope: approval.scope.clone(),
-            action: String::new(),
-            spec_hash: approval.spec_hash.clone(),
-            capabilities: approval.capabilities.clone(),
-            requested_by: String::new(),
-            initiated_by: String::new(),
-            justification: String::new(),
-            created_at: now,
-            expires_at: approval.expires_at,
-            approvals_required: 1,
-            approvers: approval.approvers.clone(),
-            credentials: Vec::new(),
-            uses: 1,
-            max_uses: approval.max_uses,
-            decision_reason: String::new(),
-            version: 1,
-            updated_at: now,
-        };
-        self.insert_approval(&row).await.map(|_| ())
     }
 }

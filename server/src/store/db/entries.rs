@@ -1,10 +1,12 @@
 //! The `entries` table and its chain head: appending, listing and verifying.
 
+use futures::TryStreamExt;
+
 use super::*;
 
 /// Entries read per query while verifying: bounds memory whatever the chain length.
-const VERIFY_CHUNK: i64 = 1000;
-const ENTRY_COLUMNS: &str = "seq, entry_id, recorded_at, actor, actor_cert_sha256, \
+const VERIFY_CHUNK: i64 = 10_000;
+pub(super) const ENTRY_COLUMNS: &str = "seq, entry_id, recorded_at, actor, actor_cert_sha256, \
     initiated_by, action, org_id, project_id, environment_id, spec_hash, capabilities, \
     approval_ids, approvers, outcome, reason, grpc_code, request_id, detail, prev_hash, entry_hash";
 /// An audit row as stored: lists still as their canonical JSON text.
@@ -87,27 +89,6 @@ impl RawEntry {
             detail: self.detail.clone(),
         }
     }
-
-    /// True when the stored hash is the hash of the stored content. Lists must be stored in
-    /// their canonical text, so the hash covers exactly the bytes in the database.
-    fn hash_matches(&self) -> bool {
-        let Some(lists) = self.parse_lists() else {
-            return false;
-        };
-        let stored = [&self.capabilities, &self.approval_ids, &self.approvers];
-        if lists
-            .iter()
-            .zip(stored)
-            .any(|(list, text)| canonical_list(list) != *text)
-        {
-            return false;
-        }
-        let Ok(seq) = u64::try_from(self.seq) else {
-            return false;
-        };
-        let entry = self.new_entry(lists);
-        chain::entry_hash(seq, self.recorded_at, &entry, &self.prev_hash) == self.entry_hash
-    }
 }
 /// The state of a verification walk.
 struct ChainWalk {
@@ -128,17 +109,43 @@ impl ChainWalk {
         }
     }
 
-    /// Checks position, link and hash of the next stored row. A row after a gap is the bad
-    /// one (its predecessor is missing); an edited or moved row fails its own hash.
-    fn check(&mut self, raw: &RawEntry) {
-        self.checked += 1;
-        let in_place = raw.seq == self.last_seq + 1;
-        let linked = raw.prev_hash == self.prev_hash;
-        if self.first_bad_seq == 0 && !(in_place && linked && raw.hash_matches()) {
-            self.first_bad_seq = u64::try_from(raw.seq).unwrap_or(0);
+    /// Checks position, link and hash of the next stored row, straight from the row's
+    /// columns (in `ENTRY_COLUMNS` order, which is the hash's field order). A row after a gap
+    /// is the bad one (its predecessor is missing); an edited or moved row fails its own hash.
+    fn check<R: Row>(&mut self, row: &R) -> Result<(), sqlx::Error>
+    where
+        for<'r> &'r str: Decode<'r, R::Database> + Type<R::Database>,
+        for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+        usize: ColumnIndex<R>,
+    {
+        let seq: i64 = row.try_get(0)?;
+        let recorded_at: i64 = row.try_get(2)?;
+        let (seq_text, recorded_text) = (seq.to_string(), recorded_at.to_string());
+        let mut values: [&str; 20] = [""; 20];
+        for (index, value) in values.iter_mut().enumerate() {
+            *value = match index {
+                0 => &seq_text,
+                2 => &recorded_text,
+                _ => row.try_get(index)?,
+            };
         }
-        self.last_seq = raw.seq;
-        self.prev_hash.clone_from(&raw.entry_hash);
+        let entry_hash: &str = row.try_get(20)?;
+        self.checked += 1;
+        let in_place = seq == self.last_seq + 1;
+        let linked = values[19] == self.prev_hash;
+        let intact = || {
+            values[11..14]
+                .iter()
+                .all(|list| chain::is_canonical_list(list))
+                && chain::hash_of_values(&values) == entry_hash
+        };
+        if self.first_bad_seq == 0 && !(in_place && linked && intact()) {
+            self.first_bad_seq = u64::try_from(seq).unwrap_or(0);
+        }
+        self.last_seq = seq;
+        self.prev_hash.clear();
+        self.prev_hash.push_str(entry_hash);
+        Ok(())
     }
 
     /// The report, comparing the last row with the recorded head (which catches a deleted
@@ -255,21 +262,18 @@ impl Db {
 
         let mut walk = ChainWalk::new();
         loop {
-            let chunk: Vec<RawEntry> = on_backend!(Db, self, pool => {
-                let rows = sqlx::query(&sql)
+            let before = walk.checked;
+            on_backend!(Db, self, pool => {
+                let mut rows = sqlx::query(&sql)
                     .bind(walk.last_seq)
                     .bind(head_seq)
                     .bind(VERIFY_CHUNK)
-                    .fetch_all(pool)
-                    .await
-                    .map_err(unavailable)?;
-                rows.iter().map(raw_entry).collect::<Result<_, _>>().map_err(unavailable)?
+                    .fetch(pool);
+                while let Some(row) = rows.try_next().await.map_err(unavailable)? {
+                    walk.check(&row).map_err(unavailable)?;
+                }
             });
-            let done = (chunk.len() as i64) < VERIFY_CHUNK;
-            for raw in &chunk {
-                walk.check(raw);
-            }
-            if done {
+            if walk.checked - before < VERIFY_CHUNK as u64 {
                 break;
             }
         }
@@ -323,65 +327,5 @@ impl WriteTx {
                 .await?;
         });
         Ok(())
-    }
-
-    pub(in crate::store) async fn entry_exists(
-        &mut self,
-        entry_id: &str,
-    ) -> Result<bool, sqlx::Error> {
-        const SQL: &str = "SELECT seq FROM audit_entries WHERE entry_id = $1";
-        let found: Option<(i64,)> = on_backend!(WriteTx, self, c => {
-            sqlx::query_as(SQL).bind(entry_id).fetch_optional(&mut **c).await?
-        });
-        Ok(found.is_some())
-    }
-
-    /// Inserts the entry at `seq` after `prev_hash`.
-    pub(in crate::store) async fn insert_entry(
-        &mut self,
-        seq: u64,
-        entry: &NewEntry,
-        prev_hash: &str,
-        now: SystemTime,
-    ) -> Result<Receipt, sqlx::Error> {
-        let micros = to_micros(now);
-        let entry_hash = chain::entry_hash(seq, micros, entry, prev_hash);
-        let sql = format!(
-            "INSERT INTO audit_entries ({ENTRY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, \
-             $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)"
-        );
-        let seq_value = seq_i64(seq)?;
-        on_backend!(WriteTx, self, c => {
-            sqlx::query(&sql)
-                .bind(seq_value)
-                .bind(entry.entry_id.as_str())
-                .bind(micros)
-                .bind(entry.actor.as_str())
-                .bind(entry.actor_cert_sha256.as_str())
-                .bind(entry.initiated_by.as_str())
-                .bind(entry.action.as_str())
-                .bind(entry.scope.org_id.as_str())
-                .bind(entry.scope.project_id.as_str())
-                .bind(entry.scope.environment_id.as_str())
-                .bind(entry.spec_hash.as_str())
-                .bind(canonical_list(&entry.capabilities))
-                .bind(canonical_list(&entry.approval_ids))
-                .bind(canonical_list(&entry.approvers))
-                .bind(entry.outcome.as_str())
-                .bind(entry.reason.as_str())
-                .bind(entry.grpc_code.as_str())
-                .bind(entry.request_id.as_str())
-                .bind(entry.detail.as_str())
-                .bind(prev_hash)
-                .bind(entry_hash.as_str())
-                .execute(&mut **c)
-                .await?;
-        });
-        Ok(Receipt {
-            seq,
-            entry_id: entry.entry_id.clone(),
-            entry_hash,
-            recorded_at: from_micros(micros),
-        })
     }
 }

@@ -5,6 +5,7 @@
 use std::str::FromStr;
 use std::time::SystemTime;
 
+pub(super) use batch::{ChainedEntry, KeyWrite, StoredApproval, StoredKey};
 use sqlx::migrate::Migrator;
 use sqlx::pool::PoolOptions;
 use sqlx::postgres::{PgConnectOptions, PgPool};
@@ -13,8 +14,8 @@ use sqlx::{ColumnIndex, Decode, Postgres, Row, Sqlite, Transaction, Type};
 
 use super::chain::{self, GENESIS_HASH, canonical_list};
 use super::{
-    ApprovalRow, ApprovalUse, AuditEntry, ListFilter, NewEntry, Receipt, Scope, StoreError,
-    StoreOptions, VerifyReport, from_micros, to_micros,
+    ApprovalRow, AuditEntry, ListFilter, NewEntry, Scope, StoreError, StoreOptions, VerifyReport,
+    from_micros, to_micros,
 };
 
 static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -156,14 +157,6 @@ impl Db {
 // === impl WriteTx ===
 
 impl WriteTx {
-    /// Runs a statement that takes no binds (savepoints).
-    pub(super) async fn execute(&mut self, sql: &'static str) -> Result<(), sqlx::Error> {
-        on_backend!(WriteTx, self, c => {
-            sqlx::query(sql).execute(&mut **c).await?;
-        });
-        Ok(())
-    }
-
     pub(super) async fn commit(self) -> Result<(), sqlx::Error> {
         on_backend!(WriteTx, self, c => c.commit().await)
     }
@@ -191,6 +184,7 @@ fn seq_i64(seq: u64) -> Result<i64, sqlx::Error> {
 const CONNECT_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 mod approvals;
+mod batch;
 mod entries;
 mod idempotency;
 pub(super) mod reach;

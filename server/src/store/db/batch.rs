@@ -1,0 +1,306 @@
+//! Set-based statements for one writer batch: one lookup per table for every key in the
+//! batch, and one multi-row statement per table for everything the batch writes.
+
+use crate::domain::approval::{ApprovalState, UnknownApprovalState};
+use std::collections::{HashMap, HashSet};
+
+use super::approvals::APPROVAL_COLUMNS;
+use super::entries::ENTRY_COLUMNS;
+use super::*;
+use crate::store::IdempotencyKey;
+
+/// Most bind values in one statement (SQLite allows 32766, PostgreSQL 65535).
+const MAX_BINDS: usize = 30_000;
+
+/// An idempotency row as the writer needs it, with the hash of the entry it points at.
+#[derive(Clone, Debug)]
+pub(in crate::store) struct StoredKey {
+    pub fingerprint: String,
+    pub admission: Option<Vec<u8>>,
+    pub decision_id: String,
+    /// `None` when the entry it names is not in the trail.
+    pub entry_hash: Option<String>,
+}
+
+/// The use state of an approval row.
+#[derive(Clone, Debug)]
+pub(in crate::store) struct StoredApproval {
+    pub state: ApprovalState,
+    pub uses: u32,
+    pub max_uses: u32,
+    pub version: i64,
+}
+
+/// An entry positioned in the chain, ready to insert.
+pub(in crate::store) struct ChainedEntry {
+    pub seq: u64,
+    pub recorded_at: i64,
+    pub entry: NewEntry,
+    pub prev_hash: String,
+    pub entry_hash: String,
+}
+
+/// An idempotency row to store.
+pub(in crate::store) struct KeyWrite {
+    pub key: IdempotencyKey,
+    pub admission: Option<Vec<u8>>,
+    pub decision_id: String,
+}
+
+/// `($s, $s+1, …), (…)` for `rows` rows of `cols` values, numbered from `start`.
+fn values(rows: usize, cols: usize, start: usize) -> String {
+    let mut sql = String::with_capacity(rows * cols * 5);
+    for row in 0..rows {
+        sql.push_str(if row == 0 { "(" } else { ", (" });
+        for col in 0..cols {
+            if col > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!("${}", start + row * cols + col));
+        }
+        sql.push(')');
+    }
+    sql
+}
+
+// === impl WriteTx ===
+
+impl WriteTx {
+    /// The stored idempotency rows of `keys` (caller, request_id), with their entry's hash.
+    pub(in crate::store) async fn lookup_keys(
+        &mut self,
+        keys: &[(&str, &str)],
+    ) -> Result<HashMap<(String, String), StoredKey>, sqlx::Error> {
+        let mut found = HashMap::new();
+        for chunk in keys.chunks(MAX_BINDS / 2) {
+            let sql = format!(
+                "SELECT i.caller, i.request_id, i.fingerprint, i.admission, i.decision_id, \
+                 e.entry_hash FROM idempotency i LEFT JOIN audit_entries e \
+                 ON e.entry_id = i.decision_id WHERE (i.caller, i.request_id) IN (VALUES {})",
+                values(chunk.len(), 2, 1)
+            );
+            type Row = (
+                String,
+                String,
+                String,
+                Option<Vec<u8>>,
+                String,
+                Option<String>,
+            );
+            let rows: Vec<Row> = on_backend!(WriteTx, self, c => {
+                let mut query = sqlx::query_as(&sql);
+                for (caller, request_id) in chunk {
+                    query = query.bind(*caller).bind(*request_id);
+                }
+                query.fetch_all(&mut **c).await?
+            });
+            for (caller, request_id, fingerprint, admission, decision_id, entry_hash) in rows {
+                let stored = StoredKey {
+                    fingerprint,
+                    admission,
+                    decision_id,
+                    entry_hash,
+                };
+                found.insert((caller, request_id), stored);
+            }
+        }
+        Ok(found)
+    }
+
+    /// Which of `entry_ids` are already recorded.
+    pub(in crate::store) async fn existing_entries(
+        &mut self,
+        entry_ids: &[&str],
+    ) -> Result<HashSet<String>, sqlx::Error> {
+        let mut found = HashSet::new();
+        for chunk in entry_ids.chunks(MAX_BINDS) {
+            let sql = format!(
+                "SELECT entry_id FROM audit_entries WHERE entry_id IN {}",
+                values(1, chunk.len(), 1)
+            );
+            let rows: Vec<(String,)> = on_backend!(WriteTx, self, c => {
+                let mut query = sqlx::query_as(&sql);
+                for id in chunk {
+                    query = query.bind(*id);
+                }
+                query.fetch_all(&mut **c).await?
+            });
+            found.extend(rows.into_iter().map(|(id,)| id));
+        }
+        Ok(found)
+    }
+
+    /// State, uses, max_uses and version of each of `approval_ids` that has a row.
+    pub(in crate::store) async fn lookup_approvals(
+        &mut self,
+        approval_ids: &[&str],
+    ) -> Result<HashMap<String, StoredApproval>, sqlx::Error> {
+        let mut found = HashMap::new();
+        for chunk in approval_ids.chunks(MAX_BINDS) {
+            let sql = format!(
+                "SELECT approval_id, state, uses, max_uses, version FROM approvals \
+                 WHERE approval_id IN {}",
+                values(1, chunk.len(), 1)
+            );
+            let rows: Vec<(String, String, i64, i64, i64)> = on_backend!(WriteTx, self, c => {
+                let mut query = sqlx::query_as(&sql);
+                for id in chunk {
+                    query = query.bind(*id);
+                }
+                query.fetch_all(&mut **c).await?
+            });
+            for (id, state, uses, max_uses, version) in rows {
+                // An unknown state fails the batch: nothing is decided on a row this version
+                // cannot read.
+                let state = state.parse().map_err(|error: UnknownApprovalState| {
+                    tracing::error!(%error, approval_id = %id, "approval row has an unknown state");
+                    sqlx::Error::Decode(Box::new(error))
+                })?;
+                let stored = StoredApproval {
+                    state,
+                    uses: clamp_u32(uses),
+                    max_uses: clamp_u32(max_uses),
+                    version,
+                };
+                found.insert(id, stored);
+            }
+        }
+        Ok(found)
+    }
+
+    /// Inserts `entries` (already chained) with multi-row INSERTs.
+    pub(in crate::store) async fn insert_entries(
+        &mut self,
+        entries: &[ChainedEntry],
+    ) -> Result<(), sqlx::Error> {
+        const COLS: usize = 21;
+        for chunk in entries.chunks(MAX_BINDS / COLS) {
+            let sql = format!(
+                "INSERT INTO audit_entries ({ENTRY_COLUMNS}) VALUES {}",
+                values(chunk.len(), COLS, 1)
+            );
+            on_backend!(WriteTx, self, c => {
+                let mut query = sqlx::query(&sql);
+                for row in chunk {
+                    let e = &row.entry;
+                    query = query
+                        .bind(seq_i64(row.seq)?)
+                        .bind(e.entry_id.as_str())
+                        .bind(row.recorded_at)
+                        .bind(e.actor.as_str())
+                        .bind(e.actor_cert_sha256.as_str())
+                        .bind(e.initiated_by.as_str())
+                        .bind(e.action.as_str())
+                        .bind(e.scope.org_id.as_str())
+                        .bind(e.scope.project_id.as_str())
+                        .bind(e.scope.environment_id.as_str())
+                        .bind(e.spec_hash.as_str())
+                        .bind(canonical_list(&e.capabilities))
+                        .bind(canonical_list(&e.approval_ids))
+                        .bind(canonical_list(&e.approvers))
+                        .bind(e.outcome.as_str())
+                        .bind(e.reason.as_str())
+                        .bind(e.grpc_code.as_str())
+                        .bind(e.request_id.as_str())
+                        .bind(e.detail.as_str())
+                        .bind(row.prev_hash.as_str())
+                        .bind(row.entry_hash.as_str());
+                }
+                query.execute(&mut **c).await?;
+            });
+        }
+        Ok(())
+    }
+
+    /// Stores `keys` (distinct), replacing rows of the same caller and request_id.
+    pub(in crate::store) async fn put_keys(
+        &mut self,
+        keys: &[KeyWrite],
+        now: SystemTime,
+    ) -> Result<(), sqlx::Error> {
+        const COLS: usize = 6;
+        let micros = to_micros(now);
+        for chunk in keys.chunks(MAX_BINDS / COLS) {
+            let sql = format!(
+                "INSERT INTO idempotency \
+                 (caller, request_id, fingerprint, admission, decision_id, created_at) \
+                 VALUES {} ON CONFLICT (caller, request_id) DO UPDATE SET \
+                 fingerprint = excluded.fingerprint, admission = excluded.admission, \
+                 decision_id = excluded.decision_id",
+                values(chunk.len(), COLS, 1)
+            );
+            on_backend!(WriteTx, self, c => {
+                let mut query = sqlx::query(&sql);
+                for write in chunk {
+                    query = query
+                        .bind(write.key.caller.as_str())
+                        .bind(write.key.request_id.as_str())
+                        .bind(write.key.fingerprint.as_str())
+                        .bind(write.admission.as_deref())
+                        .bind(write.decision_id.as_str())
+                        .bind(micros);
+                }
+                query.execute(&mut **c).await?;
+            });
+        }
+        Ok(())
+    }
+
+    /// Adds `count` uses (and as many versions) to each existing approval row.
+    pub(in crate::store) async fn bump_uses(
+        &mut self,
+        bumps: &[(&str, u32)],
+        now: SystemTime,
+    ) -> Result<(), sqlx::Error> {
+        let micros = to_micros(now);
+        for chunk in bumps.chunks(MAX_BINDS / 2) {
+            let sql = format!(
+                "UPDATE approvals SET uses = uses + v.column2, version = version + v.column2, \
+                 updated_at = $1 FROM (VALUES {}) AS v WHERE approval_id = v.column1",
+                values(chunk.len(), 2, 2)
+            );
+            on_backend!(WriteTx, self, c => {
+                let mut query = sqlx::query(&sql).bind(micros);
+                for (id, count) in chunk {
+                    query = query.bind(*id).bind(i64::from(*count));
+                }
+                query.execute(&mut **c).await?;
+            });
+        }
+        Ok(())
+    }
+
+    /// Inserts approval rows for credentials signed offline, each with its uses consumed.
+    pub(in crate::store) async fn insert_used_approvals(
+        &mut self,
+        rows: &[ApprovalRow],
+    ) -> Result<(), sqlx::Error> {
+        const COLS: usize = 21;
+        for chunk in rows.chunks(MAX_BINDS / COLS) {
+            let sql = format!(
+                "INSERT INTO approvals ({APPROVAL_COLUMNS}) VALUES {} \
+                 ON CONFLICT (approval_id) DO NOTHING",
+                values(chunk.len(), COLS, 1)
+            );
+            on_backend!(WriteTx, self, c => {
+                let mut query = sqlx::query(&sql);
+                for row in chunk {
+                    query = bind_approval!(query, row, row.version);
+                }
+                query.execute(&mut **c).await?;
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::values;
+
+    #[test]
+    fn values_numbers_every_placeholder_once() {
+        assert_eq!(values(2, 2, 1), "($1, $2), ($3, $4)");
+        assert_eq!(values(1, 3, 2), "($2, $3, $4)");
+    }
+}
