@@ -38,7 +38,7 @@ use self::limits::validate_limits;
 pub use self::limits::{Limits, REQUEST_FIELDS_ALLOWANCE_BYTES};
 pub use self::ops::OpsConfig;
 pub use self::restart::{ReloadConfig, RestartOnly};
-use self::validate::{Checked, validate_environments};
+use self::validate::{Checked, Complete, validate_environments};
 
 /// A loaded, validated configuration.
 #[derive(Clone, Debug)]
@@ -211,35 +211,47 @@ impl Config {
             .ok();
         match (checked.complete(), policies, ops) {
             (Some(checked), Some(policies), Some(ops)) if problems.is_empty() => {
-                let database_url = resolve_database_url(&base, &raw.database_url);
-                let restart_only = RestartOnly {
-                    listen: checked.listen,
-                    database_url: database_url.clone(),
-                    limits: raw.limits.clone(),
-                    audit: raw.audit.clone(),
-                    reload: raw.reload.clone(),
-                    ops,
-                };
-                Ok(Self {
-                    path: path.to_path_buf(),
-                    listen: checked.listen,
-                    database_url,
-                    key_set: checked.key_set,
-                    tls: checked.tls,
-                    server_tls: checked.server_tls,
-                    signing: checked.signing,
-                    roles: checked.roles,
-                    environments: raw.environments,
-                    policies: Arc::new(policies),
-                    key_ring: Arc::new(checked.key_ring),
-                    limits: raw.limits,
-                    audit: raw.audit,
-                    ops,
-                    reload: raw.reload,
-                    restart_only,
-                })
+                Ok(Self::assemble(path, &base, raw, checked, policies, ops))
             }
             _ => Err(ConfigError::many(path, problems)),
+        }
+    }
+
+    /// The config from a file whose every field checked out.
+    fn assemble(
+        path: &Path,
+        base: &Path,
+        raw: RawConfig,
+        checked: Complete,
+        policies: Policies,
+        ops: Option<OpsConfig>,
+    ) -> Self {
+        let database_url = resolve_database_url(base, &raw.database_url);
+        let restart_only = RestartOnly {
+            listen: checked.listen,
+            database_url: database_url.clone(),
+            limits: raw.limits.clone(),
+            audit: raw.audit.clone(),
+            reload: raw.reload.clone(),
+            ops,
+        };
+        Self {
+            path: path.to_path_buf(),
+            listen: checked.listen,
+            database_url,
+            key_set: checked.key_set,
+            tls: checked.tls,
+            server_tls: checked.server_tls,
+            signing: checked.signing,
+            roles: checked.roles,
+            environments: raw.environments,
+            policies: Arc::new(policies),
+            key_ring: Arc::new(checked.key_ring),
+            limits: raw.limits,
+            audit: raw.audit,
+            ops,
+            reload: raw.reload,
+            restart_only,
         }
     }
 
