@@ -259,7 +259,7 @@ def check_tampering(d, key, old, new, proofs, receipt, spec, entries) -> None:
     flipped = note.replace(f"\n{new.size}\n", f"\n{new.size + 1}\n", 1)
     c = proofs["consistency"]
     hashes = b64list(c["hashes"])
-    bad = [bytes([hashes[0][0] ^ 1]) + hashes[0][1:]] + hashes[1:]
+    bad = [bytes([hashes[0][0] ^ 1]) + hashes[0][1:], *hashes[1:]]
     cut = mth(entries[: old.size - 1])
     envelope = json.loads(receipt)
     statement = json.loads(base64.b64decode(envelope["payload"]))
