@@ -8,6 +8,7 @@ pub mod channel;
 pub mod cli;
 pub mod rejection;
 pub mod retry;
+pub mod transparency;
 
 pub use admission_contract::{ERROR_DOMAIN, Reason, SpecHash, pb};
 pub use admit::AdmitError;

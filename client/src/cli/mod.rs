@@ -12,6 +12,7 @@ pub mod error;
 pub mod health;
 pub mod keys;
 pub mod output;
+pub mod receipt;
 pub mod spec;
 
 use std::{ffi::OsString, fmt, path::PathBuf, process::ExitCode, time::Duration};
@@ -102,6 +103,9 @@ pub enum Command {
     /// List and verify the audit trail.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// Verify admission receipts offline with the log's public key.
+    #[command(subcommand)]
+    Receipt(receipt::ReceiptCommand),
     /// Print a shell completion script: bash, zsh or fish.
     Completion(completion::CompletionArgs),
 }
@@ -115,7 +119,7 @@ pub struct Output {
 
 /// The commands that never call the service; the connection options are left out of their
 /// help.
-const OFFLINE_COMMANDS: [&str; 4] = ["spec-hash", "keygen", "sign", "completion"];
+const OFFLINE_COMMANDS: [&str; 5] = ["spec-hash", "keygen", "sign", "receipt", "completion"];
 
 /// The argument ids of [`ConnectionArgs`].
 const CONNECTION_ARGS: [&str; 7] = [
@@ -199,6 +203,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::SpecHash(args) => spec::run(&output, args),
         Command::Keygen(args) => keys::run_keygen(&output, &args),
         Command::Sign(args) => keys::print_sign(&output, &args),
+        Command::Receipt(command) => receipt::run(&output, command),
         Command::Completion(args) => completion::run(&output, args),
         Command::Deploy(command) => match cli.connection.connect().await {
             Ok(client) => admit::run_deploy(&client, command, &output).await,

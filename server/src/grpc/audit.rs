@@ -54,6 +54,33 @@ impl Audit for AuditService {
         let response = service::verify(&self.store, request.into_inner()).await?;
         Ok(Response::new(response))
     }
+
+    async fn get_checkpoint(
+        &self,
+        _request: Request<pb::GetCheckpointRequest>,
+    ) -> Result<Response<pb::Checkpoint>, Status> {
+        Err(Status::unimplemented(
+            "UNIMPLEMENTED: signed checkpoints are not served yet",
+        ))
+    }
+
+    async fn prove_inclusion(
+        &self,
+        _request: Request<pb::ProveInclusionRequest>,
+    ) -> Result<Response<pb::InclusionProof>, Status> {
+        Err(Status::unimplemented(
+            "UNIMPLEMENTED: inclusion proofs are not served yet",
+        ))
+    }
+
+    async fn prove_consistency(
+        &self,
+        _request: Request<pb::ProveConsistencyRequest>,
+    ) -> Result<Response<pb::ConsistencyProof>, Status> {
+        Err(Status::unimplemented(
+            "UNIMPLEMENTED: consistency proofs are not served yet",
+        ))
+    }
 }
 
 /// Bounds on the filters of `Audit.List`: an environment filter names ids no longer than any
