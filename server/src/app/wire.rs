@@ -103,6 +103,8 @@ impl From<Admission> for pb::Admission {
             audit_entry_hash: admission.audit_entry_hash,
             shadow_reason: admission.shadow_reason,
             break_glass: admission.break_glass,
+            // Receipts are signed once the log key and the Merkle tree are in the store.
+            receipt: Vec::new(),
         }
     }
 }

@@ -60,8 +60,6 @@ impl Engine {
             audit_entry_hash: String::new(),
             shadow_reason,
             break_glass,
-            // Receipts are signed once the log key and the Merkle tree are in the store.
-            receipt: Vec::new(),
         };
         let consume = approval_uses(&used, policy, request);
         let refused_entry = entry.clone();
