@@ -1,7 +1,8 @@
 //! The config file parser and validation, on text: `Config::from_toml` exactly as the server
 //! loads a file, with relative paths resolving into a directory of real TLS and key files (so
 //! inputs that name them get past TLS and key loading into role, environment and limit
-//! validation). Any text either loads or yields one error line naming the file; nothing panics.
+//! validation). Any text either loads or yields its problems, one line each naming the file;
+//! nothing panics.
 #![no_main]
 
 use admission_fuzz::config_dir;
@@ -21,9 +22,15 @@ fuzz_target!(|data: &[u8]| {
     match Config::from_toml(&path, text) {
         Ok(config) => assert_eq!(config.path, path),
         Err(error) => {
-            let line = error.to_string();
-            assert!(!line.contains('\n'), "{line}");
             assert_eq!(error.file(), path);
+            assert!(!error.problems().is_empty(), "an error without a problem");
+            for problem in error.problems() {
+                assert!(!problem.contains('\n'), "{problem}");
+            }
+            let shown = error.to_string();
+            assert_eq!(shown.lines().count(), error.problems().len(), "{shown}");
+            let named = path.display().to_string();
+            assert!(shown.lines().all(|line| line.starts_with(&named)), "{shown}");
         }
     }
 });

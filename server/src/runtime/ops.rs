@@ -97,8 +97,10 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
-    let addr = listener.local_addr().ok();
-    tracing::info!(addr = ?addr, "operations listener serving");
+    match listener.local_addr() {
+        Ok(addr) => tracing::info!(%addr, "operations listener serving"),
+        Err(error) => tracing::info!(%error, "operations listener serving (address unknown)"),
+    }
     tonic::transport::Server::builder()
         .accept_http1(true)
         .concurrency_limit_per_connection(MAX_CALLS_PER_CONNECTION)
