@@ -784,6 +784,24 @@ async fn verify_reports_uses_reset_behind_the_chain(backend: Backend) {
     execute_sql(backend, &fixture.server().state.config().database_url, &sql).await;
     let report = verify(&auditor).await;
     assert!(report.ok, "{report:?}");
+
+    // A revocation is in the chain too: a row put back to approved behind it disagrees.
+    let reviewer = fixture.client(REVIEWER).await;
+    reviewer.revoke_approval(&id, "rotated").await.unwrap();
+    assert!(verify(&auditor).await.ok);
+    let sql = format!("UPDATE approvals SET state = 'approved' WHERE approval_id = '{id}'");
+    execute_sql(backend, &fixture.server().state.config().database_url, &sql).await;
+    let report = verify(&auditor).await;
+    assert!(!report.ok, "{report:?}");
+    assert_eq!(
+        report.mismatches,
+        [pb::DerivedStateMismatch {
+            approval_id: id,
+            field: "state".to_owned(),
+            stored: "approved".to_owned(),
+            derived: "revoked".to_owned(),
+        }]
+    );
 }
 
 async fn concurrent_admits_consume_a_single_use_approval_once(backend: Backend) {
