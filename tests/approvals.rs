@@ -89,6 +89,7 @@ per_backend!(
     denied_approval_cannot_be_decided_again,
     revoked_approval_is_refused,
     single_use_approval_is_consumed_once,
+    verify_reports_uses_reset_behind_the_chain,
     concurrent_admits_consume_a_single_use_approval_once,
     concurrent_retries_of_one_admit_all_get_the_admission,
     concurrent_retries_of_a_rejected_admit_are_each_rejected,
@@ -741,6 +742,66 @@ async fn single_use_approval_is_consumed_once(backend: Backend) {
     assert!(refusal.decision_id.is_some());
     let used = orchestrator.get_approval(&id).await.unwrap();
     assert_eq!((used.uses, used.max_uses), (1, 1));
+}
+
+/// Resetting a consumed single-use approval's `uses` in the database would let it admit
+/// again; Verify recomputes the uses from the chain and names the approval whose row
+/// disagrees, while the trail before the edit verifies clean.
+async fn verify_reports_uses_reset_behind_the_chain(backend: Backend) {
+    let Some(fixture) = Fixture::single(backend, "uses_reset").await else {
+        return;
+    };
+    let orchestrator = fixture.client(ORCHESTRATOR).await;
+    let auditor = fixture.client(AUDITOR).await;
+    let approval = approved(&fixture).await;
+    let id = approval.approval_id.clone();
+    orchestrator
+        .admit_deploy(deploy("prod", "uses-reset-1", &approval.credentials))
+        .await
+        .unwrap();
+    let clean = verify(&auditor).await;
+    assert!(clean.ok, "{clean:?}");
+    assert!(clean.mismatches.is_empty(), "{clean:?}");
+
+    let sql = format!("UPDATE approvals SET uses = 0 WHERE approval_id = '{id}'");
+    execute_sql(backend, &fixture.server().state.config().database_url, &sql).await;
+    let report = verify(&auditor).await;
+    assert!(!report.ok, "{report:?}");
+    assert_eq!(report.first_bad_seq, 0, "the chain itself is intact");
+    assert_eq!(report.entries_checked, clean.entries_checked);
+    assert_eq!(
+        report.mismatches,
+        [pb::DerivedStateMismatch {
+            approval_id: id.clone(),
+            field: "uses".to_owned(),
+            stored: "0".to_owned(),
+            derived: "1".to_owned(),
+        }]
+    );
+
+    // Putting the row back as the chain records it verifies clean again.
+    let sql = format!("UPDATE approvals SET uses = 1 WHERE approval_id = '{id}'");
+    execute_sql(backend, &fixture.server().state.config().database_url, &sql).await;
+    let report = verify(&auditor).await;
+    assert!(report.ok, "{report:?}");
+
+    // A revocation is in the chain too: a row put back to approved behind it disagrees.
+    let reviewer = fixture.client(REVIEWER).await;
+    reviewer.revoke_approval(&id, "rotated").await.unwrap();
+    assert!(verify(&auditor).await.ok);
+    let sql = format!("UPDATE approvals SET state = 'approved' WHERE approval_id = '{id}'");
+    execute_sql(backend, &fixture.server().state.config().database_url, &sql).await;
+    let report = verify(&auditor).await;
+    assert!(!report.ok, "{report:?}");
+    assert_eq!(
+        report.mismatches,
+        [pb::DerivedStateMismatch {
+            approval_id: id,
+            field: "state".to_owned(),
+            stored: "approved".to_owned(),
+            derived: "revoked".to_owned(),
+        }]
+    );
 }
 
 async fn concurrent_admits_consume_a_single_use_approval_once(backend: Backend) {

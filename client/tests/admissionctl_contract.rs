@@ -17,6 +17,7 @@ use std::{
 };
 
 use serde_json::Value;
+use sqlx::Connection as _;
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
@@ -658,6 +659,34 @@ async fn approvals_commands() {
     dev.run_with("reviewer", &closed, &revoke.map(str::to_owned))
         .await
         .failure(UNAVAILABLE, "unavailable");
+
+    // The row put back to approved behind the chain's revocation: verify exits 1 and names it.
+    let verified = dev.ctl("auditor", &["audit", "verify"]).await;
+    assert_eq!(verified.code, OK, "{verified:?}");
+    let url = format!("sqlite://{}", dev.file("admission.db"));
+    let mut db = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    sqlx::query("UPDATE approvals SET state = 'approved' WHERE approval_id = $1")
+        .bind(id.as_str())
+        .execute(&mut db)
+        .await
+        .unwrap();
+    db.close().await.unwrap();
+    let tampered = dev.ctl("auditor", &["audit", "verify"]).await;
+    assert_eq!(tampered.code, REJECTED, "{tampered:?}");
+    let lines: Vec<&str> = tampered.stdout.lines().collect();
+    assert!(lines[0].starts_with("MISMATCH: 1 approval row(s) disagree with the chain"));
+    assert_eq!(
+        lines[1],
+        format!("approval {id}: state stored \"approved\", chain records \"revoked\"")
+    );
+    let report = dev
+        .ctl("auditor", &["--json", "audit", "verify"])
+        .await
+        .json(REJECTED);
+    assert_eq!(report["ok"], false);
+    assert_eq!(report["first_bad_seq"], 0);
+    assert_eq!(report["mismatches"][0]["approval_id"], id.as_str());
+    assert_eq!(report["mismatches"][0]["field"], "state");
 }
 
 /// `audit list` and `audit verify`.

@@ -279,6 +279,7 @@ async fn list_pages_and_filters(db: &TestDb) {
             entries_checked: 25,
             first_bad_seq: 0,
             head_hash: appended[24].1.entry_hash.clone(),
+            mismatches: Vec::new(),
         }
     );
 }

@@ -208,6 +208,19 @@ fn verify_line(report: &pb::VerifyAuditResponse) -> String {
             "ok: {} entries checked, head sha256 {}",
             report.entries_checked, report.head_hash
         )
+    } else if report.first_bad_seq == 0 && !report.mismatches.is_empty() {
+        let mut text = format!(
+            "MISMATCH: {} approval row(s) disagree with the chain ({} entries checked)",
+            report.mismatches.len(),
+            report.entries_checked
+        );
+        for mismatch in &report.mismatches {
+            text.push_str(&format!(
+                "\napproval {}: {} stored {:?}, chain records {:?}",
+                mismatch.approval_id, mismatch.field, mismatch.stored, mismatch.derived
+            ));
+        }
+        text
     } else {
         format!(
             "TAMPERED: first bad seq {} ({} entries checked)",
@@ -222,6 +235,12 @@ fn verify_json(report: &pb::VerifyAuditResponse) -> Value {
         "entries_checked": report.entries_checked,
         "first_bad_seq": report.first_bad_seq,
         "head_hash": report.head_hash,
+        "mismatches": report.mismatches.iter().map(|mismatch| json!({
+            "approval_id": mismatch.approval_id,
+            "field": mismatch.field,
+            "stored": mismatch.stored,
+            "derived": mismatch.derived,
+        })).collect::<Vec<_>>(),
     })
 }
 
@@ -295,6 +314,7 @@ mod tests {
             entries_checked: 3,
             first_bad_seq: 0,
             head_hash: "ab".repeat(32),
+            mismatches: Vec::new(),
         };
         assert_eq!(
             verify_line(&ok),
@@ -305,10 +325,28 @@ mod tests {
             entries_checked: 9,
             first_bad_seq: 6,
             head_hash: String::new(),
+            mismatches: Vec::new(),
         };
         assert_eq!(
             verify_line(&bad),
             "TAMPERED: first bad seq 6 (9 entries checked)"
+        );
+        let mismatched = pb::VerifyAuditResponse {
+            ok: false,
+            entries_checked: 4,
+            first_bad_seq: 0,
+            head_hash: "ab".repeat(32),
+            mismatches: vec![pb::DerivedStateMismatch {
+                approval_id: "apr_1".into(),
+                field: "uses".into(),
+                stored: "0".into(),
+                derived: "1".into(),
+            }],
+        };
+        assert_eq!(
+            verify_line(&mismatched),
+            "MISMATCH: 1 approval row(s) disagree with the chain (4 entries checked)\n\
+             approval apr_1: uses stored \"0\", chain records \"1\""
         );
     }
 

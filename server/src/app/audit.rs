@@ -40,7 +40,8 @@ pub async fn list(
     })
 }
 
-/// `Audit.Verify`: walks the whole chain and re-computes every hash.
+/// `Audit.Verify`: walks the whole chain, re-computes every hash, and compares the approval
+/// rows with what the chain records.
 pub async fn verify(
     store: &AuditStore,
     _request: pb::VerifyAuditRequest,
@@ -51,6 +52,16 @@ pub async fn verify(
         entries_checked: report.entries_checked,
         first_bad_seq: report.first_bad_seq,
         head_hash: report.head_hash,
+        mismatches: report
+            .mismatches
+            .into_iter()
+            .map(|mismatch| pb::DerivedStateMismatch {
+                approval_id: mismatch.approval_id,
+                field: mismatch.field.to_owned(),
+                stored: mismatch.stored,
+                derived: mismatch.derived,
+            })
+            .collect(),
     })
 }
 

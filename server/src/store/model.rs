@@ -311,6 +311,21 @@ pub struct VerifyReport {
     pub first_bad_seq: u64,
     /// entry_hash of the last entry (64 zeros for an empty trail).
     pub head_hash: String,
+    /// Approval rows that disagree with the chain; empty when the chain itself is broken.
+    pub mismatches: Vec<DerivedMismatch>,
+}
+
+/// An approval row whose stored state disagrees with what the chain records.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DerivedMismatch {
+    /// The approval concerned.
+    pub approval_id: String,
+    /// What disagrees: `uses`, `state`, or `row` (consumed in the chain, but no row).
+    pub field: &'static str,
+    /// The stored value (empty when the row is missing).
+    pub stored: String,
+    /// The value derived from the chain.
+    pub derived: String,
 }
 
 /// The row recorded for an offline credential's approval at its first use.

@@ -2,10 +2,14 @@
 
 use futures::TryStreamExt;
 
+use super::derived::{DerivedState, Found};
 use super::*;
 
 /// Entries read per query while verifying: bounds memory whatever the chain length.
 const VERIFY_CHUNK: i64 = 10_000;
+/// Walks (extending the previous one) before the approvals are compared with a head that still
+/// moves; after the last, only disagreements no later write explains are reported.
+const DERIVED_ATTEMPTS: u32 = 3;
 pub(super) const ENTRY_COLUMNS: &str = "seq, entry_id, recorded_at, actor, actor_cert_sha256, \
     initiated_by, action, org_id, project_id, environment_id, spec_hash, capabilities, \
     approval_ids, approvers, outcome, reason, grpc_code, request_id, detail, prev_hash, entry_hash";
@@ -96,6 +100,7 @@ struct ChainWalk {
     prev_hash: String,
     checked: u64,
     first_bad_seq: u64,
+    derived: DerivedState,
 }
 // === impl ChainWalk ===
 
@@ -106,6 +111,7 @@ impl ChainWalk {
             prev_hash: GENESIS_HASH.to_owned(),
             checked: 0,
             first_bad_seq: 0,
+            derived: DerivedState::default(),
         }
     }
 
@@ -142,6 +148,7 @@ impl ChainWalk {
         if self.first_bad_seq == 0 && !(in_place && linked && intact()) {
             self.first_bad_seq = u64::try_from(seq).unwrap_or(0);
         }
+        self.derived.record(values[14], values[12]);
         self.last_seq = seq;
         self.prev_hash.clear();
         self.prev_hash.push_str(entry_hash);
@@ -150,7 +157,7 @@ impl ChainWalk {
 
     /// The report, comparing the last row with the recorded head (which catches a deleted
     /// newest entry: the head's seq is then reported).
-    fn finish(mut self, head_seq: i64, head_hash: &str) -> VerifyReport {
+    fn finish(mut self, head_seq: i64, head_hash: &str, found: Vec<Found>) -> VerifyReport {
         if self.first_bad_seq == 0 && (self.last_seq != head_seq || self.prev_hash != head_hash) {
             let missing = if self.last_seq < head_seq {
                 self.last_seq + 1
@@ -159,11 +166,17 @@ impl ChainWalk {
             };
             self.first_bad_seq = u64::try_from(missing.max(1)).unwrap_or(1);
         }
+        let mismatches: Vec<_> = if self.first_bad_seq == 0 {
+            found.into_iter().map(|found| found.mismatch).collect()
+        } else {
+            Vec::new()
+        };
         VerifyReport {
-            ok: self.first_bad_seq == 0,
+            ok: self.first_bad_seq == 0 && mismatches.is_empty(),
             entries_checked: self.checked,
             first_bad_seq: self.first_bad_seq,
             head_hash: self.prev_hash,
+            mismatches,
         }
     }
 }
@@ -248,19 +261,62 @@ impl Db {
         })
     }
 
-    /// Walks the chain up to the recorded head, `VERIFY_CHUNK` entries at a time.
+    /// Walks the chain up to the recorded head, `VERIFY_CHUNK` entries at a time, then
+    /// compares the approval rows with what the walked entries record. While appends move the
+    /// head meanwhile, the walk is extended to the new head and the rows compared again.
     pub(in crate::store) async fn verify(&self) -> Result<VerifyReport, StoreError> {
+        let (mut head_seq, mut head_hash) = self.verify_head().await?;
+        let mut walk = ChainWalk::new();
+        let mut found = Vec::new();
+        let mut newest_seq = head_seq;
+        for attempt in 1..=DERIVED_ATTEMPTS {
+            self.walk_to(&mut walk, head_seq).await?;
+            if walk.first_bad_seq != 0 {
+                break;
+            }
+            found = self.derived_mismatches(walk.derived.clone()).await?;
+            let (seq, hash) = self.verify_head().await?;
+            newest_seq = seq;
+            if seq == head_seq {
+                break;
+            }
+            if attempt == DERIVED_ATTEMPTS {
+                found.retain(|found| !found.maybe_later_write);
+                break;
+            }
+            (head_seq, head_hash) = (seq, hash);
+        }
+        let mut report = walk.finish(head_seq, &head_hash, found);
+        // Rows past the newest head were never acknowledged by this store: someone inserted
+        // them.
+        const PAST_HEAD: &str = "SELECT MIN(seq) FROM audit_entries WHERE seq > $1";
+        let (past_head,): (Option<i64>,) = on_backend!(Db, self, pool => {
+            sqlx::query_as(PAST_HEAD).bind(newest_seq).fetch_one(pool).await
+        })
+        .map_err(unavailable)?;
+        if let (true, Some(seq)) = (report.first_bad_seq == 0, past_head) {
+            report.ok = false;
+            report.first_bad_seq = u64::try_from(seq).unwrap_or_default();
+            report.mismatches.clear();
+        }
+        Ok(report)
+    }
+
+    /// The recorded chain head.
+    async fn verify_head(&self) -> Result<(i64, String), StoreError> {
         const HEAD: &str = "SELECT seq, entry_hash FROM audit_head WHERE id = 1";
+        on_backend!(Db, self, pool => {
+            sqlx::query_as(HEAD).fetch_one(pool).await
+        })
+        .map_err(unavailable)
+    }
+
+    /// Extends `walk` through the entries up to `head_seq`.
+    async fn walk_to(&self, walk: &mut ChainWalk, head_seq: i64) -> Result<(), StoreError> {
         let sql = format!(
             "SELECT {ENTRY_COLUMNS} FROM audit_entries WHERE seq > $1 AND seq <= $2 \
              ORDER BY seq LIMIT $3"
         );
-        let (head_seq, head_hash): (i64, String) = on_backend!(Db, self, pool => {
-            sqlx::query_as(HEAD).fetch_one(pool).await
-        })
-        .map_err(unavailable)?;
-
-        let mut walk = ChainWalk::new();
         loop {
             let before = walk.checked;
             on_backend!(Db, self, pool => {
@@ -274,21 +330,9 @@ impl Db {
                 }
             });
             if walk.checked - before < VERIFY_CHUNK as u64 {
-                break;
+                return Ok(());
             }
         }
-        let mut report = walk.finish(head_seq, &head_hash);
-        // Rows past the head were never acknowledged by this store: someone inserted them.
-        const PAST_HEAD: &str = "SELECT MIN(seq) FROM audit_entries WHERE seq > $1";
-        let (past_head,): (Option<i64>,) = on_backend!(Db, self, pool => {
-            sqlx::query_as(PAST_HEAD).bind(head_seq).fetch_one(pool).await
-        })
-        .map_err(unavailable)?;
-        if let (true, Some(seq)) = (report.ok, past_head) {
-            report.ok = false;
-            report.first_bad_seq = u64::try_from(seq).unwrap_or_default();
-        }
-        Ok(report)
     }
 }
 

@@ -185,6 +185,7 @@ const CONNECT_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_sec
 
 mod approvals;
 mod batch;
+mod derived;
 mod entries;
 mod idempotency;
 pub(super) mod reach;
