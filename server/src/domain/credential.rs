@@ -1,10 +1,10 @@
-//! The trusted key set at runtime: loaded from `signing_keys.json`, swapped atomically on
-//! SIGHUP, and the mapping of credential verification failures (SPEC §7 rows 11–15) to
+//! The trusted key set at runtime: loaded from `signing_keys.json` (a reload builds a new one
+//! with the rest of the config), and the mapping of credential verification failures (SPEC §7 rows 11–15) to
 //! rejections.
 
 use std::{
     path::{Path, PathBuf},
-    sync::{Arc, RwLock},
+    sync::Arc,
 };
 
 use admission_contract::{
@@ -14,11 +14,11 @@ use admission_contract::{
 
 use crate::domain::rejection::Rejection;
 
-/// The trusted key set, readable cheaply by every request and replaceable without restart.
+/// The trusted key set and the file it was read from, shared cheaply by every request.
 #[derive(Debug)]
 pub struct KeyRing {
     path: PathBuf,
-    current: RwLock<Arc<KeySet>>,
+    current: Arc<KeySet>,
 }
 
 /// Why a key set file cannot be used.
@@ -51,7 +51,7 @@ impl KeyRing {
         let keys = read_key_set(&path)?;
         Ok(KeyRing {
             path,
-            current: RwLock::new(Arc::new(keys)),
+            current: Arc::new(keys),
         })
     }
 
@@ -59,65 +59,18 @@ impl KeyRing {
     pub fn from_key_set(path: impl Into<PathBuf>, keys: KeySet) -> KeyRing {
         KeyRing {
             path: path.into(),
-            current: RwLock::new(Arc::new(keys)),
+            current: Arc::new(keys),
         }
     }
 
-    /// The key set file this ring reloads from.
+    /// The key set file this ring was read from.
     pub fn path(&self) -> &Path {
         &self.path
     }
 
     /// The key set in force now; hold the `Arc` for the whole of one decision.
     pub fn current(&self) -> Arc<KeySet> {
-        // A writer cannot panic while holding the lock (it only swaps an Arc), so a poisoned
-        // lock still holds a complete key set.
-        let guard = self
-            .current
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        Arc::clone(&guard)
-    }
-
-    /// Re-reads the file. On success the new set replaces the old one and its size is
-    /// returned; on failure the old set stays in force.
-    pub fn reload(&self) -> Result<usize, KeyRingError> {
-        match read_key_set(&self.path) {
-            Ok(keys) => {
-                let count = keys.len();
-                let mut guard = self
-                    .current
-                    .write()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner());
-                *guard = Arc::new(keys);
-                drop(guard);
-                tracing::info!(path = %self.path.display(), keys = count, "key set reloaded");
-                Ok(count)
-            }
-            Err(error) => {
-                tracing::warn!(
-                    path = %self.path.display(),
-                    error = %error,
-                    "key set reload failed, keeping the previous key set"
-                );
-                Err(error)
-            }
-        }
-    }
-
-    /// Reloads the key set on every SIGHUP, for the life of the runtime.
-    #[cfg(unix)]
-    pub fn spawn_sighup_reloader(self: Arc<Self>) -> std::io::Result<tokio::task::JoinHandle<()>> {
-        use tokio::signal::unix::{SignalKind, signal};
-
-        let mut hangups = signal(SignalKind::hangup())?;
-        Ok(tokio::spawn(async move {
-            while hangups.recv().await.is_some() {
-                tracing::info!(path = %self.path.display(), "SIGHUP received, reloading key set");
-                // A failed reload is logged by reload() and keeps the old set.
-                let _ = self.reload();
-            }
-        }))
+        Arc::clone(&self.current)
     }
 }
 
@@ -161,29 +114,23 @@ mod tests {
     }
 
     #[test]
-    fn reload_swaps_valid_sets_and_keeps_the_old_one_otherwise() {
+    fn load_reads_each_status_and_refuses_an_invalid_set_naming_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("signing_keys.json");
         let (a, _) = SigningKey::generate("a").unwrap();
         let (b, _) = SigningKey::generate("b").unwrap();
-        std::fs::write(&path, jwks(&[(&a, KeyStatus::Active)])).unwrap();
-        let ring = KeyRing::load(&path).unwrap();
-        let before = ring.current();
-        assert_eq!(before.status("a"), Some(KeyStatus::Active));
-
         std::fs::write(
             &path,
             jwks(&[(&a, KeyStatus::Retired), (&b, KeyStatus::Active)]),
         )
         .unwrap();
-        assert_eq!(ring.reload().unwrap(), 2);
+        let ring = KeyRing::load(&path).unwrap();
+        assert_eq!(ring.current().len(), 2);
         assert_eq!(ring.current().status("a"), Some(KeyStatus::Retired));
         assert_eq!(ring.current().status("b"), Some(KeyStatus::Active));
-        // A set held by an in-flight decision is unaffected by the swap.
-        assert_eq!(before.status("a"), Some(KeyStatus::Active));
 
         std::fs::write(&path, r#"{"keys":[{"kty":"RSA","kid":"c"}]}"#).unwrap();
-        let error = ring.reload().unwrap_err();
+        let error = KeyRing::load(&path).unwrap_err();
         assert_eq!(
             error.to_string(),
             format!(
@@ -192,12 +139,6 @@ mod tests {
                 path.display()
             )
         );
-        assert_eq!(ring.current().len(), 2);
-        assert_eq!(ring.current().status("b"), Some(KeyStatus::Active));
-
-        std::fs::remove_file(&path).unwrap();
-        assert!(matches!(ring.reload(), Err(KeyRingError::Read { .. })));
-        assert_eq!(ring.current().len(), 2);
     }
 
     #[test]
@@ -211,35 +152,6 @@ mod tests {
                 .starts_with(&format!("cannot read key set {}: ", path.display())),
             "{error}"
         );
-    }
-
-    #[cfg(unix)]
-    #[tokio::test]
-    async fn sighup_reloads_the_key_set() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("signing_keys.json");
-        let (a, _) = SigningKey::generate("a").unwrap();
-        let (b, _) = SigningKey::generate("b").unwrap();
-        std::fs::write(&path, jwks(&[(&a, KeyStatus::Active)])).unwrap();
-        let ring = Arc::new(KeyRing::load(&path).unwrap());
-        let task = Arc::clone(&ring).spawn_sighup_reloader().unwrap();
-        std::fs::write(&path, jwks(&[(&b, KeyStatus::Active)])).unwrap();
-
-        let status = std::process::Command::new("kill")
-            .args(["-HUP", &std::process::id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        // Wait for the reloader to observe the signal; the bound only stops a broken test.
-        for _ in 0..500 {
-            if ring.current().status("b").is_some() {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
-        assert_eq!(ring.current().status("b"), Some(KeyStatus::Active));
-        assert_eq!(ring.current().status("a"), None);
-        task.abort();
     }
 
     #[test]
