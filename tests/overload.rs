@@ -19,6 +19,7 @@ use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus}
 use tonic_types::StatusExt;
 
 on_both_backends!(admissions_beyond_the_audit_queue_are_refused_overloaded);
+on_both_backends!(decisions_beyond_the_in_flight_bound_are_refused_before_any_work);
 
 fn assert_overloaded(status: &tonic::Status) {
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
@@ -75,6 +76,41 @@ async fn admissions_beyond_the_audit_queue_are_refused_overloaded(db: &TestDb) {
     client
         .deploy()
         .admit(deploy("dev", "req-third"))
+        .await
+        .unwrap();
+}
+
+/// `[limits] max_in_flight_decisions`: with one decision held by the writer (the database is
+/// locked), the next is refused OVERLOADED at once, before its request id is looked up or
+/// anything is recorded, and health stays SERVING.
+async fn decisions_beyond_the_in_flight_bound_are_refused_before_any_work(db: &TestDb) {
+    let extra = format!(
+        "{ROLES}{DEV_ENVIRONMENT}\n[audit]\ndurable_timeout = \"20s\"\n\n[limits]\n\
+         max_in_flight_decisions = 1\n"
+    );
+    let server = TestServer::start_on(db, &extra).await;
+    let client = server.client(ORCHESTRATOR).await;
+
+    let lock = db.lock().await;
+    let held = {
+        let client = client.clone();
+        tokio::spawn(async move { client.deploy().admit(deploy("dev", "req-held")).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let refused = client.deploy().admit(deploy("dev", "req-refused")).await;
+    assert_overloaded(&refused.unwrap_err());
+    assert_eq!(serving(&server).await, ServingStatus::Serving);
+
+    lock.release().await;
+    held.await.unwrap().expect("the held decision is admitted");
+    // The refused decision was not recorded; its retry is decided afresh.
+    let auditor = server.client(AUDITOR).await;
+    let entries = common::server::audit_entries(&auditor, 100).await;
+    assert!(entries.iter().any(|e| e.request_id == "req-held"));
+    assert!(!entries.iter().any(|e| e.request_id == "req-refused"));
+    client
+        .deploy()
+        .admit(deploy("dev", "req-refused"))
         .await
         .unwrap();
 }

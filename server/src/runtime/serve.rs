@@ -83,9 +83,6 @@ pub const API_SERVICE_NAMES: [&str; 4] = [
     <AuditServer<grpc::AuditService> as NamedService>::NAME,
 ];
 
-/// Decisions evaluated at once before new ones are refused with OVERLOADED (SPEC §7 row 27).
-const MAX_IN_FLIGHT_DECISIONS: usize = 4096;
-
 // === impl AppState ===
 
 impl AppState {
@@ -106,7 +103,7 @@ impl AppState {
             settings.clone(),
             store.clone(),
             limits,
-            MAX_IN_FLIGHT_DECISIONS,
+            config.limits.max_in_flight_decisions,
         );
         let approvals = ApprovalService::new(settings.clone(), store.clone(), limits);
         let health = Health::new();

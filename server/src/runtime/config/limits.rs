@@ -29,6 +29,10 @@ pub struct Limits {
     /// Connections one caller identity may hold open at once; more are closed after the
     /// handshake.
     pub max_connections_per_identity: usize,
+    /// Decisions evaluated at once (from a decoded request to its answer); one more is
+    /// refused with OVERLOADED and RetryInfo before anything is read, verified or recorded
+    /// (SPEC §7 row 27). It bounds the CPU spent on calls the writer could not take anyway.
+    pub max_in_flight_decisions: usize,
     /// Decisions that may wait at once for the audit writer; one more is refused with
     /// OVERLOADED at once, before anything is recorded. Size it to what the store commits in
     /// about `max_audit_queue_wait`.
@@ -63,6 +67,10 @@ pub struct Limits {
     /// Most capabilities named on one request.
     pub max_capabilities: usize,
 }
+
+/// Decisions evaluated at once by default: enough to keep group commits full at a 2-core
+/// server's peak (BENCHMARKS.md), few enough that a burst is refused before it costs CPU.
+const DEFAULT_MAX_IN_FLIGHT_DECISIONS: usize = 256;
 
 /// Bytes a request may hold beyond `spec_kv` and its credentials: ids, environment parts, free
 /// text and protobuf framing, with room to spare.
@@ -107,6 +115,7 @@ fn validate_counts(limits: &Limits) -> Result<(), String> {
         ),
         ("max_calls_per_identity", limits.max_calls_per_identity),
         ("max_queued_audit_appends", limits.max_queued_audit_appends),
+        ("max_in_flight_decisions", limits.max_in_flight_decisions),
         (
             "max_connections_per_identity",
             limits.max_connections_per_identity,
@@ -198,6 +207,7 @@ impl Default for Limits {
             max_buffered_request_bytes: 128 * 1024 * 1024,
             max_calls_per_identity: 64,
             max_connections_per_identity: 256,
+            max_in_flight_decisions: DEFAULT_MAX_IN_FLIGHT_DECISIONS,
             max_queued_audit_appends: crate::store::DEFAULT_QUEUE_CAPACITY,
             max_audit_queue_wait: crate::store::DEFAULT_MAX_QUEUE_WAIT,
             request_timeout: Duration::from_secs(30),
