@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use admission_contract::Reason;
-use admission_log::tree::{stored_hash_count, tree_hash};
+use admission_log::tree::{stored_hash_count, stored_hash_index, tree_hash};
 use admission_log::{Hash, MemoryHashes, empty_root, verify_consistency, verify_inclusion};
 use admission_server::app::failure::Failure;
 use admission_server::domain::rejection::Rejection;
@@ -29,6 +29,7 @@ on_both_backends!(
     a_failed_batch_stores_no_tree_hash,
     out_of_range_arguments_are_invalid_input,
     checkpoints_and_leaves_round_trip,
+    verify_tree_reports_stored_hashes_that_disagree,
 );
 
 /// Batch sizes of every group commit.
@@ -382,4 +383,46 @@ async fn checkpoints_and_leaves_round_trip(db: &TestDb) {
         );
     }
     assert_eq!(store.leaf_of("not-recorded").await.unwrap(), None);
+}
+
+async fn verify_tree_reports_stored_hashes_that_disagree(db: &TestDb) {
+    let store = db.open().await;
+    make_trail(db, &store).await;
+    let (size, _) = store.tree_head().await.unwrap();
+    drop(store);
+    let copy_leaf_0_to = |index: u64| {
+        format!(
+            "UPDATE audit_tree SET hash = (SELECT hash FROM audit_tree WHERE idx = 0) \
+             WHERE idx = {index}"
+        )
+    };
+    let expected = |first_bad_leaf: u64, problem: &str| admission_server::store::TreeReport {
+        ok: false,
+        tree_size: size,
+        leaves_checked: first_bad_leaf,
+        first_bad_leaf: Some(first_bad_leaf),
+        problem: problem.to_owned(),
+    };
+
+    // A leaf hash changed: reported at its leaf. The store still opens.
+    assert_eq!(stored_hash_index(0, 5), 8);
+    db.execute(&copy_leaf_0_to(8)).await;
+    let store = db.open().await;
+    assert_eq!(
+        store.verify_tree().await.unwrap(),
+        expected(5, "the stored hash 8 (level 0) differs from the entries")
+    );
+    // The chain itself is intact: Audit.Verify's own check is unaffected.
+    assert!(store.verify().await.unwrap().ok);
+    drop(store);
+
+    // An interior hash changed too (leaves 0–1's subtree, not on the root's path): reported at
+    // the leaf that completes it, the first one.
+    assert_eq!(stored_hash_index(1, 0), 2);
+    db.execute(&copy_leaf_0_to(2)).await;
+    let store = db.open().await;
+    assert_eq!(
+        store.verify_tree().await.unwrap(),
+        expected(1, "the stored hash 2 (level 1) differs from the entries")
+    );
 }

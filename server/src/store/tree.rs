@@ -4,6 +4,7 @@
 //! built at open. Hashes are append-only, so every read below is consistent by construction:
 //! it reads the head once, then only hashes that head already covers.
 
+use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
 use admission_log::Hash;
@@ -26,13 +27,14 @@ const BUILD_TIMEOUT: Duration = Duration::from_secs(30);
 /// What [`AuditStore::verify_tree`] found.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TreeReport {
-    /// True when every leaf and the root match the entries.
+    /// True when every stored hash and the root match the entries.
     pub ok: bool,
     /// The tree size checked: the chain head's seq when the check began.
     pub tree_size: u64,
     /// Leaves compared with their entries.
     pub leaves_checked: u64,
-    /// The first leaf index (seq − 1) whose stored hash is missing or disagrees.
+    /// The first leaf index (seq − 1) whose stored hashes (its own, or a subtree's it
+    /// completes) are missing or disagree; `None` when all matched but the root does not.
     pub first_bad_leaf: Option<u64>,
     /// What disagrees, one sentence; empty when ok.
     pub problem: String,
@@ -104,8 +106,9 @@ impl AuditStore {
         Ok(position.map(|(seq, entry_hash)| (seq.saturating_sub(1), entry_hash)))
     }
 
-    /// Recomputes every leaf hash from the entries, in chunks, and compares them with the
-    /// stored level-0 hashes, then the root they make with the stored root.
+    /// Recomputes every stored hash from the entries, in chunks, and compares them with the
+    /// stored ones (leaf hashes and every complete subtree's), then the root with the stored
+    /// root. A disagreement is reported, never an error.
     pub async fn verify_tree(&self) -> Result<TreeReport, StoreError> {
         let db = &self.inner.db;
         let size = db.tree_size().await?;
@@ -122,10 +125,9 @@ impl AuditStore {
             let stored: Option<Vec<Hash>> = indexes.iter().map(|i| found.get(i).copied()).collect();
             let stored_root = stored.and_then(|hashes| tree_hash_from(size, &hashes).ok());
             if stored_root != Some(walk.root()) {
-                walk.fail(
-                    size.saturating_sub(1),
-                    "the stored root differs from the entries' root",
-                );
+                // Every leaf matched: an interior hash is wrong (or missing).
+                walk.report.ok = false;
+                walk.report.problem = "the stored root differs from the entries' root".to_owned();
             }
         }
         Ok(walk.report)
@@ -212,18 +214,19 @@ impl LeafWalk {
         }
     }
 
-    /// Compares leaves `lo..hi` with the entries of seq `lo + 1 ..= hi`.
+    /// Compares every stored hash leaves `lo..hi` add with the entries of seq `lo + 1 ..= hi`.
     async fn check(&mut self, db: &Db, lo: u64, hi: u64) -> Result<(), StoreError> {
         let entries = db.entry_hashes(lo, hi).await?;
-        let first = stored_hash_index(0, lo);
-        let stored: std::collections::HashMap<u64, Hash> = db
-            .hashes_between(first, stored_hash_index(0, hi - 1) + 1)
+        let last = hi - 1;
+        let end = stored_hash_index(0, last) + 1 + u64::from(last.trailing_ones());
+        let stored: HashMap<u64, Hash> = db
+            .hashes_between(stored_hash_index(0, lo), end)
             .await?
             .into_iter()
             .collect();
         for index in lo..hi {
             let entry = entries.get((index - lo) as usize);
-            let Some((seq, entry_hash)) = entry.filter(|(seq, _)| *seq == index + 1) else {
+            let Some((_, entry_hash)) = entry.filter(|(seq, _)| *seq == index + 1) else {
                 self.fail(index, "the entry of this leaf is missing");
                 return Ok(());
             };
@@ -231,34 +234,44 @@ impl LeafWalk {
                 self.fail(index, "the entry's entry_hash is not 64 hex digits");
                 return Ok(());
             };
-            let leaf = leaf_hash(&entry_hash);
-            match stored.get(&stored_hash_index(0, index)) {
-                Some(hash) if *hash == leaf => self.push(leaf),
-                Some(_) => {
-                    let problem = format!("the stored leaf hash differs from entry seq {seq}");
-                    self.fail(index, &problem);
-                    return Ok(());
-                }
-                None => {
-                    self.fail(index, "the stored leaf hash is missing");
-                    return Ok(());
-                }
+            if let Err(problem) = self.push(index, leaf_hash(&entry_hash), &stored) {
+                self.fail(index, &problem);
+                return Ok(());
             }
         }
         Ok(())
     }
 
-    fn push(&mut self, leaf: Hash) {
+    /// Adds leaf `index`, comparing the hashes it completes (itself, then one per subtree it
+    /// closes) with the stored ones.
+    fn push(&mut self, index: u64, leaf: Hash, stored: &HashMap<u64, Hash>) -> Result<(), String> {
+        let base = stored_hash_index(0, index);
+        let compare = |level: u64, hash: &Hash| match stored.get(&(base + level)) {
+            Some(found) if found == hash => Ok(()),
+            Some(_) => Err(format!(
+                "the stored hash {} (level {level}) differs from the entries",
+                base + level
+            )),
+            None => Err(format!(
+                "the stored hash {} (level {level}) is missing",
+                base + level
+            )),
+        };
+        compare(0, &leaf)?;
         let mut node = (1, leaf);
+        let mut level = 0;
         while let Some(&(size, left)) = self.frontier.last() {
             if size != node.0 {
                 break;
             }
             self.frontier.pop();
             node = (2 * size, admission_log::node_hash(&left, &node.1));
+            level += 1;
+            compare(level, &node.1)?;
         }
         self.frontier.push(node);
         self.report.leaves_checked += 1;
+        Ok(())
     }
 
     fn root(&self) -> Hash {
