@@ -15,6 +15,8 @@ mod answer;
 mod batch;
 pub mod chain;
 mod db;
+// Replaced by the stored tree: the Merkle tree and checkpoints computed by scanning the trail.
+mod tree_scan;
 mod writer;
 
 use std::sync::Arc;
@@ -192,6 +194,15 @@ impl AuditStore {
             String::new()
         };
         Ok((entries, next))
+    }
+
+    /// The entry at `seq`, if recorded.
+    pub async fn entry(&self, seq: u64) -> Result<Option<AuditEntry>, StoreError> {
+        let Some(after) = seq.checked_sub(1) else {
+            return Ok(None);
+        };
+        let mut entries = self.inner.db.list(&ListFilter::default(), after, 1).await?;
+        Ok(entries.pop().filter(|entry| entry.seq == seq))
     }
 
     /// Walks the whole chain in bounded memory and re-computes every hash.
