@@ -21,6 +21,16 @@ use common::{
 use tonic::Code;
 
 const ORIGIN: &str = "test.local/admission/log";
+/// `acme/payments/shadow`: prod rules in shadow mode, so a deploy without credentials is
+/// admitted reporting APPROVAL_REQUIRED.
+const SHADOW_ENVIRONMENT: &str = r#"
+[[environments]]
+org_id = "acme"
+project_id = "payments"
+environment_id = "shadow"
+posture = "prod"
+enforcement = "audit_only"
+"#;
 /// A second orchestrator, to prove someone else's decision.
 const OTHER_ORCHESTRATOR: &str = "spiffe://test.local/orchestrator/other";
 
@@ -46,7 +56,7 @@ async fn start(db: &TestDb, with_log_key: bool) -> (TestServer, LogKey) {
         String::new()
     };
     let extra = format!(
-        "{ROLES}{DEV_ENVIRONMENT}{PROD_ENVIRONMENT}\n[[roles]]\nidentity = {OTHER_ORCHESTRATOR:?}\nroles = [\"orchestrator\"]\n\n{audit}"
+        "{ROLES}{DEV_ENVIRONMENT}{PROD_ENVIRONMENT}{SHADOW_ENVIRONMENT}\n[[roles]]\nidentity = {OTHER_ORCHESTRATOR:?}\nroles = [\"orchestrator\"]\n\n{audit}"
     );
     let path = write_config_with(dir.path(), &pki, &[], &extra, &ConfigOptions::default());
     let mut config = Config::load(&path).unwrap();
@@ -135,6 +145,16 @@ async fn receipts_verify_and_retries_repeat_them(db: &TestDb) {
         retried.receipt, admission.receipt,
         "a retry gets the same receipt bytes"
     );
+
+    let shadow = orchestrator
+        .deploy()
+        .admit(deploy("shadow", "req-shadow"))
+        .await;
+    let shadow = shadow.unwrap().into_inner();
+    assert_eq!(shadow.shadow_reason, "APPROVAL_REQUIRED");
+    let statement = verify_receipt(&shadow.receipt, &key.verifier(), Some(SPEC_KV)).unwrap();
+    assert_eq!(statement.predicate.decision_id, shadow.decision_id);
+    assert_eq!(statement.predicate.environment, "acme/payments/shadow");
 
     let refused = orchestrator
         .deploy()
@@ -377,4 +397,54 @@ async fn without_a_log_key_nothing_is_signed_but_proofs_work(db: &TestDb) {
     };
     auditor.audit().prove_consistency(request).await.unwrap();
     server.stop().await;
+}
+
+/// The periodic task signs a checkpoint of the grown trail and publishes it; polled for,
+/// bounded, without a timing assertion.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_checkpoint_task_publishes_a_grown_trail() {
+    let db = TestDb::sqlite();
+    let (server, key) = start(&db, true).await;
+    let orchestrator = server.client(ORCHESTRATOR).await;
+    admit(&orchestrator, "req-1").await;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    admission_server::runtime::checkpoints::start(
+        server.state.engine().log().clone(),
+        server.state.store().clone(),
+        std::time::Duration::from_millis(20),
+        stopped,
+    );
+    let latest = server.dir.path().join("checkpoints").join("latest");
+    let mut note = None;
+    for _ in 0..500 {
+        if let Ok(text) = std::fs::read_to_string(&latest) {
+            note = Some(text);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let note = note.expect("the task wrote a checkpoint");
+    let opened = Checkpoint::open(&note, &key.verifier()).unwrap();
+    assert_eq!(opened.tree_size, 1);
+    stop.send_replace(true);
+    server.stop().await;
+    db.cleanup().await;
+}
+
+/// A checkpoint directory that cannot be written is counted and logged; the call still answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_file_write_failure_is_counted_not_fatal() {
+    let db = TestDb::sqlite();
+    let (server, key) = start(&db, true).await;
+    let blocked = server.dir.path().join("a-file");
+    std::fs::write(&blocked, "not a directory").unwrap();
+    let log = admission_server::app::transparency::TransparencyLog::new(
+        Some(std::sync::Arc::new(key)),
+        Some(blocked),
+    );
+    let checkpoint = log.checkpoint(server.state.store()).await.unwrap();
+    assert_eq!(checkpoint.tree_size, 0);
+    assert_eq!(log.checkpoint_write_failures(), 1);
+    server.stop().await;
+    db.cleanup().await;
 }
