@@ -452,3 +452,51 @@ async fn the_buffer_budget_meters_json_bytes_and_refuses_as_overloaded() {
     assert!(retry, "OVERLOADED carries RetryInfo");
     server.stop().await;
 }
+
+/// The transparency RPCs answer JSON like the others: proofs for the auditor, and without a
+/// log key GetCheckpoint is failed_precondition / SIGNING_NOT_CONFIGURED.
+#[tokio::test]
+async fn the_transparency_rpcs_are_served_as_json() {
+    let server = TestServer::start_with(
+        common::Pki::new("test clients CA"),
+        &[],
+        &format!("{DEFAULT_ROLES}{DEV_ENVIRONMENT}"),
+    )
+    .await;
+    let admitted = post_json(&server, ORCHESTRATOR, ADMIT, &deploy_json("dev", "json-t")).await;
+    assert_eq!(admitted.status, StatusCode::OK);
+    let decision_id = admitted.json()["decisionId"].as_str().unwrap().to_owned();
+    let text = |value: &Value| value.to_string().trim_matches('"').to_owned();
+
+    let path = "/byteor.admission.v1.Audit/ProveInclusion";
+    let reply = post_json(
+        &server,
+        ORCHESTRATOR,
+        path,
+        &json!({"decisionId": decision_id}),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+    let proof = reply.json();
+    assert_eq!(text(&proof["treeSize"]), "1");
+    assert_eq!(
+        STANDARD.decode(text(&proof["entryHash"])).unwrap().len(),
+        32
+    );
+
+    let path = "/byteor.admission.v1.Audit/ProveConsistency";
+    let reply = post_json(&server, AUDITOR, path, &json!({"oldSize": "1"})).await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+    let reply = post_json(&server, AUDITOR, path, &json!({"oldSize": "2"})).await;
+    assert_eq!(reply.json()["code"], "invalid_argument");
+    assert_eq!(reply.error_info().reason, "REQUEST_INVALID");
+
+    let path = "/byteor.admission.v1.Audit/GetCheckpoint";
+    let reply = post_json(&server, AUDITOR, path, &json!({})).await;
+    assert_eq!(reply.json()["code"], "failed_precondition");
+    assert_eq!(reply.error_info().reason, "SIGNING_NOT_CONFIGURED");
+    let reply = post_json(&server, ORCHESTRATOR, path, &json!({})).await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    assert_eq!(reply.error_info().reason, "CALLER_NOT_AUTHORIZED");
+    server.stop().await;
+}

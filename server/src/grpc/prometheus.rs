@@ -36,6 +36,7 @@ pub struct Metrics {
     reloads: Family<ResultLabels, Counter>,
     refused_handshakes: Family<ReasonLabels, Counter>,
     calls_in_flight: Gauge,
+    checkpoint_write_failures: Counter,
 }
 
 /// Refused TLS handshakes since start, by why they were refused.
@@ -94,6 +95,7 @@ impl Metrics {
             reloads: Family::default(),
             refused_handshakes: Family::default(),
             calls_in_flight: Gauge::default(),
+            checkpoint_write_failures: Counter::default(),
         };
         metrics.registered()
     }
@@ -141,6 +143,11 @@ impl Metrics {
             "calls_in_flight",
             "API calls being served now",
             self.calls_in_flight.clone(),
+        );
+        r.register(
+            "checkpoint_write_failures",
+            "Signed checkpoints that could not be written to [audit] checkpoint_dir",
+            self.checkpoint_write_failures.clone(),
         );
         // Both results are exposed from the start, so a reload alert has a series to watch.
         for result in ["applied", "refused"] {
@@ -201,6 +208,14 @@ impl Metrics {
             .set(i64::try_from(calls_in_flight).unwrap_or(i64::MAX));
     }
 
+    /// Copies the log's count of failed checkpoint file writes in, before a scrape.
+    pub fn observe_checkpoint_write_failures(&self, total: u64) {
+        // The log's total only grows, so storing it keeps the counter monotonic.
+        self.checkpoint_write_failures
+            .inner()
+            .store(total, Ordering::Relaxed);
+    }
+
     /// The exposition text of every metric, ending in `# EOF`.
     pub fn encode(&self) -> Result<String, fmt::Error> {
         let mut out = String::new();
@@ -251,6 +266,7 @@ mod tests {
             },
             1,
         );
+        metrics.observe_checkpoint_write_failures(3);
         let text = metrics.encode().unwrap_or_default();
         for line in [
             r#"admission_decisions_total{action="deploy",outcome="rejected",reason="APPROVAL_REQUIRED"} 1"#,
@@ -261,6 +277,7 @@ mod tests {
             r#"admission_config_reloads_total{result="refused"} 1"#,
             r#"admission_tls_handshakes_refused_total{reason="handshake_failed"} 2"#,
             "admission_calls_in_flight 1",
+            "admission_checkpoint_write_failures_total 3",
             "# EOF",
         ] {
             assert!(

@@ -147,6 +147,7 @@ fn metrics(state: &AppState) -> axum::response::Response {
     };
     let exposition = state.metrics();
     exposition.observe_transport(refused, state.call_limits().calls_in_flight_total());
+    exposition.observe_checkpoint_write_failures(state.engine().log().checkpoint_write_failures());
     match exposition.encode() {
         Ok(text) => (
             [(

@@ -88,4 +88,19 @@ mod tests {
             ["listen", "database_url", "[limits]", "[audit]", "[reload]"]
         );
     }
+
+    #[test]
+    fn the_transparency_log_fields_are_restart_only() {
+        let changes: [fn(&mut AuditConfig); 4] = [
+            |audit| audit.log_key = Some(PathBuf::from("log.key")),
+            |audit| audit.log_origin = "other.example/log".to_owned(),
+            |audit| audit.checkpoint_interval = Duration::from_secs(5),
+            |audit| audit.checkpoint_dir = Some(PathBuf::from("checkpoints")),
+        ];
+        for change in changes {
+            let mut new = running();
+            change(&mut new.audit);
+            assert_eq!(running().changed(&new), ["[audit]"]);
+        }
+    }
 }
