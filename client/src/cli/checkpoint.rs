@@ -125,11 +125,32 @@ pub async fn run_since(
         )),
     })?;
     let mut client = audit_client(connection).await?;
+    let latest = prove_extends(&mut client, &key, path, &note, &saved).await?;
+    let chain = match args.skip_chain {
+        true => None,
+        false => Some(client.verify(pb::VerifyAuditRequest {}).await?.into_inner()),
+    };
+    print_since(output, &saved, &latest, chain.as_ref());
+    Ok(match chain {
+        Some(report) if !report.ok => ExitStatus::Rejected,
+        _ => ExitStatus::Ok,
+    })
+}
+
+/// The service's current signed checkpoint, once a consistency proof shows that it extends
+/// the `saved` one (the note read from `path`); else the error that says it was rewritten.
+async fn prove_extends(
+    client: &mut AuditClient<Channel>,
+    key: &VerifierKey,
+    path: &Path,
+    note: &str,
+    saved: &Checkpoint,
+) -> Result<Checkpoint, CliError> {
     let answer = client
         .get_checkpoint(pb::GetCheckpointRequest {})
         .await?
         .into_inner();
-    let latest = open_current(&answer, &key)?;
+    let latest = open_current(&answer, key)?;
     let rewritten = |detail: String| {
         CliError::Refused(format!(
             "the log was rewritten or truncated since checkpoint {} ({} entries, root sha256 {}): {detail}",
@@ -154,22 +175,14 @@ pub async fn run_since(
             client.prove_consistency(request).await?.into_inner()
         }
     };
-    transparency::check_since_checkpoint(&note, &answer, &proof, &key).map_err(|e| {
+    transparency::check_since_checkpoint(note, &answer, &proof, key).map_err(|e| {
         rewritten(format!(
             "no valid consistency proof to its {} entries, root sha256 {} ({e})",
             latest.tree_size,
             hex::encode(latest.root_hash)
         ))
     })?;
-    let chain = match args.skip_chain {
-        true => None,
-        false => Some(client.verify(pb::VerifyAuditRequest {}).await?.into_inner()),
-    };
-    print_since(output, &saved, &latest, chain.as_ref());
-    Ok(match chain {
-        Some(report) if !report.ok => ExitStatus::Rejected,
-        _ => ExitStatus::Ok,
-    })
+    Ok(latest)
 }
 
 /// `audit prove DECISION_ID`: the decision's entry is in the log of the signed checkpoint.
@@ -184,37 +197,8 @@ pub async fn run_prove(
         None => None,
     };
     let mut client = audit_client(connection).await?;
-    let answer = client
-        .get_checkpoint(pb::GetCheckpointRequest {})
-        .await?
-        .into_inner();
-    let checkpoint = open_current(&answer, &key)?;
-    let request = pb::ProveInclusionRequest {
-        seq: 0,
-        tree_size: checkpoint.tree_size,
-        decision_id: args.decision_id.clone(),
-    };
-    let proof = client
-        .prove_inclusion(request)
-        .await
-        .map_err(|status| not_found_refused(&status, &args.decision_id))?
-        .into_inner();
-    let not_proved = |detail: String| {
-        CliError::Refused(format!(
-            "decision {} is not proved in the log's signed checkpoint of {} entries: {detail}",
-            args.decision_id, checkpoint.tree_size
-        ))
-    };
-    let leaf = match &statement {
-        Some(statement) => {
-            transparency::check_receipt_against_proof(statement, &args.decision_id, &proof)
-                .map_err(|e| not_proved(e.to_string()))?
-        }
-        None => hex::encode(&proof.entry_hash),
-    };
-    let seq = proof.leaf_index.saturating_add(1);
-    transparency::check_inclusion(seq, &leaf, &proof, &answer.note, &key)
-        .map_err(|e| not_proved(e.to_string()))?;
+    let (checkpoint, proof, leaf) =
+        prove_decision(&mut client, &key, &args.decision_id, statement.as_ref()).await?;
     let value = json!({
         "ok": true,
         "decision_id": args.decision_id,
@@ -238,6 +222,48 @@ pub async fn run_prove(
     );
     output.print(text, value);
     Ok(ExitStatus::Ok)
+}
+
+/// Fetches the signed checkpoint and the inclusion proof of `decision_id` at its size, and
+/// verifies the path from the leaf (the receipt's entry_hash, else the proof's) to its root.
+async fn prove_decision(
+    client: &mut AuditClient<Channel>,
+    key: &VerifierKey,
+    decision_id: &str,
+    statement: Option<&transparency::Statement>,
+) -> Result<(Checkpoint, pb::InclusionProof, String), CliError> {
+    let answer = client
+        .get_checkpoint(pb::GetCheckpointRequest {})
+        .await?
+        .into_inner();
+    let checkpoint = open_current(&answer, key)?;
+    let request = pb::ProveInclusionRequest {
+        seq: 0,
+        tree_size: checkpoint.tree_size,
+        decision_id: decision_id.to_owned(),
+    };
+    let proof = client
+        .prove_inclusion(request)
+        .await
+        .map_err(|status| not_found_refused(&status, decision_id))?
+        .into_inner();
+    let not_proved = |detail: String| {
+        CliError::Refused(format!(
+            "decision {decision_id} is not proved in the log's signed checkpoint of {} entries: {detail}",
+            checkpoint.tree_size
+        ))
+    };
+    let leaf = match statement {
+        Some(statement) => {
+            transparency::check_receipt_against_proof(statement, decision_id, &proof)
+                .map_err(|e| not_proved(e.to_string()))?
+        }
+        None => hex::encode(&proof.entry_hash),
+    };
+    let seq = proof.leaf_index.saturating_add(1);
+    transparency::check_inclusion(seq, &leaf, &proof, &answer.note, key)
+        .map_err(|e| not_proved(e.to_string()))?;
+    Ok((checkpoint, proof, leaf))
 }
 
 /// Connects for the audit service.
