@@ -35,6 +35,10 @@ impl Failure {
                 "the audit trail is at capacity; nothing was recorded, retry with backoff",
             )),
             StoreError::Corrupt => Failure::Internal,
+            // Out of the tree's range: the request's mistake, named by its field.
+            StoreError::InvalidInput { field, description } => {
+                Failure::Rejected(Rejection::invalid_field(field, description))
+            }
             StoreError::InvalidPageToken
             | StoreError::MissingRefusalEntry
             | StoreError::DuplicateEntryId => {
@@ -89,5 +93,28 @@ mod tests {
         ] {
             assert_eq!(Failure::from_store(error, unavailable), Failure::Internal);
         }
+    }
+
+    #[test]
+    fn an_argument_outside_the_tree_is_request_invalid_naming_it() {
+        let error = StoreError::InvalidInput {
+            field: "tree_size",
+            description: "is 12, beyond the tree size 10".to_owned(),
+        };
+        let Failure::Rejected(rejection) = Failure::from_store(error, unavailable) else {
+            panic!("an argument outside the tree must be a rejection");
+        };
+        assert_eq!(rejection.reason, Reason::RequestInvalid);
+        assert_eq!(
+            rejection.message,
+            "tree_size is 12, beyond the tree size 10"
+        );
+        assert_eq!(
+            rejection.field_violations,
+            [(
+                "tree_size".to_owned(),
+                "is 12, beyond the tree size 10".to_owned()
+            )]
+        );
     }
 }

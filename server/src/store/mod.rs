@@ -15,6 +15,7 @@ mod answer;
 mod batch;
 pub mod chain;
 mod db;
+mod tree;
 mod writer;
 
 use std::sync::Arc;
@@ -29,6 +30,7 @@ use db::Db;
 mod model;
 
 pub use self::model::*;
+pub use self::tree::TreeReport;
 
 /// Entries per `list` page when the caller asks for 0.
 pub const DEFAULT_PAGE_SIZE: u32 = 100;
@@ -81,6 +83,19 @@ impl AuditStore {
     /// `postgres://…`), runs migrations and starts the writer task.
     pub async fn open(database_url: &str, options: StoreOptions) -> Result<Self, StoreError> {
         let db = Db::connect(database_url, &options).await?;
+        match tree::complete(&db, &options).await {
+            Ok(()) => {}
+            // Entries the tree cannot be built from are Verify's to report, not a reason not
+            // to start: the tree stays short and its reads answer Unavailable.
+            Err(error @ (sqlx::Error::Decode(_) | sqlx::Error::Protocol(_))) => {
+                tracing::error!(%error, "audit tree could not be built from the entries");
+            }
+            Err(error) => {
+                return Err(StoreError::Open(format!(
+                    "building the audit tree: {error}"
+                )));
+            }
+        }
         let (health_tx, health) = watch::channel(true);
         let (queue, jobs) = mpsc::channel(options.queue_capacity.max(1));
         tokio::spawn(writer::run(db.clone(), jobs, health_tx, options.clone()));

@@ -258,6 +258,15 @@ pub enum StoreError {
     /// logged where found.
     #[error("stored data is corrupt")]
     Corrupt,
+    /// An argument outside the tree as it stands (a leaf index at or beyond the tree size, a
+    /// size beyond the trail, an old size above the new one): the caller's mistake.
+    #[error("{field} {description}")]
+    InvalidInput {
+        /// The argument, named as on the wire (`tree_size`, `leaf_index`, `old_size`, …).
+        field: &'static str,
+        /// What is wrong with it, e.g. "is 12, beyond the tree size 10".
+        description: String,
+    },
 }
 
 /// Tuning of an [`AuditStore`].

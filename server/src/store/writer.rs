@@ -179,6 +179,7 @@ async fn write(tx: &mut WriteTx, writes: &BatchWrites, now: SystemTime) -> Resul
     }
     if !writes.entries.is_empty() {
         tx.insert_entries(&writes.entries).await?;
+        tx.append_tree(&writes.entries).await?;
     }
     if !writes.keys.is_empty() {
         tx.put_keys(&writes.keys, now).await?;

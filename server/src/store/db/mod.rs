@@ -11,6 +11,7 @@ use sqlx::pool::PoolOptions;
 use sqlx::postgres::{PgConnectOptions, PgPool};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqliteSynchronous};
 use sqlx::{ColumnIndex, Decode, Postgres, Row, Sqlite, Transaction, Type};
+pub(super) use tree::decode_entry_hash;
 
 use super::chain::{self, GENESIS_HASH, canonical_list};
 use super::{
@@ -189,3 +190,4 @@ mod derived;
 mod entries;
 mod idempotency;
 pub(super) mod reach;
+mod tree;
