@@ -106,6 +106,8 @@ reasons! {
     AlreadyApproved => "ALREADY_APPROVED",
     /// Approvals: the service has no `[signing]` key, so it cannot issue credentials.
     SigningNotConfigured => "SIGNING_NOT_CONFIGURED",
+    /// Audit.ProveInclusion: no audit entry has that decision_id.
+    DecisionNotFound => "DECISION_NOT_FOUND",
 }
 
 /// A reason string this version does not know.
@@ -130,7 +132,9 @@ impl Reason {
             | Reason::SelfApproval
             | Reason::ApprovalRevoked
             | Reason::QuorumNotMet => Code::PermissionDenied,
-            Reason::EnvironmentUnknown | Reason::ApprovalNotFound => Code::NotFound,
+            Reason::EnvironmentUnknown | Reason::ApprovalNotFound | Reason::DecisionNotFound => {
+                Code::NotFound
+            }
             Reason::RequestIdConflict => Code::AlreadyExists,
             Reason::ConfigBundleEnvironmentMismatch
             | Reason::SourceEnvironmentMismatch
@@ -208,7 +212,7 @@ mod tests {
         for reason in Reason::ALL {
             assert_eq!(reason.as_str().parse::<Reason>(), Ok(*reason));
         }
-        assert_eq!(Reason::ALL.len(), 33);
+        assert_eq!(Reason::ALL.len(), 34);
     }
 
     /// The proto enum `ErrorReason` is the published list: it and `Reason` hold the same names.

@@ -123,7 +123,8 @@ pub fn check_since_checkpoint(
     Ok((old, new))
 }
 
-/// Verifies that the entry `seq` with `entry_hash` (64 hex) is in the log of the signed
+/// Verifies that the entry `seq` with `entry_hash` (64 hex, bare as `Audit.List` shows it or
+/// `sha256:`-prefixed as a receipt's predicate writes it) is in the log of the signed
 /// `checkpoint` note, by `proof` (the `Audit.ProveInclusion` answer for seq and the
 /// checkpoint's size). Returns the checkpoint.
 pub fn check_inclusion(
@@ -134,7 +135,10 @@ pub fn check_inclusion(
     key: &VerifierKey,
 ) -> Result<Checkpoint, TransparencyError> {
     let checkpoint = Checkpoint::open(checkpoint, key)?;
-    let leaf: Hash = hex::decode(entry_hash)
+    let bare = entry_hash
+        .strip_prefix(admission_log::receipt::ENTRY_HASH_PREFIX)
+        .unwrap_or(entry_hash);
+    let leaf: Hash = hex::decode(bare)
         .ok()
         .and_then(|bytes| bytes.try_into().ok())
         .ok_or_else(|| TransparencyError::Input("entry_hash is not 64 hex digits".to_owned()))?;

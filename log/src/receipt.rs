@@ -21,6 +21,8 @@ pub const PAYLOAD_TYPE: &str = "application/vnd.in-toto+json";
 pub const PREDICATE_TYPE: &str = "https://byteor.dev/admission/v1";
 /// The subject name of the spec.
 pub const SUBJECT_NAME: &str = "spec.kv";
+/// What a predicate's `entry_hash` starts with, before the 64 hex digits.
+pub const ENTRY_HASH_PREFIX: &str = "sha256:";
 /// `verificationResult` of an admitted decision.
 pub const RESULT_PASSED: &str = "PASSED";
 
@@ -39,7 +41,7 @@ pub struct ReceiptFacts {
     pub decided_at: SystemTime,
     /// The audit entry's seq.
     pub seq: u64,
-    /// The audit entry's entry_hash (64 lowercase hex).
+    /// The audit entry's entry_hash (64 lowercase hex, as the trail stores it).
     pub entry_hash: String,
     /// Whether it was admitted through break-glass.
     pub break_glass: bool,
@@ -91,7 +93,8 @@ pub struct AdmissionPredicate {
     pub decided_at: String,
     /// The entry's leaf index in the log (seq − 1).
     pub log_index: u64,
-    /// The entry's entry_hash (64 lowercase hex): the leaf an inclusion proof proves.
+    /// The entry's entry_hash as `sha256:` + 64 lowercase hex (SPEC's format for hashes): the
+    /// leaf an inclusion proof proves.
     pub entry_hash: String,
     /// Whether break-glass admitted it.
     #[serde(default)]
@@ -113,23 +116,55 @@ pub struct ReceiptVerifier {
     pub id: String,
 }
 
+// === impl AdmissionPredicate ===
+
+impl AdmissionPredicate {
+    /// The raw 32 bytes of `entry_hash` (the log's leaf), if it is in the receipt format.
+    pub fn entry_hash_bytes(&self) -> Option<[u8; 32]> {
+        let hex = self.entry_hash.strip_prefix(ENTRY_HASH_PREFIX)?;
+        hex::decode(hex).ok()?.try_into().ok()
+    }
+}
+
 // === impl Statement ===
 
 impl Statement {
     /// The statement that `spec_kv` was admitted as `facts` by the log of `origin`.
     pub fn new(spec_kv: &[u8], facts: &ReceiptFacts, origin: &str) -> Result<Statement, LogError> {
+        Statement::of_spec_sha256(&hex::encode(Sha256::digest(spec_kv)), facts, origin)
+    }
+
+    /// The statement that the spec whose SHA-256 is `spec_sha256` (64 lowercase hex) was
+    /// admitted as `facts` by the log of `origin`: what a service that keeps only the spec hash
+    /// signs.
+    pub fn of_spec_sha256(
+        spec_sha256: &str,
+        facts: &ReceiptFacts,
+        origin: &str,
+    ) -> Result<Statement, LogError> {
         let log_index = facts
             .seq
             .checked_sub(1)
             .ok_or_else(|| LogError::malformed("receipt", "seq starts at 1"))?;
-        check_entry_hash(&facts.entry_hash)?;
+        if !is_sha256_hex(spec_sha256) {
+            return Err(LogError::malformed(
+                "receipt",
+                "the spec digest is not 64 lowercase hex digits",
+            ));
+        }
+        if !is_sha256_hex(&facts.entry_hash) {
+            return Err(LogError::malformed(
+                "receipt",
+                "entry_hash is not 64 lowercase hex digits",
+            ));
+        }
         let decided_at = humantime::format_rfc3339_micros(facts.decided_at).to_string();
         Ok(Statement {
             statement_type: STATEMENT_TYPE.to_owned(),
             subject: vec![Subject {
                 name: SUBJECT_NAME.to_owned(),
                 digest: SubjectDigest {
-                    sha256: hex::encode(Sha256::digest(spec_kv)),
+                    sha256: spec_sha256.to_owned(),
                 },
             }],
             predicate_type: PREDICATE_TYPE.to_owned(),
@@ -141,7 +176,7 @@ impl Statement {
                 time_verified: decided_at.clone(),
                 decided_at,
                 log_index,
-                entry_hash: facts.entry_hash.clone(),
+                entry_hash: format!("{ENTRY_HASH_PREFIX}{}", facts.entry_hash),
                 break_glass: facts.break_glass,
                 verifier: ReceiptVerifier {
                     id: origin.to_owned(),
@@ -176,12 +211,7 @@ impl Statement {
         let [subject] = self.subject.as_slice() else {
             return Err(LogError::malformed(WHAT, "expected exactly one subject"));
         };
-        let digest = &subject.digest.sha256;
-        let hex_ok = digest.len() == 64
-            && digest
-                .bytes()
-                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
-        if subject.name != SUBJECT_NAME || !hex_ok {
+        if subject.name != SUBJECT_NAME || !is_sha256_hex(&subject.digest.sha256) {
             return Err(LogError::malformed(
                 WHAT,
                 "the subject is not spec.kv with a sha256 digest",
@@ -223,16 +253,17 @@ pub fn verify_receipt(
     Ok(statement)
 }
 
+/// A predicate's `entry_hash` must be `sha256:` + 64 lowercase hex.
 fn check_entry_hash(entry_hash: &str) -> Result<(), LogError> {
-    let ok = entry_hash.len() == 64
-        && entry_hash
-            .bytes()
-            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
-    if !ok {
-        return Err(LogError::malformed(
+    match entry_hash.strip_prefix(ENTRY_HASH_PREFIX) {
+        Some(hex) if is_sha256_hex(hex) => Ok(()),
+        _ => Err(LogError::malformed(
             "receipt",
-            "entry_hash is not 64 lowercase hex digits",
-        ));
+            "entry_hash is not sha256: and 64 lowercase hex digits",
+        )),
     }
-    Ok(())
+}
+
+fn is_sha256_hex(text: &str) -> bool {
+    text.len() == 64 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }

@@ -237,6 +237,8 @@ fn receipts_verify_with_the_public_key_and_spec() {
     assert_eq!(verified, statement);
     let predicate = &verified.predicate;
     assert_eq!(predicate.log_index, 41);
+    assert_eq!(predicate.entry_hash, format!("sha256:{}", "ab".repeat(32)));
+    assert_eq!(predicate.entry_hash_bytes(), Some([0xab; 32]));
     assert_eq!(predicate.decided_at, "2025-12-02T01:46:40.123456Z");
     assert_eq!(predicate.time_verified, predicate.decided_at);
 
@@ -281,6 +283,34 @@ fn tampered_or_foreign_receipts_are_rejected() {
             Err(LogError::Malformed { .. })
         ));
     }
+}
+
+#[test]
+fn receipt_hashes_must_be_in_their_formats() {
+    let key = test_key();
+    let mut bare = facts();
+    bare.entry_hash = format!("sha256:{}", "ab".repeat(32));
+    assert!(matches!(
+        Statement::new(b"a=1\n", &bare, key.name()),
+        Err(LogError::Malformed { .. })
+    ));
+    assert!(matches!(
+        Statement::of_spec_sha256("AB", &facts(), key.name()),
+        Err(LogError::Malformed { .. })
+    ));
+    // A signed statement whose entry_hash lacks the prefix does not verify.
+    let mut statement = Statement::new(b"a=1\n", &facts(), key.name()).unwrap();
+    statement.predicate.entry_hash = "ab".repeat(32);
+    let receipt = sign_receipt(&statement, &key).unwrap();
+    assert!(matches!(
+        verify_receipt(&receipt, &key.verifier(), None),
+        Err(LogError::Malformed { .. })
+    ));
+    let spec_sha256 = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(b"a=1\n"));
+    assert_eq!(
+        Statement::of_spec_sha256(&spec_sha256, &facts(), key.name()).unwrap(),
+        Statement::new(b"a=1\n", &facts(), key.name()).unwrap()
+    );
 }
 
 #[test]

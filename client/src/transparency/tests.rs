@@ -103,6 +103,8 @@ fn inclusion_of_an_entry_in_a_checkpoint() {
     };
     let entry_hash = hex::encode([5u8; 32]);
     check_inclusion(5, &entry_hash, &proof, &checkpoint, &key.verifier()).unwrap();
+    let receipt_form = format!("sha256:{entry_hash}");
+    check_inclusion(5, &receipt_form, &proof, &checkpoint, &key.verifier()).unwrap();
     assert!(matches!(
         check_inclusion(
             5,

@@ -6,4 +6,5 @@ pub mod audit;
 pub mod failure;
 pub(crate) mod recording;
 pub mod settings;
+pub mod transparency;
 pub(crate) mod wire;

@@ -103,8 +103,7 @@ impl From<Admission> for pb::Admission {
             audit_entry_hash: admission.audit_entry_hash,
             shadow_reason: admission.shadow_reason,
             break_glass: admission.break_glass,
-            // Receipts are signed once the log key and the Merkle tree are in the store.
-            receipt: Vec::new(),
+            receipt: admission.receipt,
         }
     }
 }
@@ -151,5 +150,6 @@ pub(crate) fn decode_admission(bytes: &[u8]) -> Result<Admission, StoredAdmissio
         audit_entry_hash: stored.audit_entry_hash,
         shadow_reason: stored.shadow_reason,
         break_glass: stored.break_glass,
+        receipt: stored.receipt,
     })
 }

@@ -32,6 +32,9 @@ pub struct Admission {
     pub shadow_reason: String,
     /// Whether it was a break-glass admission.
     pub break_glass: bool,
+    /// The signed admission receipt (DSSE envelope JSON); empty until signed, and without a
+    /// log key.
+    pub receipt: Vec<u8>,
 }
 
 /// A previewed decision: what the policy says and which approvals would admit.

@@ -1,4 +1,6 @@
-//! `Audit`: auditor-only reads of the trail, adapted to [`crate::app::audit`].
+//! `Audit`: reads of the trail, adapted to [`crate::app::audit`] and
+//! [`crate::app::transparency`]. Auditors may call every RPC; an orchestrator may also prove
+//! the inclusion of its own decisions.
 
 use admission_contract::pb::{self, audit_server::Audit};
 use tonic::{Request, Response, Status};
@@ -7,8 +9,13 @@ use super::{Rpc, authorize_rpc};
 use crate::{
     app::audit as service,
     app::settings::SharedSettings,
+    app::transparency::{
+        SharedLog,
+        proofs::{self, Provable},
+    },
     domain::rejection::Rejection,
     domain::request::{EnvironmentKey, FieldCheck, RequestLimits},
+    identity::roles::Role,
     store::AuditStore,
 };
 
@@ -17,18 +24,24 @@ use crate::{
 pub struct AuditService {
     settings: SharedSettings,
     store: AuditStore,
+    log: SharedLog,
     limits: RequestLimits,
 }
 
 // === impl AuditService ===
 
 impl AuditService {
-    /// The service over `store`, for callers holding the auditor role; filters are bounded by
-    /// `limits`.
-    pub fn new(settings: SharedSettings, store: AuditStore, limits: RequestLimits) -> Self {
+    /// The service over `store` and `log`; filters are bounded by `limits`.
+    pub fn new(
+        settings: SharedSettings,
+        store: AuditStore,
+        log: SharedLog,
+        limits: RequestLimits,
+    ) -> Self {
         Self {
             settings,
             store,
+            log,
             limits,
         }
     }
@@ -57,30 +70,55 @@ impl Audit for AuditService {
 
     async fn get_checkpoint(
         &self,
-        _request: Request<pb::GetCheckpointRequest>,
+        request: Request<pb::GetCheckpointRequest>,
     ) -> Result<Response<pb::Checkpoint>, Status> {
-        Err(Status::unimplemented(
-            "UNIMPLEMENTED: signed checkpoints are not served yet",
-        ))
+        authorize_rpc(
+            &self.settings.current().roles,
+            &request,
+            Rpc::AuditGetCheckpoint,
+        )?;
+        let checkpoint = self.log.checkpoint(&self.store).await?;
+        Ok(Response::new(checkpoint.into()))
     }
 
     async fn prove_inclusion(
         &self,
-        _request: Request<pb::ProveInclusionRequest>,
+        request: Request<pb::ProveInclusionRequest>,
     ) -> Result<Response<pb::InclusionProof>, Status> {
-        Err(Status::unimplemented(
-            "UNIMPLEMENTED: inclusion proofs are not served yet",
-        ))
+        let roles = self.settings.current().roles.clone();
+        let caller = authorize_rpc(&roles, &request, Rpc::AuditProveInclusion)?;
+        check_decision_id(request.get_ref(), &self.limits)?;
+        let provable = if roles.has_role(&caller.identity, Role::Auditor, None) {
+            Provable::Any
+        } else {
+            Provable::OwnedBy(caller.identity.as_str())
+        };
+        let proof = proofs::prove_inclusion(&self.store, request.get_ref(), provable).await?;
+        Ok(Response::new(proof))
     }
 
     async fn prove_consistency(
         &self,
-        _request: Request<pb::ProveConsistencyRequest>,
+        request: Request<pb::ProveConsistencyRequest>,
     ) -> Result<Response<pb::ConsistencyProof>, Status> {
-        Err(Status::unimplemented(
-            "UNIMPLEMENTED: consistency proofs are not served yet",
-        ))
+        authorize_rpc(
+            &self.settings.current().roles,
+            &request,
+            Rpc::AuditProveConsistency,
+        )?;
+        let proof = proofs::prove_consistency(&self.store, request.get_ref()).await?;
+        Ok(Response::new(proof))
     }
+}
+
+/// A decision id to prove is bounded like every id a request names.
+fn check_decision_id(
+    request: &pb::ProveInclusionRequest,
+    limits: &RequestLimits,
+) -> Result<(), Rejection> {
+    let mut fields = FieldCheck::new(limits);
+    fields.optional_id("decision_id", &request.decision_id);
+    fields.finish()
 }
 
 /// Bounds on the filters of `Audit.List`: an environment filter names ids no longer than any

@@ -294,6 +294,9 @@ impl Rpc {
             "Approvals/Revoke" => Rpc::ApprovalsRevoke,
             "Audit/List" => Rpc::AuditList,
             "Audit/Verify" => Rpc::AuditVerify,
+            "Audit/GetCheckpoint" => Rpc::AuditGetCheckpoint,
+            "Audit/ProveInclusion" => Rpc::AuditProveInclusion,
+            "Audit/ProveConsistency" => Rpc::AuditProveConsistency,
             _ => return None,
         };
         Some(rpc)
@@ -313,6 +316,9 @@ impl Rpc {
             Rpc::ApprovalsRevoke => "approval.revoke",
             Rpc::AuditList => "audit.list",
             Rpc::AuditVerify => "audit.verify",
+            Rpc::AuditGetCheckpoint => "audit.get_checkpoint",
+            Rpc::AuditProveInclusion => "audit.prove_inclusion",
+            Rpc::AuditProveConsistency => "audit.prove_consistency",
         }
     }
 
@@ -348,6 +354,15 @@ impl Rpc {
             }
             Rpc::AuditList => check::<pb::ListAuditRequest>("ListAuditRequest", message),
             Rpc::AuditVerify => check::<pb::VerifyAuditRequest>("VerifyAuditRequest", message),
+            Rpc::AuditGetCheckpoint => {
+                check::<pb::GetCheckpointRequest>("GetCheckpointRequest", message)
+            }
+            Rpc::AuditProveInclusion => {
+                check::<pb::ProveInclusionRequest>("ProveInclusionRequest", message)
+            }
+            Rpc::AuditProveConsistency => {
+                check::<pb::ProveConsistencyRequest>("ProveConsistencyRequest", message)
+            }
         }
     }
 }

@@ -85,6 +85,12 @@ pub enum Rpc {
     AuditList,
     /// Audit.Verify.
     AuditVerify,
+    /// Audit.GetCheckpoint.
+    AuditGetCheckpoint,
+    /// Audit.ProveInclusion.
+    AuditProveInclusion,
+    /// Audit.ProveConsistency.
+    AuditProveConsistency,
 }
 
 /// Why the router cannot be assembled.
@@ -146,6 +152,7 @@ fn api_routes(state: &Services) -> Result<Routes, RouterError> {
             AuditServer::new(AuditService::new(
                 state.settings.clone(),
                 state.store.clone(),
+                state.engine.log().clone(),
                 *state.engine.limits(),
             ))
             .max_decoding_message_size(max),
@@ -195,7 +202,12 @@ impl Rpc {
             | Rpc::ApprovalsCreate => &[Role::Orchestrator],
             Rpc::ApprovalsGet | Rpc::ApprovalsListEligible => &[Role::Orchestrator, Role::Reviewer],
             Rpc::ApprovalsDecide | Rpc::ApprovalsRevoke => &[Role::Reviewer],
-            Rpc::AuditList | Rpc::AuditVerify => &[Role::Auditor],
+            Rpc::AuditList
+            | Rpc::AuditVerify
+            | Rpc::AuditGetCheckpoint
+            | Rpc::AuditProveConsistency => &[Role::Auditor],
+            // An orchestrator only of its own decisions, checked once the entry is known.
+            Rpc::AuditProveInclusion => &[Role::Auditor, Role::Orchestrator],
         }
     }
 
@@ -213,6 +225,9 @@ impl Rpc {
             Rpc::ApprovalsRevoke => "Approvals.Revoke",
             Rpc::AuditList => "Audit.List",
             Rpc::AuditVerify => "Audit.Verify",
+            Rpc::AuditGetCheckpoint => "Audit.GetCheckpoint",
+            Rpc::AuditProveInclusion => "Audit.ProveInclusion",
+            Rpc::AuditProveConsistency => "Audit.ProveConsistency",
         }
     }
 }

@@ -31,6 +31,7 @@ mod env;
 mod limits;
 mod ops;
 mod restart;
+mod transparency;
 mod validate;
 
 use self::env::toml_error;
@@ -38,6 +39,7 @@ use self::limits::validate_limits;
 pub use self::limits::{Limits, REQUEST_FIELDS_ALLOWANCE_BYTES};
 pub use self::ops::OpsConfig;
 pub use self::restart::{ReloadConfig, RestartOnly};
+pub use self::transparency::{DEFAULT_CHECKPOINT_INTERVAL, DEFAULT_LOG_ORIGIN, LogConfig};
 use self::validate::{Checked, Complete, validate_environments};
 
 /// A loaded, validated configuration.
@@ -67,8 +69,10 @@ pub struct Config {
     pub key_ring: Arc<KeyRing>,
     /// Request size limits and transport limits.
     pub limits: Limits,
-    /// Audit store settings.
+    /// Audit store settings, as written.
     pub audit: AuditConfig,
+    /// The transparency log: its key loaded, its paths resolved.
+    pub log: LogConfig,
     /// The operations listener, when `[ops]` configures one.
     pub ops: Option<OpsConfig>,
     /// `[reload]`: how the running server notices changes to its files.
@@ -88,13 +92,24 @@ pub struct SigningConfig {
     pub key: Arc<SigningKey>,
 }
 
-/// `[audit]`: audit store settings.
+/// `[audit]`: audit store and transparency log settings (all restart-only).
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuditConfig {
     /// How long a decision may wait for its audit entry to become durable (SPEC §7 row 26).
     #[serde(with = "duration")]
     pub durable_timeout: Duration,
+    /// The Ed25519 PKCS#8 PEM log key that signs checkpoints and receipts (relative to the
+    /// config file); without it receipts are empty and checkpoints are not served.
+    pub log_key: Option<PathBuf>,
+    /// The checkpoint origin and log key name ([`DEFAULT_LOG_ORIGIN`] by default).
+    pub log_origin: String,
+    /// How often a checkpoint is signed when the trail grew (default 1m).
+    #[serde(with = "duration")]
+    pub checkpoint_interval: Duration,
+    /// A directory to write `checkpoint-<tree_size>` and `latest` into (relative to the config
+    /// file).
+    pub checkpoint_dir: Option<PathBuf>,
 }
 
 /// Why a configuration cannot be used: one or more problems, each displayed on its own line
@@ -209,10 +224,13 @@ impl Config {
         let ops = ops::ops_config(raw.ops.as_ref())
             .map_err(|problem| problems.push(problem))
             .ok();
-        match (checked.complete(), policies, ops) {
-            (Some(checked), Some(policies), Some(ops)) if problems.is_empty() => {
-                Ok(Self::assemble(path, &base, raw, checked, policies, ops))
-            }
+        let log = transparency::log_config(&base, &raw)
+            .map_err(|found| problems.extend(found))
+            .ok();
+        match (checked.complete(), policies, ops, log) {
+            (Some(checked), Some(policies), Some(ops), Some(log)) if problems.is_empty() => Ok(
+                Self::assemble(path, &base, raw, checked, (policies, ops, log)),
+            ),
             _ => Err(ConfigError::many(path, problems)),
         }
     }
@@ -223,8 +241,7 @@ impl Config {
         base: &Path,
         raw: RawConfig,
         checked: Complete,
-        policies: Policies,
-        ops: Option<OpsConfig>,
+        (policies, ops, log): (Policies, Option<OpsConfig>, LogConfig),
     ) -> Self {
         let database_url = resolve_database_url(base, &raw.database_url);
         let restart_only = RestartOnly {
@@ -249,6 +266,7 @@ impl Config {
             key_ring: Arc::new(checked.key_ring),
             limits: raw.limits,
             audit: raw.audit,
+            log,
             ops,
             reload: raw.reload,
             restart_only,
@@ -289,6 +307,10 @@ impl Default for AuditConfig {
     fn default() -> Self {
         Self {
             durable_timeout: Duration::from_secs(2),
+            log_key: None,
+            log_origin: DEFAULT_LOG_ORIGIN.to_owned(),
+            checkpoint_interval: DEFAULT_CHECKPOINT_INTERVAL,
+            checkpoint_dir: None,
         }
     }
 }

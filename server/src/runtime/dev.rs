@@ -1,4 +1,5 @@
-//! `admission-server dev`: a throwaway local PKI, signing key, key set and config (SPEC §8).
+//! `admission-server dev`: a throwaway local PKI, signing key, key set, log key and config
+//! (SPEC §8).
 //!
 //! Every file is created only when missing, so re-running reuses the directory: certificates
 //! already handed to tools keep working.
@@ -107,6 +108,7 @@ pub fn prepare(dir: &Path) -> Result<DevEnvironment, DevError> {
         )?;
     }
     let kid = signing_key(&dir, &mut created)?;
+    log_key::log_key(&dir, &mut created)?;
     let config = dir.join("admission.toml");
     if !config.exists() {
         write_new(&config, config_text(&kid).as_bytes(), false)?;
@@ -290,54 +292,6 @@ fn year_month(unix_seconds: u64) -> (i64, i64) {
     (year, month)
 }
 
-fn config_text(kid: &str) -> String {
-    format!(
-        r#"# Local development configuration written by `admission-server dev`. Not for production.
-listen = "{DEFAULT_LISTEN}"
-database_url = "sqlite://admission.db"
-key_set = "signing_keys.json"
-
-[tls]
-cert = "server.pem"
-key = "server.key"
-client_ca = "ca.pem"
-crls = []
-
-[signing]
-kid = "{kid}"
-private_key = "signing.key"
-
-[[roles]]
-identity = "spiffe://dev.local/orchestrator/ci"
-roles = ["orchestrator", "break_glass"]
-
-[[roles]]
-identity = "spiffe://dev.local/reviewer/*"
-roles = ["reviewer"]
-
-[[roles]]
-identity = "spiffe://dev.local/auditor/audit"
-roles = ["auditor"]
-
-[[environments]]
-org_id = "dev"
-project_id = "app"
-environment_id = "dev"
-posture = "dev"
-
-[[environments]]
-org_id = "dev"
-project_id = "app"
-environment_id = "prod"
-posture = "prod"
-side_effects = "require_approval"
-replay = "allowed"
-required_approvals = 1
-max_uses = 1
-"#
-    )
-}
-
 fn load_key(path: &Path) -> Result<KeyPair, DevError> {
     let pem = fs::read_to_string(path).map_err(|source| io_error(path, source))?;
     KeyPair::from_pem(&pem).map_err(|source| generate_error(path, source))
@@ -393,6 +347,12 @@ fn inconsistent(path: &Path, message: String) -> DevError {
         message,
     }
 }
+
+mod config_text;
+mod log_key;
+
+use self::config_text::config_text;
+pub use self::log_key::DEV_LOG_ORIGIN;
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]

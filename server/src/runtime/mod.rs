@@ -1,5 +1,6 @@
 //! Configuration, telemetry, dev mode, and the composition root that serves it all.
 
+pub mod checkpoints;
 pub mod config;
 pub mod dev;
 pub mod healthcheck;

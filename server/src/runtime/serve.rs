@@ -16,6 +16,7 @@ use crate::{
     app::admission::Engine,
     app::approvals::ApprovalService,
     app::settings::SharedSettings,
+    app::transparency::TransparencyLog,
     grpc::call_limits::{CallLimits, CallLimitsLayer},
     grpc::connect::{ConnectBodyLayer, ConnectLayer, Schema, SchemaError},
     grpc::prometheus::Metrics,
@@ -24,7 +25,7 @@ use crate::{
     identity::tls::{self, AcceptSettings, ServerTls, TransportMetrics},
     runtime::reload::{self, Reloader},
     runtime::watch::start_reloading,
-    runtime::{config::Config, ops},
+    runtime::{checkpoints, config::Config, ops},
     store::{AuditStore, StoreError, StoreOptions},
 };
 
@@ -105,6 +106,10 @@ impl AppState {
         let engine = Engine::new(
             settings.clone(),
             store.clone(),
+            Arc::new(TransparencyLog::new(
+                config.log.key.clone(),
+                config.log.checkpoint_dir.clone(),
+            )),
             limits,
             MAX_IN_FLIGHT_DECISIONS,
         );
@@ -289,6 +294,12 @@ pub async fn run_with(
     let state = AppState::new(config).await?;
     start_reloading(state.reloader(), &state.config);
     let (stop, stopped) = watch::channel(false);
+    checkpoints::start(
+        state.engine.log().clone(),
+        state.store.clone(),
+        state.config.log.checkpoint_interval,
+        stopped.clone(),
+    );
     let ops_task = ops_listener.map(|ops_listener| {
         let mut stopped = stopped.clone();
         let until_stopped = async move {

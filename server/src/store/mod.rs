@@ -209,6 +209,15 @@ impl AuditStore {
         Ok((entries, next))
     }
 
+    /// The entry at `seq`, if recorded.
+    pub async fn entry(&self, seq: u64) -> Result<Option<AuditEntry>, StoreError> {
+        let Some(after) = seq.checked_sub(1) else {
+            return Ok(None);
+        };
+        let mut entries = self.inner.db.list(&ListFilter::default(), after, 1).await?;
+        Ok(entries.pop().filter(|entry| entry.seq == seq))
+    }
+
     /// Walks the whole chain in bounded memory and re-computes every hash.
     pub async fn verify(&self) -> Result<VerifyReport, StoreError> {
         self.inner.db.verify().await

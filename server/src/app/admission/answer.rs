@@ -22,17 +22,39 @@ pub(super) fn approval_uses(
         .collect()
 }
 
-/// The answer to an admission once the store has taken (or refused) it.
+/// The idempotency key of `request` by `caller`, stored with its entry.
+pub(super) fn idempotency_key(caller: &Caller, request: &AdmissionRequest) -> IdempotencyKey {
+    IdempotencyKey {
+        caller: caller.identity.as_str().to_owned(),
+        request_id: request.request_id.clone(),
+        fingerprint: request.fingerprint.clone(),
+    }
+}
+
+/// The answer to an admission once the store has taken (or refused) it; one just recorded is
+/// given its receipt signed by `log`.
 pub(super) fn admitted_answer(
     appended: Appended,
     admission: Admission,
     shadow: bool,
-    request_id: &str,
+    request: &AdmissionRequest,
+    log: &TransparencyLog,
 ) -> Result<Admission, Stop> {
+    let request_id = &request.request_id;
+    let signed = |admission: Admission, receipt: &Receipt| {
+        let mut admission = with_receipt(admission, receipt);
+        admission.receipt = log.receipt(
+            &admission,
+            &request.environment,
+            receipt.seq,
+            &receipt.entry_hash,
+        );
+        admission
+    };
     match appended {
-        Appended::Committed(receipt) => Ok(with_receipt(admission, &receipt)),
+        Appended::Committed(receipt) => Ok(signed(admission, &receipt)),
         Appended::Refused { refusal, receipt } if shadow => {
-            Ok(with_receipt(shadow_refused(admission, &refusal), &receipt))
+            Ok(signed(shadow_refused(admission, &refusal), &receipt))
         }
         Appended::Refused { refusal, receipt } => Err(Stop::Reject(
             refusal_rejection(&refusal).with("decision_id", receipt.entry_id),

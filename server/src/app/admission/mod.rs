@@ -32,6 +32,7 @@ use crate::{
     app::failure::Failure,
     app::recording::{record_rejection, rejection_append, set_rejection},
     app::settings::{Settings, SharedSettings},
+    app::transparency::{SharedLog, TransparencyLog},
     app::wire,
     domain::approval::ApprovalState,
     domain::decision::{Admission, Preview, new_decision_id},
@@ -65,6 +66,7 @@ pub struct Engine {
 struct Inner {
     settings: SharedSettings,
     store: AuditStore,
+    log: SharedLog,
     limits: RequestLimits,
     in_flight: Semaphore,
 }
@@ -90,10 +92,12 @@ struct Begun<'a> {
 // === impl Engine ===
 
 impl Engine {
-    /// An engine over the shared settings (each decision reads them once) and the store.
+    /// An engine over the shared settings (each decision reads them once) and the store,
+    /// signing receipts with `log`.
     pub fn new(
         settings: SharedSettings,
         store: AuditStore,
+        log: SharedLog,
         limits: RequestLimits,
         max_in_flight: usize,
     ) -> Self {
@@ -101,6 +105,7 @@ impl Engine {
             inner: Arc::new(Inner {
                 settings,
                 store,
+                log,
                 limits,
                 in_flight: Semaphore::new(max_in_flight),
             }),
@@ -127,15 +132,51 @@ impl Engine {
             .begin(caller, request, ActionKind::admit_audit_action)
             .await?;
         let (decision_id, request) = (&begun.decision_id, &begun.request);
-        match self.admit_checked(caller, decision_id, request).await {
-            Ok(admission) => Ok(admission),
-            Err(Stop::Answer(admission)) => Ok(*admission),
+        let admission = match self.admit_checked(caller, decision_id, request).await {
+            Ok(admission) => admission,
+            Err(Stop::Answer(admission)) => *admission,
             Err(Stop::Reject(rejection)) => {
                 self.record_rejection(caller, decision_id, request, rejection)
-                    .await
+                    .await?
             }
-            Err(Stop::Fail(failure)) => Err(failure),
+            Err(Stop::Fail(failure)) => return Err(failure),
+        };
+        Ok(self.with_stored_receipt(admission, request).await)
+    }
+
+    /// The log, for the Audit service and the checkpoint task.
+    pub fn log(&self) -> &SharedLog {
+        &self.inner.log
+    }
+
+    /// `admission` with its receipt: an earlier admission answered again is signed again from
+    /// its stored form and its entry, which gives the original bytes. Without the entry (the
+    /// store failing now) it is answered without a receipt rather than not at all.
+    async fn with_stored_receipt(
+        &self,
+        mut admission: Admission,
+        request: &AdmissionRequest,
+    ) -> Admission {
+        if !admission.receipt.is_empty() || !self.inner.log.signs() {
+            return admission;
         }
+        match self.inner.store.leaf_of(&admission.decision_id).await {
+            Ok(Some((index, entry_hash))) => {
+                admission.receipt = self.inner.log.receipt(
+                    &admission,
+                    &request.environment,
+                    index + 1,
+                    &entry_hash,
+                );
+            }
+            Ok(None) => {
+                tracing::error!(decision_id = %admission.decision_id, "an admission answered again has no audit entry")
+            }
+            Err(error) => {
+                tracing::warn!(%error, decision_id = %admission.decision_id, "the receipt of an admission answered again could not be read")
+            }
+        }
+        admission
     }
 
     /// The prelude of admit and preview: row 27, a decision_id, and a request that failed

@@ -60,6 +60,7 @@ impl Engine {
             audit_entry_hash: String::new(),
             shadow_reason,
             break_glass,
+            receipt: Vec::new(),
         };
         let consume = approval_uses(&used, policy, request);
         let refused_entry = entry.clone();
@@ -71,16 +72,12 @@ impl Engine {
             on_refused: Some(Box::new(move |refusal: &UseRefusal| {
                 refused(refused_entry, refusal, shadow_admission)
             })),
-            idempotency: Some(IdempotencyKey {
-                caller: caller.identity.as_str().to_owned(),
-                request_id: request.request_id.clone(),
-                fingerprint: request.fingerprint.clone(),
-            }),
+            idempotency: Some(idempotency_key(caller, request)),
             admission: Some(wire::encode_admission(&admission)),
             approval_write: None,
         };
         let appended = self.inner.store.append(append).await?;
-        admitted_answer(appended, admission, shadow, &request.request_id)
+        admitted_answer(appended, admission, shadow, request, &self.inner.log)
     }
 
     /// Records a rejection and returns it with its `decision_id`; AUDIT_UNAVAILABLE if the
@@ -103,11 +100,7 @@ impl Engine {
         if !passed_row_five(rejection.reason) {
             return Err(self.append_unkeyed(entry, rejection).await);
         }
-        let key = IdempotencyKey {
-            caller: caller.identity.as_str().to_owned(),
-            request_id: request.request_id.clone(),
-            fingerprint: request.fingerprint.clone(),
-        };
+        let key = idempotency_key(caller, request);
         self.append_keyed(entry, key, rejection).await
     }
 

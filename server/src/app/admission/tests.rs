@@ -27,6 +27,7 @@ async fn engine_with_limit(dir: &tempfile::TempDir, max_in_flight: usize) -> Eng
     Engine::new(
         settings,
         store,
+        Arc::default(),
         RequestLimits {
             spec_kv_max_bytes: 1024,
             ..RequestLimits::default()

@@ -81,6 +81,9 @@ fn every_api_path_names_its_rpc() {
         Rpc::ApprovalsRevoke,
         Rpc::AuditList,
         Rpc::AuditVerify,
+        Rpc::AuditGetCheckpoint,
+        Rpc::AuditProveInclusion,
+        Rpc::AuditProveConsistency,
     ] {
         let path = format!("/byteor.admission.v1.{}", rpc.name().replace('.', "/"));
         assert_eq!(Rpc::from_path(&path), Some(rpc), "{path}");

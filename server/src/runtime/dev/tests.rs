@@ -16,14 +16,20 @@ fn year_month_of_known_dates() {
 fn prepare_creates_everything_once_and_the_config_loads() {
     let dir = tempfile::tempdir().unwrap();
     let first = prepare(dir.path()).unwrap();
-    assert_eq!(first.created.len(), 15);
+    assert_eq!(first.created.len(), 17);
     let config = crate::runtime::config::Config::load(&first.config).unwrap();
     assert_eq!(config.environments.len(), 2);
     assert_eq!(config.roles.len(), 3);
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        for key in ["ca.key", "server.key", "orchestrator.key", "signing.key"] {
+        for key in [
+            "ca.key",
+            "server.key",
+            "orchestrator.key",
+            "signing.key",
+            "log.key",
+        ] {
             let mode = fs::metadata(first.dir.join(key))
                 .unwrap()
                 .permissions()
