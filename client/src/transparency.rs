@@ -7,7 +7,9 @@ use std::path::Path;
 pub use admission_log::{
     Checkpoint, LogError, Statement, VerifierKey, receipt::AdmissionPredicate,
 };
-use admission_log::{Hash, verify_checkpoint_consistency, verify_inclusion, verify_receipt};
+use admission_log::{
+    Hash, LogKey, verify_checkpoint_consistency, verify_inclusion, verify_receipt,
+};
 
 use crate::pb;
 
@@ -27,6 +29,73 @@ pub fn read_verifier_key(path: &Path) -> Result<VerifierKey, TransparencyError> 
     let text = read_text(path)?;
     VerifierKey::parse(&text)
         .map_err(|e| TransparencyError::Input(format!("{}: {e}", path.display())))
+}
+
+/// Reads a saved checkpoint note and opens it with `key`. An unreadable or malformed file (or
+/// one of another log) is [`TransparencyError::Input`]; a signature that fails is `Invalid`.
+pub fn read_checkpoint(
+    path: &Path,
+    key: &VerifierKey,
+) -> Result<(String, Checkpoint), TransparencyError> {
+    let note = read_text(path)?;
+    match Checkpoint::open(&note, key) {
+        Ok(checkpoint) => Ok((note, checkpoint)),
+        Err(error @ LogError::Malformed { .. }) => Err(TransparencyError::Input(format!(
+            "{}: {error}",
+            path.display()
+        ))),
+        Err(error) => Err(TransparencyError::Invalid(error)),
+    }
+}
+
+/// Opens an `Audit.GetCheckpoint` answer with `key`: its note must verify, and its
+/// `tree_size` and `root_hash` fields must say what the note says.
+pub fn open_checkpoint(
+    answer: &pb::Checkpoint,
+    key: &VerifierKey,
+) -> Result<Checkpoint, TransparencyError> {
+    let checkpoint = Checkpoint::open(&answer.note, key)?;
+    check_fields_match_note(answer, &checkpoint)?;
+    Ok(checkpoint)
+}
+
+/// The `log.pub` line (with its newline) of the log key in `pem` (PKCS#8 Ed25519) named
+/// `origin`: what auditors verify checkpoints and receipts with.
+pub fn log_pub_line(pem: &str, origin: &str) -> Result<String, LogError> {
+    Ok(LogKey::from_pkcs8_pem(origin, pem)?
+        .verifier()
+        .to_pub_file())
+}
+
+/// A receipt's `entry_hash` as 64 hex digits, with or without a `sha256:` prefix.
+pub fn receipt_entry_hash(statement: &Statement) -> &str {
+    let hash = statement.predicate.entry_hash.as_str();
+    hash.strip_prefix("sha256:").unwrap_or(hash)
+}
+
+/// Checks that a verified receipt is about the entry `proof` proves for `decision_id`: the
+/// same decision, leaf index and entry hash. Returns the leaf (64 hex) to prove.
+pub fn check_receipt_against_proof(
+    statement: &Statement,
+    decision_id: &str,
+    proof: &pb::InclusionProof,
+) -> Result<String, TransparencyError> {
+    let predicate = &statement.predicate;
+    let leaf = receipt_entry_hash(statement).to_owned();
+    let proved = hex::encode(&proof.entry_hash);
+    let problem = if predicate.decision_id != decision_id {
+        format!("the receipt is for decision {}", predicate.decision_id)
+    } else if predicate.log_index != proof.leaf_index {
+        format!(
+            "the receipt names log index {}, the service proves leaf {}",
+            predicate.log_index, proof.leaf_index
+        )
+    } else if !proof.entry_hash.is_empty() && proved != leaf {
+        format!("the receipt names entry_hash {leaf}, the service proves {proved}")
+    } else {
+        return Ok(leaf);
+    };
+    Err(TransparencyError::Input(problem))
 }
 
 /// Verifies a receipt (DSSE envelope JSON) with `key`; with `spec_kv`, also that it is about

@@ -1,4 +1,6 @@
-//! `admissionctl audit list|verify`: read and check the audit trail (auditor role).
+//! `admissionctl audit …`: read and check the audit trail (auditor role). `list` and the chain
+//! `verify` are here; the transparency-log commands (`checkpoint`, `verify --since-checkpoint`,
+//! `prove`) are in [`super::checkpoint`], the offline `log-key` in [`super::log_key`].
 
 use std::time::SystemTime;
 
@@ -8,7 +10,11 @@ use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 use tonic::transport::Channel;
 
-use super::{CliError, ExitStatus, Output};
+use super::{
+    CliError, ConnectionArgs, ExitStatus, Output,
+    checkpoint::{self, CheckpointArgs, ProveArgs, SinceArgs},
+    log_key::{self, LogKeyArgs},
+};
 
 /// Largest page the service serves.
 const MAX_PAGE_SIZE: u32 = 1000;
@@ -20,8 +26,15 @@ const HASH_PREFIX: usize = 12;
 pub enum AuditCommand {
     /// List audit entries, oldest first.
     List(ListArgs),
-    /// Re-compute every hash of the chain; exits 1 when it does not check out.
-    Verify,
+    /// Re-compute every hash of the chain; exits 1 when it does not check out. With
+    /// --since-checkpoint, also prove that the log still holds a saved signed checkpoint.
+    Verify(SinceArgs),
+    /// Fetch the current signed checkpoint (verified with --log-key) and save it with --out.
+    Checkpoint(CheckpointArgs),
+    /// Prove that a decision is in the log of a signed checkpoint (and check its receipt).
+    Prove(ProveArgs),
+    /// Print the log's public key (the `log.pub` line) from its private key, offline.
+    LogKey(LogKeyArgs),
 }
 
 /// Filters of `admissionctl audit list`.
@@ -41,9 +54,31 @@ pub struct ListArgs {
     pub limit: u32,
 }
 
-/// Runs one audit command over `channel`, printing to stdout (JSON with `--json`).
-/// `verify` ends with exit status 1 when the chain does not check out.
+/// Runs one audit command, printing to stdout (JSON with `--json`); local input is read before
+/// the service is called. `verify` ends with exit status 1 when the chain does not check out.
 pub async fn run(
+    connection: &ConnectionArgs,
+    command: AuditCommand,
+    output: &Output,
+) -> Result<ExitStatus, CliError> {
+    match command {
+        AuditCommand::Verify(args) if args.since_checkpoint.is_some() => {
+            checkpoint::run_since(connection, &args, output).await
+        }
+        AuditCommand::Checkpoint(args) => {
+            checkpoint::run_checkpoint(connection, &args, output).await
+        }
+        AuditCommand::Prove(args) => checkpoint::run_prove(connection, &args, output).await,
+        AuditCommand::LogKey(args) => log_key::run(&args, output),
+        AuditCommand::List(_) | AuditCommand::Verify(_) => {
+            let client = connection.connect().await?;
+            run_chain(client.channel(), command, output).await
+        }
+    }
+}
+
+/// `list` and the chain-only `verify` over `channel`.
+async fn run_chain(
     channel: Channel,
     command: AuditCommand,
     output: &Output,
@@ -63,13 +98,9 @@ pub async fn run(
             }
             Ok(ExitStatus::Ok)
         }
-        AuditCommand::Verify => {
+        _ => {
             let report = client.verify(pb::VerifyAuditRequest {}).await?.into_inner();
-            if output.json {
-                println!("{}", verify_json(&report));
-            } else {
-                println!("{}", verify_line(&report));
-            }
+            output.print(verify_line(&report), verify_json(&report));
             Ok(if report.ok {
                 ExitStatus::Ok
             } else {
@@ -202,7 +233,7 @@ fn entry_json(entry: &pb::AuditEntry) -> Value {
     })
 }
 
-fn verify_line(report: &pb::VerifyAuditResponse) -> String {
+pub(super) fn verify_line(report: &pb::VerifyAuditResponse) -> String {
     if report.ok {
         format!(
             "ok: {} entries checked, head sha256 {}",
@@ -229,7 +260,7 @@ fn verify_line(report: &pb::VerifyAuditResponse) -> String {
     }
 }
 
-fn verify_json(report: &pb::VerifyAuditResponse) -> Value {
+pub(super) fn verify_json(report: &pb::VerifyAuditResponse) -> Value {
     json!({
         "ok": report.ok,
         "entries_checked": report.entries_checked,

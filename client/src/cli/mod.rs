@@ -7,10 +7,12 @@
 pub mod admit;
 pub mod approvals;
 pub mod audit;
+pub mod checkpoint;
 pub mod completion;
 pub mod error;
 pub mod health;
 pub mod keys;
+pub mod log_key;
 pub mod output;
 pub mod receipt;
 pub mod spec;
@@ -100,7 +102,7 @@ pub enum Command {
     /// Request, review, list and revoke approvals.
     #[command(subcommand)]
     Approvals(approvals::ApprovalsCommand),
-    /// List and verify the audit trail.
+    /// List and verify the audit trail; save, prove and check its signed checkpoints.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
     /// Verify admission receipts offline with the log's public key.
@@ -217,10 +219,7 @@ pub async fn run(cli: Cli) -> ExitCode {
             Ok(client) => approvals::run(&client, command, &output).await,
             Err(error) => Err(error),
         },
-        Command::Audit(command) => match cli.connection.connect().await {
-            Ok(client) => audit::run(client.channel(), command, &output).await,
-            Err(error) => Err(error),
-        },
+        Command::Audit(command) => audit::run(&cli.connection, command, &output).await,
     };
     match result {
         Ok(status) => status.into(),

@@ -99,7 +99,7 @@ fn inclusion_of_an_entry_in_a_checkpoint() {
         leaf_index: 4,
         tree_size: 11,
         hashes: wire(prove_inclusion(4, 11, &tree).unwrap()),
-        entry_hash: vec![5; 32],
+        entry_hash: [5u8; 32].to_vec(),
     };
     let entry_hash = hex::encode([5u8; 32]);
     check_inclusion(5, &entry_hash, &proof, &checkpoint, &key.verifier()).unwrap();
@@ -142,4 +142,82 @@ fn a_log_pub_file_is_read_or_named_in_the_error() {
             .to_string()
             .starts_with("cannot read")
     );
+}
+
+#[test]
+fn a_saved_checkpoint_is_opened_or_refused_by_kind() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, _) = LogKey::generate(ORIGIN).unwrap();
+    let mut tree = MemoryHashes::new();
+    tree.append(&entries(3)).unwrap();
+    let answer = signed(&key, &tree);
+    let file = dir.path().join("checkpoint");
+    std::fs::write(&file, &answer.note).unwrap();
+    let (note, checkpoint) = read_checkpoint(&file, &key.verifier()).unwrap();
+    assert_eq!((note, checkpoint.tree_size), (answer.note.clone(), 3));
+    assert_eq!(
+        open_checkpoint(&answer, &key.verifier()).unwrap(),
+        checkpoint
+    );
+
+    // Signed by another key of the same name: the signature fails (Invalid).
+    let (other, _) = LogKey::generate(ORIGIN).unwrap();
+    assert!(matches!(
+        read_checkpoint(&file, &other.verifier()),
+        Err(TransparencyError::Invalid(LogError::NotSignedByKey { .. }))
+    ));
+    // A one-character change of the body: the signature fails.
+    std::fs::write(&file, answer.note.replacen("\n3\n", "\n4\n", 1)).unwrap();
+    assert!(matches!(
+        read_checkpoint(&file, &key.verifier()),
+        Err(TransparencyError::Invalid(LogError::BadSignature { .. }))
+    ));
+    // Not a note at all: local input, named.
+    std::fs::write(&file, "hello\n").unwrap();
+    let error = read_checkpoint(&file, &key.verifier()).unwrap_err();
+    assert!(
+        matches!(&error, TransparencyError::Input(m) if m.starts_with(&file.display().to_string()))
+    );
+}
+
+#[test]
+fn a_receipt_must_name_the_proved_entry() {
+    let (key, pem) = LogKey::generate(ORIGIN).unwrap();
+    assert_eq!(
+        log_pub_line(&pem, ORIGIN).unwrap(),
+        key.verifier().to_pub_file()
+    );
+    let facts = admission_log::ReceiptFacts {
+        decision_id: "dec_1".to_owned(),
+        environment: "acme/shop/prod".to_owned(),
+        action: "deploy".to_owned(),
+        approval_ids: Vec::new(),
+        decided_at: std::time::SystemTime::UNIX_EPOCH,
+        seq: 5,
+        entry_hash: hex::encode([5u8; 32]),
+        break_glass: false,
+    };
+    let statement = Statement::new(b"spec", &facts, ORIGIN).unwrap();
+    let proof = pb::InclusionProof {
+        leaf_index: 4,
+        tree_size: 11,
+        hashes: Vec::new(),
+        entry_hash: [5u8; 32].to_vec(),
+    };
+    assert_eq!(
+        check_receipt_against_proof(&statement, "dec_1", &proof).unwrap(),
+        hex::encode([5u8; 32])
+    );
+    assert!(check_receipt_against_proof(&statement, "dec_2", &proof).is_err());
+    let other_leaf = pb::InclusionProof {
+        leaf_index: 5,
+        ..proof.clone()
+    };
+    assert!(check_receipt_against_proof(&statement, "dec_1", &other_leaf).is_err());
+    let other_hash = pb::InclusionProof {
+        entry_hash: [6u8; 32].to_vec(),
+        ..proof
+    };
+    let error = check_receipt_against_proof(&statement, "dec_1", &other_hash).unwrap_err();
+    assert!(error.to_string().contains("the service proves"), "{error}");
 }
