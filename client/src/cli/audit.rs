@@ -2,6 +2,7 @@
 
 use std::time::SystemTime;
 
+use admission_contract::hash::{bare_hash, wire_hash};
 use admission_contract::pb;
 use admission_contract::pb::audit_client::AuditClient;
 use clap::{Args, Subcommand};
@@ -12,7 +13,7 @@ use super::{CliError, ExitStatus, Output};
 
 /// Largest page the service serves.
 const MAX_PAGE_SIZE: u32 = 1000;
-/// Characters of `entry_hash` shown in human output.
+/// Hex digits of `entry_hash` shown in human output.
 const HASH_PREFIX: usize = 12;
 
 /// `admissionctl audit …`
@@ -155,10 +156,8 @@ fn entry_line(entry: &pb::AuditEntry) -> String {
     } else {
         entry.reason.as_str()
     };
-    let hash = entry
-        .entry_hash
-        .get(..HASH_PREFIX)
-        .unwrap_or(&entry.entry_hash);
+    let hex = bare_hash(&entry.entry_hash);
+    let hash = hex.get(..HASH_PREFIX).unwrap_or(hex);
     format!(
         "{:>6}  {}  {:<20} {:<34} {:<16} {}  {}  {}",
         entry.seq,
@@ -197,16 +196,17 @@ fn entry_json(entry: &pb::AuditEntry) -> Value {
         "grpc_code": entry.grpc_code,
         "request_id": entry.request_id,
         "detail": entry.detail,
-        "prev_hash": entry.prev_hash,
-        "entry_hash": entry.entry_hash,
+        "prev_hash": wire_hash(&entry.prev_hash),
+        "entry_hash": wire_hash(&entry.entry_hash),
     })
 }
 
 fn verify_line(report: &pb::VerifyAuditResponse) -> String {
     if report.ok {
         format!(
-            "ok: {} entries checked, head sha256 {}",
-            report.entries_checked, report.head_hash
+            "ok: {} entries checked, head {}",
+            report.entries_checked,
+            wire_hash(&report.head_hash)
         )
     } else if report.first_bad_seq == 0 && !report.mismatches.is_empty() {
         let mut text = format!(
@@ -234,7 +234,7 @@ fn verify_json(report: &pb::VerifyAuditResponse) -> Value {
         "ok": report.ok,
         "entries_checked": report.entries_checked,
         "first_bad_seq": report.first_bad_seq,
-        "head_hash": report.head_hash,
+        "head_hash": wire_hash(&report.head_hash),
         "mismatches": report.mismatches.iter().map(|mismatch| json!({
             "approval_id": mismatch.approval_id,
             "field": mismatch.field,
@@ -291,6 +291,13 @@ mod tests {
     #[test]
     fn human_line_has_the_fields_in_order() {
         assert_eq!(
+            entry_line(&pb::AuditEntry {
+                entry_hash: format!("sha256:{}", sample().entry_hash),
+                ..sample()
+            }),
+            entry_line(&sample())
+        );
+        assert_eq!(
             entry_line(&sample()),
             "     7  2026-11-23T10:00:00.123456Z  rejected             POLICY_DENIED                      \
              deploy.admit     acme/payments/prod  spiffe://acme.example/orchestrator/ci  0123456789ab"
@@ -305,6 +312,10 @@ mod tests {
         assert_eq!(value["resource_scope"]["environment_id"], "prod");
         assert_eq!(value["reason"], "POLICY_DENIED");
         assert_eq!(value["capabilities"], json!([]));
+        assert_eq!(
+            value["entry_hash"],
+            format!("sha256:{}", "0123456789abcdef".repeat(4))
+        );
     }
 
     #[test]
@@ -318,8 +329,14 @@ mod tests {
         };
         assert_eq!(
             verify_line(&ok),
-            format!("ok: 3 entries checked, head sha256 {}", "ab".repeat(32))
+            format!("ok: 3 entries checked, head sha256:{}", "ab".repeat(32))
         );
+        // A server that sends the bare hex reads the same.
+        let prefixed = pb::VerifyAuditResponse {
+            head_hash: format!("sha256:{}", "ab".repeat(32)),
+            ..ok.clone()
+        };
+        assert_eq!(verify_line(&prefixed), verify_line(&ok));
         let bad = pb::VerifyAuditResponse {
             ok: false,
             entries_checked: 9,

@@ -3,6 +3,7 @@
 
 use std::time::SystemTime;
 
+use admission_contract::hash::wire_hash;
 use admission_contract::{Reason, pb};
 
 use crate::app::failure::Failure;
@@ -51,7 +52,7 @@ pub async fn verify(
         ok: report.ok,
         entries_checked: report.entries_checked,
         first_bad_seq: report.first_bad_seq,
-        head_hash: report.head_hash,
+        head_hash: wire_hash(&report.head_hash),
         mismatches: report
             .mismatches
             .into_iter()
