@@ -210,14 +210,19 @@ fn verify_line(report: &pb::VerifyAuditResponse) -> String {
         )
     } else if report.first_bad_seq == 0 && !report.mismatches.is_empty() {
         let mut text = format!(
-            "MISMATCH: {} approval row(s) disagree with the chain ({} entries checked)",
+            "MISMATCH: {} row(s) disagree with the chain ({} entries checked)",
             report.mismatches.len(),
             report.entries_checked
         );
         for mismatch in &report.mismatches {
+            let row = if mismatch.approval_id.is_empty() {
+                format!("idempotency {} {}", mismatch.caller, mismatch.request_id)
+            } else {
+                format!("approval {}", mismatch.approval_id)
+            };
             text.push_str(&format!(
-                "\napproval {}: {} stored {:?}, chain records {:?}",
-                mismatch.approval_id, mismatch.field, mismatch.stored, mismatch.derived
+                "\n{row}: {} stored {:?}, chain records {:?}",
+                mismatch.field, mismatch.stored, mismatch.derived
             ));
         }
         text
@@ -237,6 +242,8 @@ fn verify_json(report: &pb::VerifyAuditResponse) -> Value {
         "head_hash": wire_hash(&report.head_hash),
         "mismatches": report.mismatches.iter().map(|mismatch| json!({
             "approval_id": mismatch.approval_id,
+            "caller": mismatch.caller,
+            "request_id": mismatch.request_id,
             "field": mismatch.field,
             "stored": mismatch.stored,
             "derived": mismatch.derived,
@@ -353,17 +360,29 @@ mod tests {
             entries_checked: 4,
             first_bad_seq: 0,
             head_hash: "ab".repeat(32),
-            mismatches: vec![pb::DerivedStateMismatch {
-                approval_id: "apr_1".into(),
-                field: "uses".into(),
-                stored: "0".into(),
-                derived: "1".into(),
-            }],
+            mismatches: vec![
+                pb::DerivedStateMismatch {
+                    approval_id: "apr_1".into(),
+                    field: "uses".into(),
+                    stored: "0".into(),
+                    derived: "1".into(),
+                    ..pb::DerivedStateMismatch::default()
+                },
+                pb::DerivedStateMismatch {
+                    field: "decision".into(),
+                    stored: "dec_2".into(),
+                    derived: "no entry".into(),
+                    caller: "ci".into(),
+                    request_id: "r-1".into(),
+                    ..pb::DerivedStateMismatch::default()
+                },
+            ],
         };
         assert_eq!(
             verify_line(&mismatched),
-            "MISMATCH: 1 approval row(s) disagree with the chain (4 entries checked)\n\
-             approval apr_1: uses stored \"0\", chain records \"1\""
+            "MISMATCH: 2 row(s) disagree with the chain (4 entries checked)\n\
+             approval apr_1: uses stored \"0\", chain records \"1\"\n\
+             idempotency ci r-1: decision stored \"dec_2\", chain records \"no entry\""
         );
     }
 

@@ -42,7 +42,7 @@ pub async fn list(
 }
 
 /// `Audit.Verify`: walks the whole chain, re-computes every hash, and compares the approval
-/// rows with what the chain records.
+/// and idempotency rows with what the chain records.
 pub async fn verify(
     store: &AuditStore,
     _request: pb::VerifyAuditRequest,
@@ -56,11 +56,16 @@ pub async fn verify(
         mismatches: report
             .mismatches
             .into_iter()
-            .map(|mismatch| pb::DerivedStateMismatch {
-                approval_id: mismatch.approval_id,
-                field: mismatch.field.to_owned(),
-                stored: mismatch.stored,
-                derived: mismatch.derived,
+            .map(|mismatch| {
+                let (caller, request_id) = mismatch.idempotency_key.unwrap_or_default();
+                pb::DerivedStateMismatch {
+                    approval_id: mismatch.approval_id,
+                    field: mismatch.field.to_owned(),
+                    stored: mismatch.stored,
+                    derived: mismatch.derived,
+                    caller,
+                    request_id,
+                }
             })
             .collect(),
     })
