@@ -6,6 +6,7 @@
 
 pub mod credential;
 pub mod echo;
+pub mod hash;
 pub mod reason;
 pub mod spec;
 

@@ -14,6 +14,7 @@ use admission_client::{AdmissionClient, AdmitError, Rejection, pb};
 use admission_contract::{
     Reason, SpecHash,
     credential::{Claims, KeyStatus, SigningKey},
+    hash::wire_hash,
 };
 use admission_server::store::{AuditEntry, ListFilter};
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
@@ -1352,7 +1353,7 @@ async fn retired_keys_verify_revoked_keys_do_not_and_active_keys_coexist() {
             },
         )
         .await;
-        assert_eq!(entry.entry_hash, admission.audit_entry_hash);
+        assert_eq!(wire_hash(&entry.entry_hash), admission.audit_entry_hash);
         assert_eq!(entry.entry.approval_ids, std::slice::from_ref(&id));
         assert_eq!(entry.entry.approvers, [BOB]);
         assert_eq!(uses(&h.server, &id).await, 1);
@@ -1543,7 +1544,7 @@ async fn shadow_mode_admits_reports_and_consumes_nothing() {
         },
     )
     .await;
-    assert_eq!(entry.entry_hash, admission.audit_entry_hash);
+    assert_eq!(wire_hash(&entry.entry_hash), admission.audit_entry_hash);
 
     // A valid credential next to an expired one: the would-be rejection is reported and the
     // valid one is not consumed.

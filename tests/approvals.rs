@@ -776,6 +776,7 @@ async fn verify_reports_uses_reset_behind_the_chain(backend: Backend) {
             field: "uses".to_owned(),
             stored: "0".to_owned(),
             derived: "1".to_owned(),
+            ..pb::DerivedStateMismatch::default()
         }]
     );
 
@@ -800,6 +801,7 @@ async fn verify_reports_uses_reset_behind_the_chain(backend: Backend) {
             field: "state".to_owned(),
             stored: "approved".to_owned(),
             derived: "revoked".to_owned(),
+            ..pb::DerivedStateMismatch::default()
         }]
     );
 }

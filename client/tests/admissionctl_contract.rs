@@ -674,7 +674,7 @@ async fn approvals_commands() {
     let tampered = dev.ctl("auditor", &["audit", "verify"]).await;
     assert_eq!(tampered.code, REJECTED, "{tampered:?}");
     let lines: Vec<&str> = tampered.stdout.lines().collect();
-    assert!(lines[0].starts_with("MISMATCH: 1 approval row(s) disagree with the chain"));
+    assert!(lines[0].starts_with("MISMATCH: 1 row(s) disagree with the chain"));
     assert_eq!(
         lines[1],
         format!("approval {id}: state stored \"approved\", chain records \"revoked\"")

@@ -100,7 +100,7 @@ async fn admissionctl_admits_lists_and_verifies_against_the_dev_server() {
     let head = entries[0]["entry_hash"].as_str().unwrap();
     assert_eq!(
         String::from_utf8(verify.stdout).unwrap(),
-        format!("ok: 1 entries checked, head sha256 {head}\n")
+        format!("ok: 1 entries checked, head {head}\n")
     );
     let verify = admissionctl(&auditor, &["--json", "audit", "verify"]).await;
     assert_eq!(verify.status.code(), Some(0), "{}", text(&verify));

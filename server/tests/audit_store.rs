@@ -278,7 +278,8 @@ async fn list_pages_and_filters(db: &TestDb) {
             ok: true,
             entries_checked: 25,
             first_bad_seq: 0,
-            head_hash: appended[24].1.entry_hash.clone(),
+            // The wire form of the stored hash.
+            head_hash: format!("sha256:{}", appended[24].1.entry_hash),
             mismatches: Vec::new(),
         }
     );

@@ -3,6 +3,7 @@
 use std::{path::PathBuf, time::SystemTime};
 
 use admission_contract::SpecHash;
+use admission_contract::hash::wire_hash;
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{Value, json};
 
@@ -290,7 +291,7 @@ fn print_admission(admission: &pb::Admission, output: &Output) -> Result<ExitSta
     if !admission.shadow_reason.is_empty() {
         println!("  would reject: {}", admission.shadow_reason);
     }
-    println!("  audit entry:  {}", admission.audit_entry_hash);
+    println!("  audit entry:  {}", wire_hash(&admission.audit_entry_hash));
     Ok(ExitStatus::Ok)
 }
 
@@ -360,7 +361,7 @@ fn admission_json(admission: &pb::Admission) -> Value {
         "spec_hash": admission.spec_hash,
         "approval_ids": admission.approval_ids,
         "decided_at": output::time(admission.decided_at.as_ref()),
-        "audit_entry_hash": admission.audit_entry_hash,
+        "audit_entry_hash": wire_hash(&admission.audit_entry_hash),
         "shadow_reason": admission.shadow_reason,
         "break_glass": admission.break_glass,
     })

@@ -4,6 +4,7 @@
 
 use std::time::SystemTime;
 
+use admission_contract::hash::{bare_hash, wire_hash};
 use admission_contract::pb;
 use admission_contract::pb::audit_client::AuditClient;
 use clap::{Args, Subcommand};
@@ -18,7 +19,7 @@ use super::{
 
 /// Largest page the service serves.
 const MAX_PAGE_SIZE: u32 = 1000;
-/// Characters of `entry_hash` shown in human output.
+/// Hex digits of `entry_hash` shown in human output.
 const HASH_PREFIX: usize = 12;
 
 /// `admissionctl audit …`
@@ -186,10 +187,8 @@ fn entry_line(entry: &pb::AuditEntry) -> String {
     } else {
         entry.reason.as_str()
     };
-    let hash = entry
-        .entry_hash
-        .get(..HASH_PREFIX)
-        .unwrap_or(&entry.entry_hash);
+    let hex = bare_hash(&entry.entry_hash);
+    let hash = hex.get(..HASH_PREFIX).unwrap_or(hex);
     format!(
         "{:>6}  {}  {:<20} {:<34} {:<16} {}  {}  {}",
         entry.seq,
@@ -228,27 +227,33 @@ fn entry_json(entry: &pb::AuditEntry) -> Value {
         "grpc_code": entry.grpc_code,
         "request_id": entry.request_id,
         "detail": entry.detail,
-        "prev_hash": entry.prev_hash,
-        "entry_hash": entry.entry_hash,
+        "prev_hash": wire_hash(&entry.prev_hash),
+        "entry_hash": wire_hash(&entry.entry_hash),
     })
 }
 
 pub(super) fn verify_line(report: &pb::VerifyAuditResponse) -> String {
     if report.ok {
         format!(
-            "ok: {} entries checked, head sha256 {}",
-            report.entries_checked, report.head_hash
+            "ok: {} entries checked, head {}",
+            report.entries_checked,
+            wire_hash(&report.head_hash)
         )
     } else if report.first_bad_seq == 0 && !report.mismatches.is_empty() {
         let mut text = format!(
-            "MISMATCH: {} approval row(s) disagree with the chain ({} entries checked)",
+            "MISMATCH: {} row(s) disagree with the chain ({} entries checked)",
             report.mismatches.len(),
             report.entries_checked
         );
         for mismatch in &report.mismatches {
+            let row = if mismatch.approval_id.is_empty() {
+                format!("idempotency {} {}", mismatch.caller, mismatch.request_id)
+            } else {
+                format!("approval {}", mismatch.approval_id)
+            };
             text.push_str(&format!(
-                "\napproval {}: {} stored {:?}, chain records {:?}",
-                mismatch.approval_id, mismatch.field, mismatch.stored, mismatch.derived
+                "\n{row}: {} stored {:?}, chain records {:?}",
+                mismatch.field, mismatch.stored, mismatch.derived
             ));
         }
         text
@@ -265,9 +270,11 @@ pub(super) fn verify_json(report: &pb::VerifyAuditResponse) -> Value {
         "ok": report.ok,
         "entries_checked": report.entries_checked,
         "first_bad_seq": report.first_bad_seq,
-        "head_hash": report.head_hash,
+        "head_hash": wire_hash(&report.head_hash),
         "mismatches": report.mismatches.iter().map(|mismatch| json!({
             "approval_id": mismatch.approval_id,
+            "caller": mismatch.caller,
+            "request_id": mismatch.request_id,
             "field": mismatch.field,
             "stored": mismatch.stored,
             "derived": mismatch.derived,
@@ -322,6 +329,13 @@ mod tests {
     #[test]
     fn human_line_has_the_fields_in_order() {
         assert_eq!(
+            entry_line(&pb::AuditEntry {
+                entry_hash: format!("sha256:{}", sample().entry_hash),
+                ..sample()
+            }),
+            entry_line(&sample())
+        );
+        assert_eq!(
             entry_line(&sample()),
             "     7  2026-11-23T10:00:00.123456Z  rejected             POLICY_DENIED                      \
              deploy.admit     acme/payments/prod  spiffe://acme.example/orchestrator/ci  0123456789ab"
@@ -336,6 +350,10 @@ mod tests {
         assert_eq!(value["resource_scope"]["environment_id"], "prod");
         assert_eq!(value["reason"], "POLICY_DENIED");
         assert_eq!(value["capabilities"], json!([]));
+        assert_eq!(
+            value["entry_hash"],
+            format!("sha256:{}", "0123456789abcdef".repeat(4))
+        );
     }
 
     #[test]
@@ -349,8 +367,14 @@ mod tests {
         };
         assert_eq!(
             verify_line(&ok),
-            format!("ok: 3 entries checked, head sha256 {}", "ab".repeat(32))
+            format!("ok: 3 entries checked, head sha256:{}", "ab".repeat(32))
         );
+        // A server that sends the bare hex reads the same.
+        let prefixed = pb::VerifyAuditResponse {
+            head_hash: format!("sha256:{}", "ab".repeat(32)),
+            ..ok.clone()
+        };
+        assert_eq!(verify_line(&prefixed), verify_line(&ok));
         let bad = pb::VerifyAuditResponse {
             ok: false,
             entries_checked: 9,
@@ -367,17 +391,29 @@ mod tests {
             entries_checked: 4,
             first_bad_seq: 0,
             head_hash: "ab".repeat(32),
-            mismatches: vec![pb::DerivedStateMismatch {
-                approval_id: "apr_1".into(),
-                field: "uses".into(),
-                stored: "0".into(),
-                derived: "1".into(),
-            }],
+            mismatches: vec![
+                pb::DerivedStateMismatch {
+                    approval_id: "apr_1".into(),
+                    field: "uses".into(),
+                    stored: "0".into(),
+                    derived: "1".into(),
+                    ..pb::DerivedStateMismatch::default()
+                },
+                pb::DerivedStateMismatch {
+                    field: "decision".into(),
+                    stored: "dec_2".into(),
+                    derived: "no entry".into(),
+                    caller: "ci".into(),
+                    request_id: "r-1".into(),
+                    ..pb::DerivedStateMismatch::default()
+                },
+            ],
         };
         assert_eq!(
             verify_line(&mismatched),
-            "MISMATCH: 1 approval row(s) disagree with the chain (4 entries checked)\n\
-             approval apr_1: uses stored \"0\", chain records \"1\""
+            "MISMATCH: 2 row(s) disagree with the chain (4 entries checked)\n\
+             approval apr_1: uses stored \"0\", chain records \"1\"\n\
+             idempotency ci r-1: decision stored \"dec_2\", chain records \"no entry\""
         );
     }
 

@@ -108,7 +108,7 @@ describe("admission server in dev mode", () => {
     const admission = await orchestrator.deploy.admit(request);
     assert.equal(admission.action, Action.ACTION_DEPLOY);
     assert.equal(admission.specHash, specHash(spec));
-    assert.match(admission.auditEntryHash, /^[0-9a-f]{64}$/);
+    assert.match(admission.auditEntryHash, /^sha256:[0-9a-f]{64}$/);
     assert.ok(admission.decidedAt instanceof Date);
 
     const again = await orchestrator.deploy.admit(request);

@@ -3,6 +3,7 @@
 
 use std::time::SystemTime;
 
+use admission_contract::hash::wire_hash;
 use admission_contract::{Reason, pb};
 
 use crate::app::failure::Failure;
@@ -41,7 +42,7 @@ pub async fn list(
 }
 
 /// `Audit.Verify`: walks the whole chain, re-computes every hash, and compares the approval
-/// rows with what the chain records.
+/// and idempotency rows with what the chain records.
 pub async fn verify(
     store: &AuditStore,
     _request: pb::VerifyAuditRequest,
@@ -51,15 +52,20 @@ pub async fn verify(
         ok: report.ok,
         entries_checked: report.entries_checked,
         first_bad_seq: report.first_bad_seq,
-        head_hash: report.head_hash,
+        head_hash: wire_hash(&report.head_hash),
         mismatches: report
             .mismatches
             .into_iter()
-            .map(|mismatch| pb::DerivedStateMismatch {
-                approval_id: mismatch.approval_id,
-                field: mismatch.field.to_owned(),
-                stored: mismatch.stored,
-                derived: mismatch.derived,
+            .map(|mismatch| {
+                let (caller, request_id) = mismatch.idempotency_key.unwrap_or_default();
+                pb::DerivedStateMismatch {
+                    approval_id: mismatch.approval_id,
+                    field: mismatch.field.to_owned(),
+                    stored: mismatch.stored,
+                    derived: mismatch.derived,
+                    caller,
+                    request_id,
+                }
             })
             .collect(),
     })

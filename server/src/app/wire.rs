@@ -2,6 +2,7 @@
 
 use std::time::SystemTime;
 
+use admission_contract::hash::{bare_hash, wire_hash};
 use admission_contract::pb;
 use prost::Message;
 
@@ -83,8 +84,8 @@ impl From<AuditEntry> for pb::AuditEntry {
             reason: entry.reason,
             grpc_code: entry.grpc_code,
             request_id: entry.request_id,
-            prev_hash: recorded.prev_hash,
-            entry_hash: recorded.entry_hash,
+            prev_hash: wire_hash(&recorded.prev_hash),
+            entry_hash: wire_hash(&recorded.entry_hash),
             detail: entry.detail,
         }
     }
@@ -100,7 +101,7 @@ impl From<Admission> for pb::Admission {
             spec_hash: admission.spec_hash,
             approval_ids: admission.approval_ids,
             decided_at: Some(admission.decided_at.into()),
-            audit_entry_hash: admission.audit_entry_hash,
+            audit_entry_hash: wire_hash(&admission.audit_entry_hash),
             shadow_reason: admission.shadow_reason,
             break_glass: admission.break_glass,
             receipt: admission.receipt,
@@ -123,9 +124,12 @@ pub(crate) enum StoredAdmissionError {
 }
 
 /// The stored form of an admission (with the idempotency key): its protobuf encoding, which is
-/// what a retry is answered with.
+/// what a retry is answered with; its hash is bare hex, as the trail stores it.
 pub(crate) fn encode_admission(admission: &Admission) -> Vec<u8> {
-    pb::Admission::from(admission.clone()).encode_to_vec()
+    let mut stored = pb::Admission::from(admission.clone());
+    // Stored as the trail stores hashes: bare hex.
+    stored.audit_entry_hash = bare_hash(&stored.audit_entry_hash).to_owned();
+    stored.encode_to_vec()
 }
 
 /// An admission read back from its stored form.
@@ -147,7 +151,7 @@ pub(crate) fn decode_admission(bytes: &[u8]) -> Result<Admission, StoredAdmissio
         spec_hash: stored.spec_hash,
         approval_ids: stored.approval_ids,
         decided_at,
-        audit_entry_hash: stored.audit_entry_hash,
+        audit_entry_hash: bare_hash(&stored.audit_entry_hash).to_owned(),
         shadow_reason: stored.shadow_reason,
         break_glass: stored.break_glass,
         receipt: stored.receipt,

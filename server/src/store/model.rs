@@ -324,12 +324,15 @@ pub struct VerifyReport {
     pub mismatches: Vec<DerivedMismatch>,
 }
 
-/// An approval row whose stored state disagrees with what the chain records.
+/// An approval or idempotency row whose stored state disagrees with what the chain records.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DerivedMismatch {
-    /// The approval concerned.
+    /// The approval concerned (empty for an idempotency row).
     pub approval_id: String,
-    /// What disagrees: `uses`, `state`, or `row` (consumed in the chain, but no row).
+    /// The idempotency row concerned: its caller and request_id (empty for an approval).
+    pub idempotency_key: Option<(String, String)>,
+    /// What disagrees: for an approval `uses`, `state`, or `row` (consumed in the chain, but no
+    /// row); for an idempotency row `decision` or `admission`.
     pub field: &'static str,
     /// The stored value (empty when the row is missing).
     pub stored: String,

@@ -109,6 +109,7 @@ impl DerivedState {
 fn mismatch(id: &str, field: &'static str, stored: String, derived: String) -> DerivedMismatch {
     DerivedMismatch {
         approval_id: id.to_owned(),
+        idempotency_key: None,
         field,
         stored,
         derived,

@@ -262,7 +262,8 @@ impl Db {
     }
 
     /// Walks the chain up to the recorded head, `VERIFY_CHUNK` entries at a time, then
-    /// compares the approval rows with what the walked entries record. While appends move the
+    /// compares the approval rows with what the walked entries record, and every idempotency
+    /// row with the entry it names. While appends move the
     /// head meanwhile, the walk is extended to the new head and the rows compared again.
     pub(in crate::store) async fn verify(&self) -> Result<VerifyReport, StoreError> {
         let (mut head_seq, mut head_hash) = self.verify_head().await?;
@@ -285,6 +286,13 @@ impl Db {
                 break;
             }
             (head_seq, head_hash) = (seq, hash);
+        }
+        if walk.first_bad_seq == 0 {
+            let keys = self.idempotency_mismatches().await?;
+            found.extend(keys.into_iter().map(|mismatch| Found {
+                mismatch,
+                maybe_later_write: false,
+            }));
         }
         let mut report = walk.finish(head_seq, &head_hash, found);
         // Rows past the newest head were never acknowledged by this store: someone inserted
