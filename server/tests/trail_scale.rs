@@ -24,7 +24,7 @@ use common::store::TestDb;
 use sqlx::{Connection, PgConnection, QueryBuilder, SqliteConnection};
 
 /// Rows per multi-row insert (21 columns each: within both backends' bind limits).
-const INSERT_ROWS: usize = 2_000;
+const INSERT_ROWS: usize = 1_000;
 /// Environments the trail is spread over.
 const ENVIRONMENTS: u64 = 20;
 /// Time between two entries.
@@ -249,7 +249,7 @@ async fn measure(db: &TestDb, size: u64) {
         "  verify: {wall:.2?} (CPU {cpu:.2?}), {:.0} entries/s",
         size as f64 / wall.as_secs_f64()
     );
-    let deep = token(size - size / 10);
+    let deep = token(size / 2);
     for (name, filter) in filters(size) {
         for (page, page_token) in [("first", String::new()), ("deep", deep.clone())] {
             let ((entries, _), wall, cpu) = timed(5, || async {

@@ -186,7 +186,7 @@ async fn rejection_racing_its_own_admission_answers_the_admission() {
     assert_eq!(
         answer,
         pb::Admission {
-            audit_entry_hash: receipt.entry_hash,
+            audit_entry_hash: format!("sha256:{}", receipt.entry_hash),
             ..original
         }
     );
