@@ -239,6 +239,14 @@ pub(super) fn verify_line(report: &pb::VerifyAuditResponse) -> String {
             report.entries_checked,
             wire_hash(&report.head_hash)
         )
+    } else if let Some(tree) = report.tree.as_ref().filter(|tree| {
+        !tree.ok && report.first_bad_seq == 0 && report.mismatches.is_empty()
+    }) {
+        format!(
+            "TREE MISMATCH: the stored Merkle tree disagrees with the entries ({} entries \
+             checked): {}",
+            report.entries_checked, tree.problem
+        )
     } else if report.first_bad_seq == 0 && !report.mismatches.is_empty() {
         let mut text = format!(
             "MISMATCH: {} row(s) disagree with the chain ({} entries checked)",
@@ -279,6 +287,12 @@ pub(super) fn verify_json(report: &pb::VerifyAuditResponse) -> Value {
             "stored": mismatch.stored,
             "derived": mismatch.derived,
         })).collect::<Vec<_>>(),
+        "tree": report.tree.as_ref().map(|tree| json!({
+            "ok": tree.ok,
+            "tree_size": tree.tree_size,
+            "first_bad_seq": tree.first_bad_seq,
+            "problem": tree.problem,
+        })),
     })
 }
 
@@ -364,6 +378,7 @@ mod tests {
             first_bad_seq: 0,
             head_hash: "ab".repeat(32),
             mismatches: Vec::new(),
+            tree: None,
         };
         assert_eq!(
             verify_line(&ok),
@@ -381,6 +396,7 @@ mod tests {
             first_bad_seq: 6,
             head_hash: String::new(),
             mismatches: Vec::new(),
+            tree: None,
         };
         assert_eq!(
             verify_line(&bad),

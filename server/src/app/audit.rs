@@ -48,8 +48,15 @@ pub async fn verify(
     _request: pb::VerifyAuditRequest,
 ) -> Result<pb::VerifyAuditResponse, Failure> {
     let report = store.verify().await.map_err(store_failure)?;
+    let tree = store.verify_tree().await.map_err(store_failure)?;
     Ok(pb::VerifyAuditResponse {
-        ok: report.ok,
+        ok: report.ok && tree.ok,
+        tree: Some(pb::TreeCheck {
+            ok: tree.ok,
+            tree_size: tree.tree_size,
+            first_bad_seq: tree.first_bad_leaf.map_or(0, |leaf| leaf + 1),
+            problem: tree.problem,
+        }),
         entries_checked: report.entries_checked,
         first_bad_seq: report.first_bad_seq,
         head_hash: wire_hash(&report.head_hash),
