@@ -233,7 +233,7 @@ def check_all(d: Path) -> None:
     receipt = (d / "receipt.json").read_bytes()
     predicate = verify_receipt(receipt, key, spec)
     index = predicate["log_index"]
-    if entries[index].hex() != predicate["entry_hash"]:
+    if "sha256:" + entries[index].hex() != predicate["entry_hash"]:
         raise Invalid("the receipt's entry_hash is not the log's leaf at log_index")
     [proof] = [
         p for p in proofs["inclusion"] if p["leaf_index"] == index and p["tree_size"] == new.size

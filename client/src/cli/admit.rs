@@ -55,6 +55,10 @@ pub struct CommonArgs {
     /// Idempotency key; generated when omitted. Reuse it to retry safely.
     #[arg(long)]
     pub request_id: Option<String>,
+    /// With admit: write the admission's receipt (DSSE envelope JSON, signed with the log key)
+    /// to this file, for `receipt verify` and `audit prove --receipt`.
+    #[arg(long, value_name = "FILE")]
+    pub receipt_out: Option<PathBuf>,
 }
 
 /// `deploy preview|admit` flags.
@@ -124,6 +128,7 @@ pub async fn run_deploy(
         DeployCommand::Admit(args) => (args, true),
     };
     let (environment, spec_kv, credentials) = args.common.resolve(client).await?;
+    let receipt_out = args.common.receipt_out.clone();
     let bundle_digest = match (&args.bundle_digest, &args.bundle_file) {
         (Some(digest), _) => digest.clone(),
         (None, Some(path)) => SpecHash::of_bytes(&read_file(path)?).to_string(),
@@ -153,7 +158,9 @@ pub async fn run_deploy(
             .map(|justification| pb::BreakGlass { justification }),
     };
     if admit {
-        print_admission(&client.admit_deploy(request).await?, output)
+        let admission = client.admit_deploy(request).await?;
+        write_receipt(&admission, receipt_out.as_deref())?;
+        print_admission(&admission, output)
     } else {
         print_preview(&client.preview_deploy(request).await?, output)
     }
@@ -170,6 +177,7 @@ pub async fn run_replay(
         ReplayCommand::Admit(args) => (args, true),
     };
     let (environment, spec_kv, credentials) = args.common.resolve(client).await?;
+    let receipt_out = args.common.receipt_out.clone();
     let mode = match args.mode {
         Mode::DryRun => pb::ReplayMode::DryRun,
         Mode::Execute => pb::ReplayMode::Execute,
@@ -192,7 +200,9 @@ pub async fn run_replay(
         initiated_by: args.common.initiated_by,
     };
     if admit {
-        print_admission(&client.admit_replay(request).await?, output)
+        let admission = client.admit_replay(request).await?;
+        write_receipt(&admission, receipt_out.as_deref())?;
+        print_admission(&admission, output)
     } else {
         print_preview(&client.preview_replay(request).await?, output)
     }
@@ -269,6 +279,23 @@ pub fn parse_environment(text: &str) -> Result<pb::EnvironmentRef, String> {
 }
 
 /// Prints the admission; exit status 0.
+/// Writes the admission's receipt to `path`, when one is asked for. A service without a log
+/// key sends none; that is said on stderr and the admission stands.
+fn write_receipt(
+    admission: &pb::Admission,
+    path: Option<&std::path::Path>,
+) -> Result<(), CliError> {
+    let Some(path) = path else {
+        return Ok(());
+    };
+    if admission.receipt.is_empty() {
+        eprintln!("admissionctl: the service sent no receipt (it has no [audit] log_key)");
+        return Ok(());
+    }
+    std::fs::write(path, &admission.receipt)
+        .map_err(|e| CliError::usage(format_args!("cannot write {}: {e}", path.display())))
+}
+
 fn print_admission(admission: &pb::Admission, output: &Output) -> Result<ExitStatus, CliError> {
     if output.json {
         output::print_json(&admission_json(admission));

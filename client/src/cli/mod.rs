@@ -157,10 +157,9 @@ pub fn command() -> clap::Command {
 /// when `--json` is among the arguments) and returns the exit status to end with.
 pub fn parse(args: impl IntoIterator<Item = impl Into<OsString>>) -> Result<Cli, ExitCode> {
     let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
-    let error = match command()
-        .try_get_matches_from(&args)
-        .and_then(|matches| Cli::from_arg_matches(&matches))
-    {
+    let error = match command().try_get_matches_from(&args).and_then(|matches| {
+        Cli::from_arg_matches(&matches).map(|cli| without_inherited_log_key(cli, &matches))
+    }) {
         Ok(cli) => return Ok(cli),
         Err(error) => error,
     };
@@ -190,6 +189,21 @@ pub fn parse(args: impl IntoIterator<Item = impl Into<OsString>>) -> Result<Cli,
     };
     println!("{}", CliError::usage(message).to_json());
     Err(ExitStatus::Usage.into())
+}
+
+/// `audit log-key --key` shares its id with the global client `--key`, so clap hands it
+/// `ADMISSION_KEY` when `--key` is not given; that is the client key, never the log key.
+fn without_inherited_log_key(mut cli: Cli, matches: &clap::ArgMatches) -> Cli {
+    let from_env = matches
+        .subcommand_matches("audit")
+        .and_then(|audit| audit.subcommand_matches("log-key"))
+        .and_then(|log_key| log_key.value_source("key"))
+        == Some(clap::parser::ValueSource::EnvVariable);
+    if let (true, Command::Audit(audit::AuditCommand::LogKey(args))) = (from_env, &mut cli.command)
+    {
+        args.key = None;
+    }
+    cli
 }
 
 /// Runs the parsed command line and returns the process exit status.
