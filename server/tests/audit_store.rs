@@ -281,6 +281,12 @@ async fn list_pages_and_filters(db: &TestDb) {
             // The wire form of the stored hash.
             head_hash: format!("sha256:{}", appended[24].1.entry_hash),
             mismatches: Vec::new(),
+            tree: Some(pb::TreeCheck {
+                ok: true,
+                tree_size: 25,
+                first_bad_seq: 0,
+                problem: String::new(),
+            }),
         }
     );
 }

@@ -412,8 +412,20 @@ async fn verify_tree_reports_stored_hashes_that_disagree(db: &TestDb) {
         store.verify_tree().await.unwrap(),
         expected(5, "the stored hash 8 (level 0) differs from the entries")
     );
-    // The chain itself is intact: Audit.Verify's own check is unaffected.
+    // The chain itself is intact, and Audit.Verify reports the tree at that entry.
     assert!(store.verify().await.unwrap().ok);
+    let verified = admission_server::app::audit::verify(&store, Default::default())
+        .await
+        .unwrap();
+    assert!(!verified.ok);
+    assert_eq!(verified.first_bad_seq, 0);
+    let tree = verified.tree.expect("the tree check");
+    assert!(!tree.ok);
+    assert_eq!((tree.tree_size, tree.first_bad_seq), (size, 6));
+    assert_eq!(
+        tree.problem,
+        "the stored hash 8 (level 0) differs from the entries"
+    );
     drop(store);
 
     // An interior hash changed too (leaves 0–1's subtree, not on the root's path): reported at

@@ -239,9 +239,11 @@ pub(super) fn verify_line(report: &pb::VerifyAuditResponse) -> String {
             report.entries_checked,
             wire_hash(&report.head_hash)
         )
-    } else if let Some(tree) = report.tree.as_ref().filter(|tree| {
-        !tree.ok && report.first_bad_seq == 0 && report.mismatches.is_empty()
-    }) {
+    } else if let Some(tree) = report
+        .tree
+        .as_ref()
+        .filter(|tree| !tree.ok && report.first_bad_seq == 0 && report.mismatches.is_empty())
+    {
         format!(
             "TREE MISMATCH: the stored Merkle tree disagrees with the entries ({} entries \
              checked): {}",
@@ -402,6 +404,24 @@ mod tests {
             verify_line(&bad),
             "TAMPERED: first bad seq 6 (9 entries checked)"
         );
+        let tree = pb::VerifyAuditResponse {
+            ok: false,
+            entries_checked: 9,
+            first_bad_seq: 0,
+            head_hash: "ab".repeat(32),
+            mismatches: Vec::new(),
+            tree: Some(pb::TreeCheck {
+                ok: false,
+                tree_size: 9,
+                first_bad_seq: 6,
+                problem: "the stored hash 8 (level 0) differs from the entries".into(),
+            }),
+        };
+        assert_eq!(
+            verify_line(&tree),
+            "TREE MISMATCH: the stored Merkle tree disagrees with the entries (9 entries \
+             checked): the stored hash 8 (level 0) differs from the entries"
+        );
         let mismatched = pb::VerifyAuditResponse {
             ok: false,
             entries_checked: 4,
@@ -424,6 +444,7 @@ mod tests {
                     ..pb::DerivedStateMismatch::default()
                 },
             ],
+            tree: None,
         };
         assert_eq!(
             verify_line(&mismatched),
