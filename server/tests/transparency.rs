@@ -133,7 +133,7 @@ async fn receipts_verify_and_retries_repeat_them(db: &TestDb) {
         .unwrap();
     assert_eq!(predicate.decision_id, admission.decision_id);
     assert_eq!(predicate.log_index, entry.seq - 1);
-    assert_eq!(predicate.entry_hash, format!("sha256:{}", entry.entry_hash));
+    assert_eq!(predicate.entry_hash, entry.entry_hash);
     assert_eq!(entry.entry_hash, admission.audit_entry_hash);
     assert_eq!(predicate.environment, "acme/payments/dev");
     assert_eq!(predicate.action, "deploy");
@@ -209,7 +209,10 @@ async fn checkpoints_and_proofs_verify(db: &TestDb) {
         (proof.leaf_index, proof.tree_size),
         (entry.seq - 1, first.tree_size)
     );
-    assert_eq!(hex::encode(&proof.entry_hash), entry.entry_hash);
+    assert_eq!(
+        format!("sha256:{}", hex::encode(&proof.entry_hash)),
+        entry.entry_hash
+    );
     let leaf = Hash::try_from(proof.entry_hash.as_slice()).unwrap();
     verify_inclusion(
         proof.leaf_index,
@@ -390,7 +393,10 @@ async fn without_a_log_key_nothing_is_signed_but_proofs_work(db: &TestDb) {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(hex::encode(&proof.entry_hash), admission.audit_entry_hash);
+    assert_eq!(
+        format!("sha256:{}", hex::encode(&proof.entry_hash)),
+        admission.audit_entry_hash
+    );
     let request = pb::ProveConsistencyRequest {
         old_size: 1,
         new_size: 0,
