@@ -160,7 +160,8 @@ def check_service(dev_dir: Path, port: int) -> str:
         _, new = signed_checkpoint(audit, key, len(list_entries(audit)))
 
     # The tree heads are MTH over the listed entry hashes, computed here from the definition.
-    entries = [bytes.fromhex(e.entry_hash) for e in list_entries(audit)]
+    # Audit hashes are written `sha256:` + hex (SPEC formats); the leaf is the raw 32 bytes.
+    entries = [bytes.fromhex(e.entry_hash.removeprefix("sha256:")) for e in list_entries(audit)]
     if mth(entries[: old.size]) != old.root or mth(entries[: new.size]) != new.root:
         raise Invalid("a signed root is not MTH of the listed entries")
 
