@@ -87,7 +87,7 @@ impl WriteTx {
                 String,
                 Option<String>,
             );
-            let rows: Vec<Row> = on_backend!(WriteTx, self, c => {
+            let rows: Vec<Row> = on_backend!(WriteTx, self, c, sql => {
                 let mut query = sqlx::query_as(&sql);
                 for (caller, request_id) in chunk {
                     query = query.bind(*caller).bind(*request_id);
@@ -118,7 +118,7 @@ impl WriteTx {
                 "SELECT entry_id FROM audit_entries WHERE entry_id IN {}",
                 values(1, chunk.len(), 1)
             );
-            let rows: Vec<(String,)> = on_backend!(WriteTx, self, c => {
+            let rows: Vec<(String,)> = on_backend!(WriteTx, self, c, sql => {
                 let mut query = sqlx::query_as(&sql);
                 for id in chunk {
                     query = query.bind(*id);
@@ -142,7 +142,7 @@ impl WriteTx {
                  WHERE approval_id IN {}",
                 values(1, chunk.len(), 1)
             );
-            let rows: Vec<(String, String, i64, i64, i64)> = on_backend!(WriteTx, self, c => {
+            let rows: Vec<(String, String, i64, i64, i64)> = on_backend!(WriteTx, self, c, sql => {
                 let mut query = sqlx::query_as(&sql);
                 for id in chunk {
                     query = query.bind(*id);
@@ -179,7 +179,7 @@ impl WriteTx {
                 "INSERT INTO audit_entries ({ENTRY_COLUMNS}) VALUES {}",
                 values(chunk.len(), COLS, 1)
             );
-            on_backend!(WriteTx, self, c => {
+            on_backend!(WriteTx, self, c, sql => {
                 let mut query = sqlx::query(&sql);
                 for row in chunk {
                     let e = &row.entry;
@@ -229,7 +229,7 @@ impl WriteTx {
                  decision_id = excluded.decision_id",
                 values(chunk.len(), COLS, 1)
             );
-            on_backend!(WriteTx, self, c => {
+            on_backend!(WriteTx, self, c, sql => {
                 let mut query = sqlx::query(&sql);
                 for write in chunk {
                     query = query
@@ -259,7 +259,7 @@ impl WriteTx {
                  updated_at = $1 FROM (VALUES {}) AS v WHERE approval_id = v.column1",
                 values(chunk.len(), 2, 2)
             );
-            on_backend!(WriteTx, self, c => {
+            on_backend!(WriteTx, self, c, sql => {
                 let mut query = sqlx::query(&sql).bind(micros);
                 for (id, count) in chunk {
                     query = query.bind(*id).bind(i64::from(*count));
@@ -282,7 +282,7 @@ impl WriteTx {
                  ON CONFLICT (approval_id) DO NOTHING",
                 values(chunk.len(), COLS, 1)
             );
-            on_backend!(WriteTx, self, c => {
+            on_backend!(WriteTx, self, c, sql => {
                 let mut query = sqlx::query(&sql);
                 for row in chunk {
                     query = bind_approval!(query, row, row.version);
@@ -302,5 +302,20 @@ mod tests {
     fn values_numbers_every_placeholder_once() {
         assert_eq!(values(2, 2, 1), "($1, $2), ($3, $4)");
         assert_eq!(values(1, 3, 2), "($2, $3, $4)");
+    }
+
+    #[test]
+    fn numbered_parameters_in_order_become_anonymous() {
+        use super::super::anonymous_params;
+        let sql = format!("UPDATE t SET a = $1 FROM (VALUES {}) AS v", values(2, 2, 2));
+        assert_eq!(
+            anonymous_params(&sql),
+            "UPDATE t SET a = ? FROM (VALUES (?, ?), (?, ?)) AS v"
+        );
+        // Out of order, repeated or not numbered: kept as written.
+        for kept in ["SELECT $2, $1", "SELECT $1, $1", "SELECT $x", "SELECT $"] {
+            assert_eq!(anonymous_params(kept), kept);
+        }
+        assert_eq!(anonymous_params("SELECT 1"), "SELECT 1");
     }
 }

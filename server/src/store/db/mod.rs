@@ -36,6 +36,8 @@ pub(super) enum WriteTx {
 }
 
 /// Runs `$body` with `$c` bound to the backend-specific pool (or transaction) of `$value`.
+/// With `$sql` named, the SQLite arm sees it with its numbered parameters made anonymous
+/// ([`anonymous_params`]).
 macro_rules! on_backend {
     ($enum:ident, $value:expr, $c:ident => $body:expr) => {
         match $value {
@@ -43,6 +45,39 @@ macro_rules! on_backend {
             $enum::Postgres($c) => $body,
         }
     };
+    ($enum:ident, $value:expr, $c:ident, $sql:ident => $body:expr) => {
+        match $value {
+            $enum::Sqlite($c) => {
+                let $sql = $crate::store::db::anonymous_params(&$sql);
+                $body
+            }
+            $enum::Postgres($c) => $body,
+        }
+    };
+}
+
+/// `sql` with its numbered parameters `$1, $2, …` written `?`, when each appears once and in
+/// that order (else `sql` as it is). SQLite finds a numbered parameter's name by walking a
+/// list, once for every parameter bound, so binding a multi-row statement of n numbered
+/// parameters costs O(n²); anonymous ones are bound by position.
+pub(in crate::store) fn anonymous_params(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len());
+    let mut expected = 1usize;
+    let mut rest = sql;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        let digits = rest[at + 1..]
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len() - at - 1);
+        match rest[at + 1..at + 1 + digits].parse::<usize>() {
+            Ok(n) if n == expected => out.push('?'),
+            _ => return sql.to_owned(),
+        }
+        expected += 1;
+        rest = &rest[at + 1 + digits..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Binds the 21 approval columns in `APPROVAL_COLUMNS` order, with `$version` as column 20.

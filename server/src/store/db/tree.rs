@@ -136,7 +136,7 @@ impl WriteTx {
                 "INSERT INTO audit_tree (idx, hash) VALUES {}",
                 pairs(chunk.len())
             );
-            on_backend!(WriteTx, self, c => {
+            on_backend!(WriteTx, self, c, sql => {
                 let mut query = sqlx::query(&sql);
                 for (index, hash) in chunk {
                     query = query.bind(seq_i64(*index)?).bind(hash.as_slice());
