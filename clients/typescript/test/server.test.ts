@@ -322,7 +322,7 @@ describe("admission server in dev mode", () => {
     assert.equal(verified.ok, true);
     assert.ok(verified.entriesChecked > 0);
     assert.equal(verified.firstBadSeq, 0);
-    assert.match(verified.headHash, /^[0-9a-f]{64}$/);
+    assert.match(verified.headHash, /^sha256:[0-9a-f]{64}$/);
   });
 
   it("fails without a typed rejection when the certificate is not a client certificate", async () => {
