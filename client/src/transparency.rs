@@ -69,8 +69,7 @@ pub fn log_pub_line(pem: &str, origin: &str) -> Result<String, LogError> {
 
 /// A receipt's `entry_hash` as 64 hex digits, with or without a `sha256:` prefix.
 pub fn receipt_entry_hash(statement: &Statement) -> &str {
-    let hash = statement.predicate.entry_hash.as_str();
-    hash.strip_prefix("sha256:").unwrap_or(hash)
+    admission_contract::hash::bare_hash(&statement.predicate.entry_hash)
 }
 
 /// Checks that a verified receipt is about the entry `proof` proves for `decision_id`: the

@@ -89,10 +89,7 @@ impl TransparencyLog {
             entry_hash: entry_hash.to_owned(),
             break_glass: admission.break_glass,
         };
-        let spec_sha256 = admission
-            .spec_hash
-            .strip_prefix("sha256:")
-            .unwrap_or(&admission.spec_hash);
+        let spec_sha256 = admission_contract::hash::bare_hash(&admission.spec_hash);
         let signed = Statement::of_spec_sha256(spec_sha256, &facts, key.name())
             .and_then(|statement| sign_receipt(&statement, key));
         match signed {
