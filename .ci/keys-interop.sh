@@ -93,7 +93,7 @@ step "admissionctl keygen, and a PKCS#8 v2 key, added to the key set"
 ctl keygen --kid ci-keygen-1 --out "$work/keygen.key" --jwks "$dir/signing_keys.json"
 v2_x="$(python3 "$keys_py" new-v2 "$work/v2.key")"
 expect_v2 "$work/v2.key"
-python3 "$keys_py" add-jwk "$dir/signing_keys.json" ci-v2-1 "$v2_x"
+python3 "$keys_py" add-jwk "$dir/signing_keys.json" ci-v2-1 -- "$v2_x"
 kill -HUP "$DEV_PID"
 for _ in $(seq 1 300); do
   grep -q 'key set reloaded' "$DEV_LOG" && break
