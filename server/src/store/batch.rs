@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::SystemTime;
 
 use super::chain;
-use super::db::{ChainedEntry, KeyWrite, StoredApproval, StoredKey, WriteTx};
+use super::db::{ChainedEntry, Head, KeyWrite, StoredApproval, StoredKey};
 use super::{
     Append, Appended, ApprovalRow, ApprovalUse, ApprovalWrite, IdempotencyKey, Receipt,
     RefusalRecord, StoreError, UseRefusal, from_micros, to_micros, used_approval_row,
@@ -71,6 +71,32 @@ impl Wanted {
     }
 }
 
+impl Wanted {
+    /// (caller, request_id) of every idempotency key.
+    pub(super) fn keys(&self) -> Vec<(&str, &str)> {
+        let pairs = self.keys.iter();
+        pairs.map(|(c, r)| (c.as_str(), r.as_str())).collect()
+    }
+
+    /// Every entry id the batch appends.
+    pub(super) fn entry_ids(&self) -> Vec<&str> {
+        self.entry_ids.iter().map(String::as_str).collect()
+    }
+
+    /// Every approval the batch consumes or writes, each once.
+    pub(super) fn approval_ids(&self) -> Vec<&str> {
+        self.approval_ids.iter().map(String::as_str).collect()
+    }
+}
+
+/// What the store holds for a batch's [`Wanted`] keys, read inside its transaction.
+#[derive(Default)]
+pub(super) struct Fetched {
+    pub keys: HashMap<(String, String), StoredKey>,
+    pub entries: HashSet<String>,
+    pub approvals: HashMap<String, StoredApproval>,
+}
+
 /// The batch's view of the store while its appends are decided.
 pub(super) struct BatchState {
     keys: HashMap<(String, String), StoredKey>,
@@ -85,54 +111,29 @@ pub(super) struct BatchState {
 }
 
 impl BatchState {
-    /// Reads, for every append in `appends`, its idempotency key, entry id and approvals.
-    pub(super) async fn read(
-        tx: &mut WriteTx,
-        wanted: Wanted,
-        head: (u64, String),
-    ) -> Result<Self, sqlx::Error> {
-        let keys: Vec<(&str, &str)> = wanted
-            .keys
-            .iter()
-            .map(|(caller, request_id)| (caller.as_str(), request_id.as_str()))
-            .collect();
-        let entry_ids: Vec<&str> = wanted.entry_ids.iter().map(String::as_str).collect();
-        let approval_ids: Vec<&str> = wanted.approval_ids.iter().map(String::as_str).collect();
-        let keys = match keys.is_empty() {
-            true => HashMap::new(),
-            false => tx.lookup_keys(&keys).await?,
-        };
-        let entries = match entry_ids.is_empty() {
-            true => HashSet::new(),
-            false => tx.existing_entries(&entry_ids).await?,
-        };
-        let approvals = match approval_ids.is_empty() {
-            true => HashMap::new(),
-            false => tx.lookup_approvals(&approval_ids).await?,
-        };
-        let approvals = approvals
+    /// The batch's starting point: what the store holds for `wanted`, and the head. Its
+    /// entries are recorded now, or at the head entry's time if the clock reads earlier (it
+    /// was stepped back): recorded_at never decreases along the chain, so `since` is a seek.
+    pub(super) fn new(fetched: Fetched, head: Head) -> Self {
+        let approvals = fetched
+            .approvals
             .into_iter()
             .map(|(id, stored)| {
-                (
-                    id,
-                    Approval {
-                        stored,
-                        created: None,
-                    },
-                )
+                let created = None;
+                (id, Approval { stored, created })
             })
             .collect();
-        Ok(Self {
-            keys,
-            entries,
+        Self {
+            keys: fetched.keys,
+            entries: fetched.entries,
             approvals,
-            head_seq: head.0,
-            head_hash: head.1,
-            now: SystemTime::now(),
+            head_seq: head.seq,
+            head_hash: head.hash,
+            now: SystemTime::now().max(from_micros(head.recorded_at)),
             bumps: HashMap::new(),
             key_index: HashMap::new(),
             writes: BatchWrites::default(),
-        })
+        }
     }
 
     /// The head after every append decided so far.
@@ -156,39 +157,33 @@ impl BatchState {
     /// Decides one append. The idempotency key comes first, so whatever this append records
     /// (an admission, a refused use, or a rejection decided before it was queued) is never
     /// recorded for a request that is already admitted: that admission is the answer.
-    pub(super) async fn apply(
-        &mut self,
-        tx: &mut WriteTx,
-        append: &mut Append,
-    ) -> Result<Reply, sqlx::Error> {
+    pub(super) fn apply(&mut self, append: &mut Append) -> Reply {
         if let Some(key) = &append.idempotency {
             if let Some(stored) = self.keys.get(&key_of(key)) {
                 if stored.fingerprint != key.fingerprint {
                     let decision_id = stored.decision_id.clone();
-                    return Ok(Ok((Appended::RequestIdConflict { decision_id }, None)));
+                    return Ok((Appended::RequestIdConflict { decision_id }, None));
                 }
                 if let Some(admission) = &stored.admission {
                     let admission = admission.clone();
-                    return Ok(Ok((
-                        Appended::Duplicate { admission },
-                        stored.entry_hash.clone(),
-                    )));
+                    let entry_hash = stored.entry_hash.clone();
+                    return Ok((Appended::Duplicate { admission }, entry_hash));
                 }
             }
         }
         if self.entries.contains(&append.entry.entry_id) {
-            return Ok(Err(StoreError::DuplicateEntryId));
+            return Err(StoreError::DuplicateEntryId);
         }
         // The approval write takes effect only if every use is then granted.
         let tentative = match &append.approval_write {
             None => None,
             Some(write) => match self.approval_write(write) {
                 Some(approval) => Some((written_id(write), approval)),
-                None => return Ok(Ok((Appended::ApprovalVersionConflict, None))),
+                None => return Ok((Appended::ApprovalVersionConflict, None)),
             },
         };
         if let Err(refusal) = self.check_uses(&append.consume, tentative.as_ref()) {
-            return self.record_refusal(tx, append, refusal).await;
+            return self.record_refusal(append, refusal);
         }
         if let (Some((id, approval)), Some(write)) = (tentative, append.approval_write.take()) {
             self.approvals.insert(id, approval);
@@ -201,7 +196,7 @@ impl BatchState {
         if let Some(key) = append.idempotency.take() {
             self.put_key(key, append.admission.take(), &receipt);
         }
-        Ok(Ok((Appended::Committed(receipt), None)))
+        Ok((Appended::Committed(receipt), None))
     }
 
     /// The approval as `write` leaves it, or `None` for a version conflict.
@@ -299,28 +294,22 @@ impl BatchState {
             .insert(id.clone(), Approval { stored, created });
     }
 
-    /// Records `on_refused`'s entry instead of the append's; nothing is consumed.
-    async fn record_refusal(
-        &mut self,
-        tx: &mut WriteTx,
-        append: &mut Append,
-        refusal: UseRefusal,
-    ) -> Result<Reply, sqlx::Error> {
+    /// Records `on_refused`'s entry instead of the append's, under its entry_id; nothing is
+    /// consumed.
+    fn record_refusal(&mut self, append: &mut Append, refusal: UseRefusal) -> Reply {
         let Some(on_refused) = append.on_refused.take() else {
-            return Ok(Err(StoreError::MissingRefusalEntry));
+            return Err(StoreError::MissingRefusalEntry);
         };
-        let RefusalRecord { entry, admission } = on_refused(&refusal);
-        if entry.entry_id != append.entry.entry_id
-            && (self.entries.contains(&entry.entry_id)
-                || !tx.existing_entries(&[&entry.entry_id]).await?.is_empty())
-        {
-            return Ok(Err(StoreError::DuplicateEntryId));
-        }
+        let RefusalRecord {
+            mut entry,
+            admission,
+        } = on_refused(&refusal);
+        entry.entry_id = std::mem::take(&mut append.entry.entry_id);
         let receipt = self.chain(entry);
         if let Some(key) = append.idempotency.take() {
             self.put_key(key, admission, &receipt);
         }
-        Ok(Ok((Appended::Refused { refusal, receipt }, None)))
+        Ok((Appended::Refused { refusal, receipt }, None))
     }
 
     /// Places `entry` after the head.

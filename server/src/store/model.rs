@@ -179,7 +179,8 @@ pub type OnRefused = Box<dyn FnOnce(&UseRefusal) -> RefusalRecord + Send>;
 /// What an append records when one of its approval uses is refused.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RefusalRecord {
-    /// The entry recorded instead of the append's own.
+    /// The entry recorded instead of the append's own, under the append's `entry_id` (whatever
+    /// this one names): a decision is one entry.
     pub entry: NewEntry,
     /// Encoded `pb::Admission` when the decision still admits (shadow mode); stored with the
     /// idempotency key like [`Append::admission`], so a retry gets the same answer.

@@ -112,19 +112,14 @@ async fn write_batch(
         .await
         .map_err(BatchError::Storage)?;
     let head = tx.head().await.map_err(BatchError::Storage)?;
-    let head_seq = head.0;
+    let head_seq = head.seq;
     let wanted = Wanted::of(batch.iter().map(|job| &job.append));
-    let mut state = BatchState::read(&mut tx, wanted, head)
-        .await
-        .map_err(BatchError::Storage)?;
-    let mut results = Vec::with_capacity(batch.len());
-    for job in batch.iter_mut() {
-        let result = state
-            .apply(&mut tx, &mut job.append)
-            .await
-            .map_err(BatchError::Storage)?;
-        results.push(result);
-    }
+    let fetched = tx.fetch(&wanted).await.map_err(BatchError::Storage)?;
+    let mut state = BatchState::new(fetched, head);
+    let results: Vec<Reply> = batch
+        .iter_mut()
+        .map(|job| state.apply(&mut job.append))
+        .collect();
     let (seq, hash) = state.head();
     let head = (seq, hash.to_owned());
     let now = state.now();

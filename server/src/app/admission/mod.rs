@@ -6,11 +6,13 @@
 //! in-flight limit in front of all of it.
 //!
 //! Retries. An admitted request retried by the same caller with the same content gets the
-//! original admission and records nothing. Row 5 answers a retry that arrives after the
-//! admission is durable; a retry racing it is answered by the store, which looks the request
-//! up inside its write transaction before recording anything for it, admit or rejection. So a
-//! retry that read the approval state the original left behind (its use consumed) never reports
-//! APPROVAL_CONSUMED for a request that was admitted. A rejection is not replayed: every retry
+//! original admission and records nothing. Row 5 is checked by the store, which looks the
+//! request up inside its write transaction before recording anything for it, admit or
+//! rejection: the decision path does not read the request_id first (that read would be repeated
+//! by the writer for every call to save work only on retries). So a retry that read the approval
+//! state the original left behind (its use consumed) never reports APPROVAL_CONSUMED for a
+//! request that was admitted, and different content under an admitted or rejected request_id
+//! is answered REQUEST_ID_CONFLICT whatever rows 6–25 would have said. A rejection is not replayed: every retry
 //! of a rejected request is decided again, recorded under its own decision_id, and answered by
 //! the state at that moment, which is the same rejection while nothing has changed.
 
@@ -73,8 +75,6 @@ struct Inner {
 
 /// Why the checked path stopped before admitting.
 enum Stop {
-    /// An earlier admission of this request, answered again.
-    Answer(Box<Admission>),
     /// A rejection still to be recorded (unless it carries a decision_id already).
     Reject(Rejection),
     /// Nothing to record: the store failed, or a bug.
@@ -134,7 +134,6 @@ impl Engine {
         let (decision_id, request) = (&begun.decision_id, &begun.request);
         let admission = match self.admit_checked(caller, decision_id, request).await {
             Ok(admission) => admission,
-            Err(Stop::Answer(admission)) => *admission,
             Err(Stop::Reject(rejection)) => {
                 self.record_rejection(caller, decision_id, request, rejection)
                     .await?
@@ -217,8 +216,7 @@ impl Engine {
         let settings = self.inner.settings.current();
         // Rows 3–4.
         let policy = authorize(&settings, caller, request).map_err(Stop::Reject)?;
-        // Row 5.
-        self.check_request_id(caller, request).await?;
+        // Row 5 is the store's, in the append (see the module docs).
         let credentials = if rules::needs_credentials(request, policy) {
             rules::decode_credentials(request, &self.inner.limits)
         } else {
@@ -249,30 +247,6 @@ impl Engine {
         };
         self.record_admission(caller, decision_id, request, policy, used, admitted)
             .await
-    }
-
-    /// Row 5: a retry with the same content returns the original admission; different content
-    /// under the same request_id is a conflict.
-    async fn check_request_id(
-        &self,
-        caller: &Caller,
-        request: &AdmissionRequest,
-    ) -> Result<(), Stop> {
-        let stored = self
-            .inner
-            .store
-            .idempotency(caller.identity.as_str(), &request.request_id)
-            .await?;
-        match stored {
-            None => Ok(()),
-            Some((fingerprint, _)) if fingerprint != request.fingerprint => {
-                Err(Stop::Reject(request_id_conflict(&request.request_id)))
-            }
-            Some((_, Some(admission))) => {
-                Err(Stop::Answer(Box::new(decode_admission(&admission)?)))
-            }
-            Some((_, None)) => Ok(()),
-        }
     }
 
     /// The stored use state of every approval the credentials name (for rows 23–24).

@@ -8,6 +8,7 @@ use super::approvals::APPROVAL_COLUMNS;
 use super::entries::ENTRY_COLUMNS;
 use super::*;
 use crate::store::IdempotencyKey;
+use crate::store::batch::{Fetched, Wanted};
 
 /// Most bind values in one statement (SQLite allows 32766, PostgreSQL 65535).
 const MAX_BINDS: usize = 30_000;
@@ -29,6 +30,16 @@ pub(in crate::store) struct StoredApproval {
     pub uses: u32,
     pub max_uses: u32,
     pub version: i64,
+}
+
+/// The chain head as a writing transaction reads it.
+#[derive(Clone, Debug)]
+pub(in crate::store) struct Head {
+    pub seq: u64,
+    /// Its entry hash (64 zeros before the first entry).
+    pub hash: String,
+    /// When its entry was recorded, in microseconds since the epoch (0 before the first).
+    pub recorded_at: i64,
 }
 
 /// An entry positioned in the chain, ready to insert.
@@ -66,8 +77,28 @@ fn values(rows: usize, cols: usize, start: usize) -> String {
 // === impl WriteTx ===
 
 impl WriteTx {
+    /// What the store holds for a batch: one lookup per table.
+    pub(in crate::store) async fn fetch(
+        &mut self,
+        wanted: &Wanted,
+    ) -> Result<Fetched, sqlx::Error> {
+        let (keys, entry_ids, approval_ids) =
+            (wanted.keys(), wanted.entry_ids(), wanted.approval_ids());
+        let mut fetched = Fetched::default();
+        if !keys.is_empty() {
+            fetched.keys = self.lookup_keys(&keys).await?;
+        }
+        if !entry_ids.is_empty() {
+            fetched.entries = self.existing_entries(&entry_ids).await?;
+        }
+        if !approval_ids.is_empty() {
+            fetched.approvals = self.lookup_approvals(&approval_ids).await?;
+        }
+        Ok(fetched)
+    }
+
     /// The stored idempotency rows of `keys` (caller, request_id), with their entry's hash.
-    pub(in crate::store) async fn lookup_keys(
+    async fn lookup_keys(
         &mut self,
         keys: &[(&str, &str)],
     ) -> Result<HashMap<(String, String), StoredKey>, sqlx::Error> {
@@ -108,7 +139,7 @@ impl WriteTx {
     }
 
     /// Which of `entry_ids` are already recorded.
-    pub(in crate::store) async fn existing_entries(
+    async fn existing_entries(
         &mut self,
         entry_ids: &[&str],
     ) -> Result<HashSet<String>, sqlx::Error> {
@@ -131,7 +162,7 @@ impl WriteTx {
     }
 
     /// State, uses, max_uses and version of each of `approval_ids` that has a row.
-    pub(in crate::store) async fn lookup_approvals(
+    async fn lookup_approvals(
         &mut self,
         approval_ids: &[&str],
     ) -> Result<HashMap<String, StoredApproval>, sqlx::Error> {

@@ -222,7 +222,13 @@ impl Db {
         after_seq: u64,
         limit: u32,
     ) -> Result<Vec<AuditEntry>, StoreError> {
-        let after = i64::try_from(after_seq).map_err(|_| StoreError::InvalidPageToken)?;
+        let mut after = i64::try_from(after_seq).map_err(|_| StoreError::InvalidPageToken)?;
+        if let Some(since) = filter.since {
+            match self.first_since(to_micros(since)).await? {
+                Some(first) => after = after.max(first - 1),
+                None => return Ok(Vec::new()),
+            }
+        }
         let mut params = vec![Param::Int(after)];
         let mut sql = format!("SELECT {ENTRY_COLUMNS} FROM audit_entries WHERE seq > $1");
         let mut text_filter = |column: &str, value: &str, params: &mut Vec<Param>| {
@@ -258,6 +264,24 @@ impl Db {
             rows.iter()
                 .map(|row| raw_entry(row).map_err(unavailable)?.into_entry())
                 .collect()
+        })
+    }
+
+    /// The first seq that a `since` of `micros` can match, by one seek of the (recorded_at,
+    /// seq) index when recorded_at is ordered along the whole chain (else 1); `None` when no
+    /// entry is that recent.
+    async fn first_since(&self, micros: i64) -> Result<Option<i64>, StoreError> {
+        const FIRST: &str = "SELECT h.ordered_from, (SELECT e.seq FROM audit_entries e \
+             WHERE e.recorded_at >= $1 ORDER BY e.recorded_at, e.seq LIMIT 1) \
+             FROM audit_head h WHERE h.id = 1";
+        let (ordered_from, first): (i64, Option<i64>) = on_backend!(Db, self, pool => {
+            sqlx::query_as(FIRST).bind(micros).fetch_one(pool).await
+        })
+        .map_err(unavailable)?;
+        Ok(match ordered_from <= 1 {
+            true => first,
+            // Older entries may be later than their successors: a walk in seq order decides.
+            false => first.map(|_| 1),
         })
     }
 
@@ -348,21 +372,24 @@ impl Db {
 
 impl WriteTx {
     /// The chain head (seq 0 and 64 zeros when empty); on PostgreSQL this locks it.
-    pub(in crate::store) async fn head(&mut self) -> Result<(u64, String), sqlx::Error> {
-        let (seq, hash): (i64, String) = match self {
-            WriteTx::Sqlite(c) => {
-                sqlx::query_as("SELECT seq, entry_hash FROM audit_head WHERE id = 1")
-                    .fetch_one(&mut **c)
-                    .await?
-            }
+    pub(in crate::store) async fn head(&mut self) -> Result<Head, sqlx::Error> {
+        // The head entry's time too: the batch records no earlier time (`BatchState::new`).
+        const HEAD: &str = "SELECT seq, entry_hash, \
+             COALESCE((SELECT e.recorded_at FROM audit_entries e WHERE e.seq = h.seq), 0) \
+             FROM audit_head h WHERE id = 1";
+        let (seq, hash, recorded_at): (i64, String, i64) = match self {
+            WriteTx::Sqlite(c) => sqlx::query_as(HEAD).fetch_one(&mut **c).await?,
             WriteTx::Postgres(c) => {
-                sqlx::query_as("SELECT seq, entry_hash FROM audit_head WHERE id = 1 FOR UPDATE")
-                    .fetch_one(&mut **c)
-                    .await?
+                let sql = format!("{HEAD} FOR UPDATE");
+                sqlx::query_as(&sql).fetch_one(&mut **c).await?
             }
         };
         let seq = u64::try_from(seq).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
-        Ok((seq, hash))
+        Ok(Head {
+            seq,
+            hash,
+            recorded_at,
+        })
     }
 
     pub(in crate::store) async fn set_head(

@@ -5,7 +5,7 @@
 use std::str::FromStr;
 use std::time::SystemTime;
 
-pub(super) use batch::{ChainedEntry, KeyWrite, StoredApproval, StoredKey};
+pub(super) use batch::{ChainedEntry, Head, KeyWrite, StoredApproval, StoredKey};
 use sqlx::migrate::Migrator;
 use sqlx::pool::PoolOptions;
 use sqlx::postgres::{PgConnectOptions, PgPool};

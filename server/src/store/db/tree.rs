@@ -71,7 +71,7 @@ impl WriteTx {
 
     /// The chain head (taking the chain lock) and how many stored hashes the tree has.
     pub(in crate::store) async fn tree_progress(&mut self) -> Result<(u64, u64), sqlx::Error> {
-        let (head_seq, _) = self.head().await?;
+        let head_seq = self.head().await?.seq;
         let max: Option<i64> = on_backend!(WriteTx, self, c => {
             sqlx::query_scalar("SELECT MAX(idx) FROM audit_tree")
                 .fetch_one(&mut **c)
