@@ -77,6 +77,15 @@ async fn bench_reports_sane_figures_against_the_dev_server() {
             "{phase:#}"
         );
         assert!(phase["vs_health"]["calls_per_s"].as_f64().unwrap() > 0.0);
+        // One answer, OK for all 100 calls, with its own latency.
+        let answers = phase["outcomes"].as_array().unwrap();
+        assert_eq!(answers.len(), 1, "{phase:#}");
+        assert_eq!(answers[0]["code"], "OK", "{phase:#}");
+        assert_eq!(answers[0]["count"], 100, "{phase:#}");
+        assert_eq!(
+            answers[0]["latency_us"]["max"], phase["latency_us"]["max"],
+            "{phase:#}"
+        );
     }
     for admit in &phases[1..3] {
         let cpu = admit["server_cpu"]["us_per_call"].as_f64().unwrap();

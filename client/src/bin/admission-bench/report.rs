@@ -134,6 +134,8 @@ pub struct OutcomeCount {
     pub reason: Option<String>,
     /// Calls.
     pub count: u64,
+    /// Their latency percentiles, microseconds.
+    pub latency_us: LatencyReport,
 }
 
 /// CPU time spent over a phase.
@@ -208,16 +210,9 @@ impl Report {
         let mut out = self.header();
         out.push('\n');
         out.push_str(&self.phase_table());
-        out.push_str("\nanswers:\n");
+        out.push_str("\nanswers (calls, p50 / p99 ms):\n");
         for phase in &self.phases {
-            let answers: Vec<String> = phase
-                .outcomes
-                .iter()
-                .map(|outcome| match &outcome.reason {
-                    Some(reason) => format!("{} {reason} {}", outcome.code, outcome.count),
-                    None => format!("{} {}", outcome.code, outcome.count),
-                })
-                .collect();
+            let answers: Vec<String> = phase.outcomes.iter().map(OutcomeCount::text).collect();
             out.push_str(&format!(
                 "  {:<11} {}\n",
                 phase.workload,
@@ -376,11 +371,11 @@ impl PhaseReport {
                 .map(|lag| LatencyReport::from(Percentiles::of(lag))),
             outcomes: tally
                 .outcomes()
-                .iter()
-                .map(|(outcome, &count)| OutcomeCount {
+                .map(|(outcome, count, latency)| OutcomeCount {
                     code: outcome.code,
                     reason: outcome.reason.clone(),
                     count,
+                    latency_us: LatencyReport::from(latency),
                 })
                 .collect(),
             server_cpu: cpu(phase.server_cpu),
@@ -415,6 +410,24 @@ impl PhaseReport {
             ratio(|r| Some(r.p50)),
             ratio(|r| r.server_cpu_per_call),
             self.stopped_by
+        )
+    }
+}
+
+// === impl OutcomeCount ===
+
+impl OutcomeCount {
+    fn text(&self) -> String {
+        let l = self.latency_us;
+        let answer = match &self.reason {
+            Some(reason) => format!("{} {reason}", self.code),
+            None => self.code.to_owned(),
+        };
+        format!(
+            "{answer} {} ({:.3} / {:.3})",
+            self.count,
+            l.p50 / 1e3,
+            l.p99 / 1e3
         )
     }
 }

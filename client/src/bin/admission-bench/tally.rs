@@ -12,11 +12,11 @@ const HIGHEST_NANOS: u64 = 3_600_000_000_000;
 /// Significant decimal digits kept: 0.1% relative error.
 const SIGNIFICANT_DIGITS: u8 = 3;
 
-/// Latencies (nanoseconds) and answer counts.
+/// Latencies (nanoseconds), of all calls and of each answer.
 #[derive(Clone, Debug)]
 pub struct Tally {
     latency: Histogram<u64>,
-    outcomes: BTreeMap<Outcome, u64>,
+    outcomes: BTreeMap<Outcome, Histogram<u64>>,
 }
 
 /// Latency percentiles of a histogram.
@@ -46,7 +46,11 @@ impl Tally {
     /// Records one answered call.
     pub fn record(&mut self, latency: Duration, outcome: Outcome) {
         self.latency.saturating_record(nanos(latency));
-        *self.outcomes.entry(outcome).or_default() += 1;
+        let by_answer = self
+            .outcomes
+            .entry(outcome)
+            .or_insert_with(latency_histogram);
+        by_answer.saturating_record(nanos(latency));
     }
 
     /// Calls recorded.
@@ -56,12 +60,13 @@ impl Tally {
 
     /// Calls answered OK.
     pub fn ok(&self) -> u64 {
-        self.outcomes.get(&Outcome::OK).copied().unwrap_or(0)
+        self.outcomes.get(&Outcome::OK).map_or(0, Histogram::len)
     }
 
-    /// Counts by outcome, in code then reason order.
-    pub fn outcomes(&self) -> &BTreeMap<Outcome, u64> {
-        &self.outcomes
+    /// Each answer with its count and latency percentiles, in code then reason order.
+    pub fn outcomes(&self) -> impl Iterator<Item = (&Outcome, u64, Percentiles)> {
+        let answers = self.outcomes.iter();
+        answers.map(|(outcome, latency)| (outcome, latency.len(), Percentiles::of(latency)))
     }
 
     /// The latency percentiles; all zero for no calls.
@@ -126,7 +131,13 @@ mod tests {
         tally.record(Duration::from_millis(5), consumed.clone());
         assert_eq!(tally.calls(), 101);
         assert_eq!(tally.ok(), 100);
-        assert_eq!(tally.outcomes()[&consumed], 1);
+        let answers: Vec<_> = tally.outcomes().collect();
+        assert_eq!(answers.len(), 2);
+        // In code order: FAILED_PRECONDITION before OK.
+        assert_eq!((answers[0].0, answers[0].1), (&consumed, 1));
+        assert_eq!((answers[1].0, answers[1].1), (&Outcome::OK, 100));
+        let refused = answers[0].2;
+        assert!(refused.p50.abs_diff(Duration::from_millis(5)) < Duration::from_micros(10));
         let p = tally.percentiles();
         let close =
             |d: Duration, micros: u64| d.abs_diff(Duration::from_micros(micros)).as_nanos() < 200;
