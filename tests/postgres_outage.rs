@@ -419,10 +419,8 @@ async fn postgres_outage_under_load_fails_closed_and_recovers() {
     // The outage, under load.
     postgres.stop_immediately().await;
     wait_for_health(&auditor, ServingStatus::NotServing).await;
-    assert!(matches!(
-        admit(&orchestrator, "during-outage").await,
-        Answer::AuditUnavailable
-    ));
+    let during = admit(&orchestrator, "during-outage").await;
+    assert!(matches!(during, Answer::AuditUnavailable), "{during:?}");
     wait_until("callers are told the audit is unavailable", || {
         answers.unavailable() > 0
     })

@@ -123,7 +123,8 @@ impl AuditStore {
     ///
     /// Admission control comes first: when `queue_capacity` appends already wait, or this one
     /// waits in the queue longer than `max_queue_wait`, it is refused `Overloaded` and nothing
-    /// is recorded.
+    /// is recorded; `Unavailable` instead while the store reports unhealthy, since then the
+    /// queue is full because writes fail, not because of load.
     pub async fn append(&self, append: Append) -> Result<Appended, StoreError> {
         if !append.consume.is_empty() && append.on_refused.is_none() {
             return Err(StoreError::MissingRefusalEntry);
@@ -140,7 +141,7 @@ impl AuditStore {
         };
         match self.inner.queue.try_send(job) {
             Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => return Err(StoreError::Overloaded),
+            Err(mpsc::error::TrySendError::Full(_)) => return Err(self.refusal()),
             Err(mpsc::error::TrySendError::Closed(_)) => return Err(StoreError::Unavailable),
         }
         match tokio::time::timeout_at(deadline, answer).await {
@@ -153,6 +154,15 @@ impl AuditStore {
                 );
                 Err(StoreError::Unavailable)
             }
+        }
+    }
+
+    /// Why an append that found no room is refused: the store is busy, or it is failing.
+    fn refusal(&self) -> StoreError {
+        if *self.inner.health.borrow() {
+            StoreError::Overloaded
+        } else {
+            StoreError::Unavailable
         }
     }
 

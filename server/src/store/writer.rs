@@ -67,7 +67,7 @@ pub(super) async fn run(
         let Some(first) = first else {
             return;
         };
-        let mut batch = refuse_stale(drain(first, &mut jobs, max_batch));
+        let mut batch = refuse_stale(drain(first, &mut jobs, max_batch), *health.borrow());
         if batch.is_empty() {
             continue;
         }
@@ -195,8 +195,17 @@ fn drain(first: Job, jobs: &mut mpsc::Receiver<Job>, max_batch: usize) -> Vec<Jo
 }
 
 /// Drops appends whose caller stopped waiting, and refuses, unwritten and at once, those that
-/// waited in the queue past their bound: the store is busy, not failing, so health stays.
-fn refuse_stale(batch: Vec<Job>) -> Vec<Job> {
+/// waited in the queue past their bound: `Overloaded` while the store is healthy (it is busy,
+/// not failing, so health stays), `Unavailable` while it is not (they waited behind failing
+/// writes).
+fn refuse_stale(batch: Vec<Job>, healthy: bool) -> Vec<Job> {
+    let refusal = || {
+        if healthy {
+            StoreError::Overloaded
+        } else {
+            StoreError::Unavailable
+        }
+    };
     let now = Instant::now();
     let mut fresh = Vec::with_capacity(batch.len());
     for job in batch {
@@ -204,7 +213,7 @@ fn refuse_stale(batch: Vec<Job>) -> Vec<Job> {
             continue;
         }
         if job.queued_until <= now {
-            let _ = job.reply.send(Err(StoreError::Overloaded));
+            let _ = job.reply.send(Err(refusal()));
             continue;
         }
         fresh.push(job);
