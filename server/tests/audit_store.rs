@@ -958,3 +958,20 @@ fn append_until_killed() -> std::path::PathBuf {
     );
     path
 }
+
+/// An in-memory SQLite database is refused at open, naming what to configure instead: the
+/// trail would vanish with the process, and Verify reads the file through a connection of
+/// its own.
+#[tokio::test]
+async fn an_in_memory_sqlite_database_is_refused() {
+    for url in ["sqlite::memory:", "sqlite://trail.db?mode=memory"] {
+        match AuditStore::open(url, StoreOptions::default()).await {
+            Err(StoreError::Open(message)) => {
+                assert!(message.contains("in-memory"), "{url}: {message}");
+                assert!(message.contains("sqlite://PATH"), "{url}: {message}");
+            }
+            Err(other) => panic!("{url}: {other}"),
+            Ok(_) => panic!("{url} was opened"),
+        }
+    }
+}

@@ -2,11 +2,10 @@
 
 use futures::TryStreamExt;
 
-use super::derived::{DerivedState, Found};
+use super::derived::Found;
+use super::walk::{self, ChainWalk, VERIFY_CHUNK};
 use super::*;
 
-/// Entries read per query while verifying: bounds memory whatever the chain length.
-const VERIFY_CHUNK: i64 = 10_000;
 /// Walks (extending the previous one) before the approvals are compared with a head that still
 /// moves; after the last, only disagreements no later write explains are reported.
 const DERIVED_ATTEMPTS: u32 = 3;
@@ -91,92 +90,6 @@ impl RawEntry {
             grpc_code: self.grpc_code.clone(),
             request_id: self.request_id.clone(),
             detail: self.detail.clone(),
-        }
-    }
-}
-/// The state of a verification walk.
-struct ChainWalk {
-    last_seq: i64,
-    prev_hash: String,
-    checked: u64,
-    first_bad_seq: u64,
-    derived: DerivedState,
-}
-// === impl ChainWalk ===
-
-impl ChainWalk {
-    fn new() -> Self {
-        Self {
-            last_seq: 0,
-            prev_hash: GENESIS_HASH.to_owned(),
-            checked: 0,
-            first_bad_seq: 0,
-            derived: DerivedState::default(),
-        }
-    }
-
-    /// Checks position, link and hash of the next stored row, straight from the row's
-    /// columns (in `ENTRY_COLUMNS` order, which is the hash's field order). A row after a gap
-    /// is the bad one (its predecessor is missing); an edited or moved row fails its own hash.
-    fn check<R: Row>(&mut self, row: &R) -> Result<(), sqlx::Error>
-    where
-        for<'r> &'r str: Decode<'r, R::Database> + Type<R::Database>,
-        for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
-        usize: ColumnIndex<R>,
-    {
-        let seq: i64 = row.try_get(0)?;
-        let recorded_at: i64 = row.try_get(2)?;
-        let (seq_text, recorded_text) = (seq.to_string(), recorded_at.to_string());
-        let mut values: [&str; 20] = [""; 20];
-        for (index, value) in values.iter_mut().enumerate() {
-            *value = match index {
-                0 => &seq_text,
-                2 => &recorded_text,
-                _ => row.try_get(index)?,
-            };
-        }
-        let entry_hash: &str = row.try_get(20)?;
-        self.checked += 1;
-        let in_place = seq == self.last_seq + 1;
-        let linked = values[19] == self.prev_hash;
-        let intact = || {
-            values[11..14]
-                .iter()
-                .all(|list| chain::is_canonical_list(list))
-                && chain::hash_of_values(&values) == entry_hash
-        };
-        if self.first_bad_seq == 0 && !(in_place && linked && intact()) {
-            self.first_bad_seq = u64::try_from(seq).unwrap_or(0);
-        }
-        self.derived.record(values[14], values[12]);
-        self.last_seq = seq;
-        self.prev_hash.clear();
-        self.prev_hash.push_str(entry_hash);
-        Ok(())
-    }
-
-    /// The report, comparing the last row with the recorded head (which catches a deleted
-    /// newest entry: the head's seq is then reported).
-    fn finish(mut self, head_seq: i64, head_hash: &str, found: Vec<Found>) -> VerifyReport {
-        if self.first_bad_seq == 0 && (self.last_seq != head_seq || self.prev_hash != head_hash) {
-            let missing = if self.last_seq < head_seq {
-                self.last_seq + 1
-            } else {
-                head_seq
-            };
-            self.first_bad_seq = u64::try_from(missing.max(1)).unwrap_or(1);
-        }
-        let mismatches: Vec<_> = if self.first_bad_seq == 0 {
-            found.into_iter().map(|found| found.mismatch).collect()
-        } else {
-            Vec::new()
-        };
-        VerifyReport {
-            ok: self.first_bad_seq == 0 && mismatches.is_empty(),
-            entries_checked: self.checked,
-            first_bad_seq: self.first_bad_seq,
-            head_hash: self.prev_hash,
-            mismatches,
         }
     }
 }
@@ -291,7 +204,7 @@ impl Db {
     /// head meanwhile, the walk is extended to the new head and the rows compared again.
     pub(in crate::store) async fn verify(&self) -> Result<VerifyReport, StoreError> {
         let (mut head_seq, mut head_hash) = self.verify_head().await?;
-        let mut walk = ChainWalk::new();
+        let mut walk = ChainWalk::default();
         let mut found = Vec::new();
         let mut newest_seq = head_seq;
         for attempt in 1..=DERIVED_ATTEMPTS {
@@ -343,24 +256,45 @@ impl Db {
         .map_err(unavailable)
     }
 
-    /// Extends `walk` through the entries up to `head_seq`.
+    /// Extends `walk` through the entries up to `head_seq`: on SQLite by a reading
+    /// connection of its own on a blocking thread ([`walk::on_file`]), on PostgreSQL by
+    /// streaming rows in chunks of `VERIFY_CHUNK`.
     async fn walk_to(&self, walk: &mut ChainWalk, head_seq: i64) -> Result<(), StoreError> {
+        let pool = match self {
+            Db::Sqlite(pool) => {
+                let file = pool.connect_options().get_filename().to_owned();
+                let mut taken = std::mem::take(walk);
+                let joined = tokio::task::spawn_blocking(move || {
+                    let walked = walk::on_file(&file, &mut taken, head_seq);
+                    (taken, walked)
+                })
+                .await;
+                let (taken, walked) = joined.map_err(|error| {
+                    tracing::error!(%error, "the audit walk's thread failed");
+                    StoreError::Unavailable
+                })?;
+                *walk = taken;
+                return walked.map_err(|error| {
+                    tracing::warn!(%error, "audit store query failed");
+                    StoreError::Unavailable
+                });
+            }
+            Db::Postgres(pool) => pool,
+        };
         let sql = format!(
             "SELECT {ENTRY_COLUMNS} FROM audit_entries WHERE seq > $1 AND seq <= $2 \
              ORDER BY seq LIMIT $3"
         );
         loop {
             let before = walk.checked;
-            on_backend!(Db, self, pool => {
-                let mut rows = sqlx::query(&sql)
-                    .bind(walk.last_seq)
-                    .bind(head_seq)
-                    .bind(VERIFY_CHUNK)
-                    .fetch(pool);
-                while let Some(row) = rows.try_next().await.map_err(unavailable)? {
-                    walk.check(&row).map_err(unavailable)?;
-                }
-            });
+            let mut rows = sqlx::query(&sql)
+                .bind(walk.last_seq)
+                .bind(head_seq)
+                .bind(VERIFY_CHUNK)
+                .fetch(pool);
+            while let Some(row) = rows.try_next().await.map_err(unavailable)? {
+                walk.check(&row).map_err(unavailable)?;
+            }
             if walk.checked - before < VERIFY_CHUNK as u64 {
                 return Ok(());
             }

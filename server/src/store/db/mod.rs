@@ -115,6 +115,15 @@ impl Db {
     pub(super) async fn connect(url: &str, options: &StoreOptions) -> Result<Self, StoreError> {
         let open = |e: &dyn std::fmt::Display| StoreError::Open(e.to_string());
         if url.starts_with("sqlite:") {
+            // Verify reads the file through a connection of its own (`walk::on_file`), and a
+            // trail that vanishes with the process is not an audit trail.
+            if url.contains(":memory:") || url.contains("mode=memory") {
+                return Err(StoreError::Open(
+                    "an in-memory SQLite database cannot hold the audit trail; \
+                     name a file (sqlite://PATH)"
+                        .to_owned(),
+                ));
+            }
             let connect = SqliteConnectOptions::from_str(url)
                 .map_err(|e| open(&e))?
                 .create_if_missing(true)
@@ -226,3 +235,4 @@ mod entries;
 mod idempotency;
 pub(super) mod reach;
 mod tree;
+mod walk;

@@ -1,0 +1,145 @@
+//! The chain walk of Verify: position, link and hash of every stored row, in seq order, with
+//! what the rows record about approvals. On SQLite the rows are read by a connection of its own
+//! on a blocking thread and hashed from borrowed columns; sqlx would copy every column of every
+//! row into owned values and send it across threads first, which bounded the walk.
+
+use std::path::Path;
+
+use rusqlite::{OpenFlags, params};
+
+use super::derived::{DerivedState, Found};
+use super::entries::ENTRY_COLUMNS;
+use super::*;
+
+/// Entries read per query: bounds memory (and, on SQLite, how long one read holds back
+/// checkpoints of the write-ahead log) whatever the chain length.
+pub(super) const VERIFY_CHUNK: i64 = 10_000;
+
+/// The state of a verification walk.
+#[derive(Debug)]
+pub(super) struct ChainWalk {
+    pub last_seq: i64,
+    prev_hash: String,
+    pub checked: u64,
+    pub first_bad_seq: u64,
+    pub derived: DerivedState,
+}
+
+// === impl ChainWalk ===
+
+impl Default for ChainWalk {
+    fn default() -> Self {
+        Self {
+            last_seq: 0,
+            prev_hash: GENESIS_HASH.to_owned(),
+            checked: 0,
+            first_bad_seq: 0,
+            derived: DerivedState::default(),
+        }
+    }
+}
+
+impl ChainWalk {
+    /// Checks the next row read by sqlx (columns in `ENTRY_COLUMNS` order).
+    pub(super) fn check<R: Row>(&mut self, row: &R) -> Result<(), sqlx::Error>
+    where
+        for<'r> &'r str: Decode<'r, R::Database> + Type<R::Database>,
+        for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+        usize: ColumnIndex<R>,
+    {
+        let mut values: [&str; 20] = [""; 20];
+        for (index, value) in values.iter_mut().enumerate() {
+            if index != 0 && index != 2 {
+                *value = row.try_get(index)?;
+            }
+        }
+        let (seq, recorded_at) = (row.try_get(0)?, row.try_get(2)?);
+        self.check_values(seq, recorded_at, values, row.try_get(20)?);
+        Ok(())
+    }
+
+    /// Checks position, link and hash of the next stored row, straight from its columns
+    /// (`values` in `ENTRY_COLUMNS` order up to prev_hash, the hash's field order; seq and
+    /// recorded_at given as numbers, their places in `values` unused). A row after a gap is
+    /// the bad one (its predecessor is missing); an edited or moved row fails its own hash.
+    fn check_values(&mut self, seq: i64, recorded_at: i64, values: [&str; 20], entry_hash: &str) {
+        let (seq_text, recorded_text) = (seq.to_string(), recorded_at.to_string());
+        let mut values: [&str; 20] = values;
+        values[0] = &seq_text;
+        values[2] = &recorded_text;
+        self.checked += 1;
+        let in_place = seq == self.last_seq + 1;
+        let linked = values[19] == self.prev_hash;
+        let intact = || {
+            values[11..14]
+                .iter()
+                .all(|list| chain::is_canonical_list(list))
+                && chain::hash_of_values(&values) == entry_hash
+        };
+        if self.first_bad_seq == 0 && !(in_place && linked && intact()) {
+            self.first_bad_seq = u64::try_from(seq).unwrap_or(0);
+        }
+        self.derived.record(values[14], values[12]);
+        self.last_seq = seq;
+        self.prev_hash.clear();
+        self.prev_hash.push_str(entry_hash);
+    }
+
+    /// The report, comparing the last row with the recorded head (which catches a deleted
+    /// newest entry: the head's seq is then reported).
+    pub(super) fn finish(
+        mut self,
+        head_seq: i64,
+        head_hash: &str,
+        found: Vec<Found>,
+    ) -> VerifyReport {
+        if self.first_bad_seq == 0 && (self.last_seq != head_seq || self.prev_hash != head_hash) {
+            let missing = if self.last_seq < head_seq {
+                self.last_seq + 1
+            } else {
+                head_seq
+            };
+            self.first_bad_seq = u64::try_from(missing.max(1)).unwrap_or(1);
+        }
+        let mismatches: Vec<_> = if self.first_bad_seq == 0 {
+            found.into_iter().map(|found| found.mismatch).collect()
+        } else {
+            Vec::new()
+        };
+        VerifyReport {
+            ok: self.first_bad_seq == 0 && mismatches.is_empty(),
+            entries_checked: self.checked,
+            first_bad_seq: self.first_bad_seq,
+            head_hash: self.prev_hash,
+            mismatches,
+        }
+    }
+}
+
+/// Extends `walk` through the entries up to `head_seq` of the SQLite database `file`, read on
+/// this (blocking) thread by a read-only connection of its own, `VERIFY_CHUNK` rows per query.
+pub(super) fn on_file(file: &Path, walk: &mut ChainWalk, head_seq: i64) -> rusqlite::Result<()> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let connection = rusqlite::Connection::open_with_flags(file, flags)?;
+    let sql = format!(
+        "SELECT {ENTRY_COLUMNS} FROM audit_entries WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?"
+    );
+    let mut statement = connection.prepare(&sql)?;
+    loop {
+        let before = walk.checked;
+        let mut rows = statement.query(params![walk.last_seq, head_seq, VERIFY_CHUNK])?;
+        while let Some(row) = rows.next()? {
+            let mut values: [&str; 20] = [""; 20];
+            for (index, value) in values.iter_mut().enumerate() {
+                if index != 0 && index != 2 {
+                    *value = row.get_ref(index)?.as_str()?;
+                }
+            }
+            let entry_hash = row.get_ref(20)?.as_str()?;
+            walk.check_values(row.get(0)?, row.get(2)?, values, entry_hash);
+        }
+        if walk.checked - before < VERIFY_CHUNK as u64 {
+            return Ok(());
+        }
+    }
+}
