@@ -98,7 +98,7 @@ impl AuditStore {
         }
         let (health_tx, health) = watch::channel(true);
         let (queue, jobs) = mpsc::channel(options.queue_capacity.max(1));
-        tokio::spawn(writer::run(db.clone(), jobs, health_tx, options.clone()));
+        writer::start(db.clone(), jobs, health_tx, options.clone())?;
         Ok(Self {
             inner: Arc::new(Inner {
                 db,

@@ -41,8 +41,35 @@ impl Drop for UnhealthyOnExit {
     }
 }
 
-/// Runs until every `AuditStore` clone is dropped.
-pub(super) async fn run(
+/// Starts the writer. On SQLite it owns a thread (and a single-threaded runtime for its
+/// timers): its statements run on the write connection there and block only it, so a batch
+/// costs one hand-off to the writer and one back per caller, not one per statement. On
+/// PostgreSQL it is a task on the server's runtime. Runs until every `AuditStore` clone is
+/// dropped.
+pub(super) fn start(
+    db: Db,
+    jobs: mpsc::Receiver<Job>,
+    health: watch::Sender<bool>,
+    options: StoreOptions,
+) -> Result<(), StoreError> {
+    if !db.writes_blocking() {
+        tokio::spawn(run(db, jobs, health, options));
+        return Ok(());
+    }
+    let failed =
+        |error: std::io::Error| StoreError::Open(format!("starting the audit writer: {error}"));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .map_err(failed)?;
+    std::thread::Builder::new()
+        .name("audit-writer".to_owned())
+        .spawn(move || runtime.block_on(run(db, jobs, health, options)))
+        .map_err(failed)?;
+    Ok(())
+}
+
+async fn run(
     db: Db,
     mut jobs: mpsc::Receiver<Job>,
     health: watch::Sender<bool>,

@@ -1,5 +1,6 @@
 //! The `approvals` table: reviews, revocations and the uses admissions consume.
 
+use super::args::Arg;
 use super::*;
 use crate::domain::approval::UnknownApprovalState;
 
@@ -116,11 +117,10 @@ impl WriteTx {
         &mut self,
         row: &ApprovalRow,
     ) -> Result<bool, sqlx::Error> {
-        let done = on_backend!(WriteTx, self, c => {
-            bind_approval!(sqlx::query(INSERT_APPROVAL), row, 1_i64).execute(&mut **c).await?
-                .rows_affected()
-        });
-        Ok(done == 1)
+        Ok(self
+            .execute(INSERT_APPROVAL, &approval_args(row, 1))
+            .await?
+            == 1)
     }
 
     /// Replaces a row if its version is `expected_version`; false otherwise.
@@ -129,10 +129,34 @@ impl WriteTx {
         row: &ApprovalRow,
         expected_version: i64,
     ) -> Result<bool, sqlx::Error> {
-        let done = on_backend!(WriteTx, self, c => {
-            bind_approval!(sqlx::query(UPDATE_APPROVAL), row, expected_version)
-                .execute(&mut **c).await?.rows_affected()
-        });
-        Ok(done == 1)
+        let args = approval_args(row, expected_version);
+        Ok(self.execute(UPDATE_APPROVAL, &args).await? == 1)
     }
+}
+
+/// The 21 approval columns in `APPROVAL_COLUMNS` order, with `version` as column 20.
+pub(super) fn approval_args(row: &ApprovalRow, version: i64) -> [Arg<'_>; 21] {
+    [
+        row.approval_id.as_str().into(),
+        row.state.as_str().into(),
+        row.scope.org_id.as_str().into(),
+        row.scope.project_id.as_str().into(),
+        row.scope.environment_id.as_str().into(),
+        row.action.as_str().into(),
+        row.spec_hash.as_str().into(),
+        canonical_list(&row.capabilities).into(),
+        row.requested_by.as_str().into(),
+        row.initiated_by.as_str().into(),
+        row.justification.as_str().into(),
+        Arg::Int(to_micros(row.created_at)),
+        Arg::Int(to_micros(row.expires_at)),
+        Arg::Int(i64::from(row.approvals_required)),
+        canonical_list(&row.approvers).into(),
+        canonical_list(&row.credentials).into(),
+        Arg::Int(i64::from(row.uses)),
+        Arg::Int(i64::from(row.max_uses)),
+        row.decision_reason.as_str().into(),
+        Arg::Int(version),
+        Arg::Int(to_micros(row.updated_at)),
+    ]
 }

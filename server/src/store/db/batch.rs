@@ -4,7 +4,8 @@
 use crate::domain::approval::{ApprovalState, UnknownApprovalState};
 use std::collections::{HashMap, HashSet};
 
-use super::approvals::APPROVAL_COLUMNS;
+use super::approvals::{APPROVAL_COLUMNS, approval_args};
+use super::args::Arg;
 use super::entries::ENTRY_COLUMNS;
 use super::*;
 use crate::store::IdempotencyKey;
@@ -118,13 +119,11 @@ impl WriteTx {
                 String,
                 Option<String>,
             );
-            let rows: Vec<Row> = on_backend!(WriteTx, self, c, sql => {
-                let mut query = sqlx::query_as(&sql);
-                for (caller, request_id) in chunk {
-                    query = query.bind(*caller).bind(*request_id);
-                }
-                query.fetch_all(&mut **c).await?
-            });
+            let args: Vec<Arg> = chunk
+                .iter()
+                .flat_map(|(caller, request_id)| [Arg::from(*caller), Arg::from(*request_id)])
+                .collect();
+            let rows: Vec<Row> = self.fetch_all(&sql, &args).await?;
             for (caller, request_id, fingerprint, admission, decision_id, entry_hash) in rows {
                 let stored = StoredKey {
                     fingerprint,
@@ -149,13 +148,8 @@ impl WriteTx {
                 "SELECT entry_id FROM audit_entries WHERE entry_id IN {}",
                 values(1, chunk.len(), 1)
             );
-            let rows: Vec<(String,)> = on_backend!(WriteTx, self, c, sql => {
-                let mut query = sqlx::query_as(&sql);
-                for id in chunk {
-                    query = query.bind(*id);
-                }
-                query.fetch_all(&mut **c).await?
-            });
+            let args: Vec<Arg> = chunk.iter().map(|id| Arg::from(*id)).collect();
+            let rows: Vec<(String,)> = self.fetch_all(&sql, &args).await?;
             found.extend(rows.into_iter().map(|(id,)| id));
         }
         Ok(found)
@@ -173,13 +167,8 @@ impl WriteTx {
                  WHERE approval_id IN {}",
                 values(1, chunk.len(), 1)
             );
-            let rows: Vec<(String, String, i64, i64, i64)> = on_backend!(WriteTx, self, c, sql => {
-                let mut query = sqlx::query_as(&sql);
-                for id in chunk {
-                    query = query.bind(*id);
-                }
-                query.fetch_all(&mut **c).await?
-            });
+            let args: Vec<Arg> = chunk.iter().map(|id| Arg::from(*id)).collect();
+            let rows: Vec<(String, String, i64, i64, i64)> = self.fetch_all(&sql, &args).await?;
             for (id, state, uses, max_uses, version) in rows {
                 // An unknown state fails the batch: nothing is decided on a row this version
                 // cannot read.
@@ -210,35 +199,34 @@ impl WriteTx {
                 "INSERT INTO audit_entries ({ENTRY_COLUMNS}) VALUES {}",
                 values(chunk.len(), COLS, 1)
             );
-            on_backend!(WriteTx, self, c, sql => {
-                let mut query = sqlx::query(&sql);
-                for row in chunk {
-                    let e = &row.entry;
-                    query = query
-                        .bind(seq_i64(row.seq)?)
-                        .bind(e.entry_id.as_str())
-                        .bind(row.recorded_at)
-                        .bind(e.actor.as_str())
-                        .bind(e.actor_cert_sha256.as_str())
-                        .bind(e.initiated_by.as_str())
-                        .bind(e.action.as_str())
-                        .bind(e.scope.org_id.as_str())
-                        .bind(e.scope.project_id.as_str())
-                        .bind(e.scope.environment_id.as_str())
-                        .bind(e.spec_hash.as_str())
-                        .bind(canonical_list(&e.capabilities))
-                        .bind(canonical_list(&e.approval_ids))
-                        .bind(canonical_list(&e.approvers))
-                        .bind(e.outcome.as_str())
-                        .bind(e.reason.as_str())
-                        .bind(e.grpc_code.as_str())
-                        .bind(e.request_id.as_str())
-                        .bind(e.detail.as_str())
-                        .bind(row.prev_hash.as_str())
-                        .bind(row.entry_hash.as_str());
-                }
-                query.execute(&mut **c).await?;
-            });
+            let mut args = Vec::with_capacity(chunk.len() * COLS);
+            for row in chunk {
+                let e = &row.entry;
+                args.extend([
+                    Arg::Int(seq_i64(row.seq)?),
+                    e.entry_id.as_str().into(),
+                    Arg::Int(row.recorded_at),
+                    e.actor.as_str().into(),
+                    e.actor_cert_sha256.as_str().into(),
+                    e.initiated_by.as_str().into(),
+                    e.action.as_str().into(),
+                    e.scope.org_id.as_str().into(),
+                    e.scope.project_id.as_str().into(),
+                    e.scope.environment_id.as_str().into(),
+                    e.spec_hash.as_str().into(),
+                    canonical_list(&e.capabilities).into(),
+                    canonical_list(&e.approval_ids).into(),
+                    canonical_list(&e.approvers).into(),
+                    e.outcome.as_str().into(),
+                    e.reason.as_str().into(),
+                    e.grpc_code.as_str().into(),
+                    e.request_id.as_str().into(),
+                    e.detail.as_str().into(),
+                    row.prev_hash.as_str().into(),
+                    row.entry_hash.as_str().into(),
+                ]);
+            }
+            self.execute(&sql, &args).await?;
         }
         Ok(())
     }
@@ -260,19 +248,18 @@ impl WriteTx {
                  decision_id = excluded.decision_id",
                 values(chunk.len(), COLS, 1)
             );
-            on_backend!(WriteTx, self, c, sql => {
-                let mut query = sqlx::query(&sql);
-                for write in chunk {
-                    query = query
-                        .bind(write.key.caller.as_str())
-                        .bind(write.key.request_id.as_str())
-                        .bind(write.key.fingerprint.as_str())
-                        .bind(write.admission.as_deref())
-                        .bind(write.decision_id.as_str())
-                        .bind(micros);
-                }
-                query.execute(&mut **c).await?;
-            });
+            let mut args = Vec::with_capacity(chunk.len() * COLS);
+            for write in chunk {
+                args.extend([
+                    write.key.caller.as_str().into(),
+                    write.key.request_id.as_str().into(),
+                    write.key.fingerprint.as_str().into(),
+                    Arg::Blob(write.admission.as_deref()),
+                    write.decision_id.as_str().into(),
+                    Arg::Int(micros),
+                ]);
+            }
+            self.execute(&sql, &args).await?;
         }
         Ok(())
     }
@@ -290,13 +277,11 @@ impl WriteTx {
                  updated_at = $1 FROM (VALUES {}) AS v WHERE approval_id = v.column1",
                 values(chunk.len(), 2, 2)
             );
-            on_backend!(WriteTx, self, c, sql => {
-                let mut query = sqlx::query(&sql).bind(micros);
-                for (id, count) in chunk {
-                    query = query.bind(*id).bind(i64::from(*count));
-                }
-                query.execute(&mut **c).await?;
-            });
+            let mut args = vec![Arg::Int(micros)];
+            for (id, count) in chunk {
+                args.extend([Arg::from(*id), Arg::Int(i64::from(*count))]);
+            }
+            self.execute(&sql, &args).await?;
         }
         Ok(())
     }
@@ -313,13 +298,11 @@ impl WriteTx {
                  ON CONFLICT (approval_id) DO NOTHING",
                 values(chunk.len(), COLS, 1)
             );
-            on_backend!(WriteTx, self, c, sql => {
-                let mut query = sqlx::query(&sql);
-                for row in chunk {
-                    query = bind_approval!(query, row, row.version);
-                }
-                query.execute(&mut **c).await?;
-            });
+            let mut args = Vec::with_capacity(chunk.len() * COLS);
+            for row in chunk {
+                args.extend(approval_args(row, row.version));
+            }
+            self.execute(&sql, &args).await?;
         }
         Ok(())
     }
@@ -333,20 +316,5 @@ mod tests {
     fn values_numbers_every_placeholder_once() {
         assert_eq!(values(2, 2, 1), "($1, $2), ($3, $4)");
         assert_eq!(values(1, 3, 2), "($2, $3, $4)");
-    }
-
-    #[test]
-    fn numbered_parameters_in_order_become_anonymous() {
-        use super::super::anonymous_params;
-        let sql = format!("UPDATE t SET a = $1 FROM (VALUES {}) AS v", values(2, 2, 2));
-        assert_eq!(
-            anonymous_params(&sql),
-            "UPDATE t SET a = ? FROM (VALUES (?, ?), (?, ?)) AS v"
-        );
-        // Out of order, repeated or not numbered: kept as written.
-        for kept in ["SELECT $2, $1", "SELECT $1, $1", "SELECT $x", "SELECT $"] {
-            assert_eq!(anonymous_params(kept), kept);
-        }
-        assert_eq!(anonymous_params("SELECT 1"), "SELECT 1");
     }
 }

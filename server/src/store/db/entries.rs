@@ -1,7 +1,10 @@
 //! The `entries` table and its chain head: appending, listing and verifying.
 
+use std::borrow::Cow;
+
 use futures::TryStreamExt;
 
+use super::args::Arg;
 use super::derived::Found;
 use super::walk::{self, ChainWalk, VERIFY_CHUNK};
 use super::*;
@@ -261,7 +264,7 @@ impl Db {
     /// streaming rows in chunks of `VERIFY_CHUNK`.
     async fn walk_to(&self, walk: &mut ChainWalk, head_seq: i64) -> Result<(), StoreError> {
         let pool = match self {
-            Db::Sqlite(pool) => {
+            Db::Sqlite(pool, _) => {
                 let file = pool.connect_options().get_filename().to_owned();
                 let mut taken = std::mem::take(walk);
                 let joined = tokio::task::spawn_blocking(move || {
@@ -311,13 +314,11 @@ impl WriteTx {
         const HEAD: &str = "SELECT seq, entry_hash, \
              COALESCE((SELECT e.recorded_at FROM audit_entries e WHERE e.seq = h.seq), 0) \
              FROM audit_head h WHERE id = 1";
-        let (seq, hash, recorded_at): (i64, String, i64) = match self {
-            WriteTx::Sqlite(c) => sqlx::query_as(HEAD).fetch_one(&mut **c).await?,
-            WriteTx::Postgres(c) => {
-                let sql = format!("{HEAD} FOR UPDATE");
-                sqlx::query_as(&sql).fetch_one(&mut **c).await?
-            }
+        let sql = match self {
+            WriteTx::Sqlite(_) => Cow::Borrowed(HEAD),
+            WriteTx::Postgres(_) => Cow::Owned(format!("{HEAD} FOR UPDATE")),
         };
+        let (seq, hash, recorded_at): (i64, String, i64) = self.fetch_one(&sql, &[]).await?;
         let seq = u64::try_from(seq).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
         Ok(Head {
             seq,
@@ -332,13 +333,9 @@ impl WriteTx {
         hash: &str,
     ) -> Result<(), sqlx::Error> {
         let seq = seq_i64(seq)?;
-        on_backend!(WriteTx, self, c => {
-            sqlx::query("UPDATE audit_head SET seq = $1, entry_hash = $2 WHERE id = 1")
-                .bind(seq)
-                .bind(hash)
-                .execute(&mut **c)
-                .await?;
-        });
+        const SET_HEAD: &str = "UPDATE audit_head SET seq = $1, entry_hash = $2 WHERE id = 1";
+        self.execute(SET_HEAD, &[Arg::Int(seq), hash.into()])
+            .await?;
         Ok(())
     }
 }

@@ -1,9 +1,15 @@
 //! SQL for both backends. The statements are shared: SQLite accepts PostgreSQL's `$N`
 //! placeholders, `ON CONFLICT … DO UPDATE/NOTHING` and `excluded.`; only the chain lock differs
-//! (`BEGIN IMMEDIATE` on SQLite, `SELECT … FOR UPDATE` on PostgreSQL).
+//! (`BEGIN IMMEDIATE` on SQLite, `SELECT … FOR UPDATE` on PostgreSQL). Reads go through sqlx's
+//! pools; on SQLite the writer's statements run on a connection of its own ([`args`]), and
+//! Verify reads through another ([`walk`]), so neither pays sqlx's per-statement hand-off to
+//! its worker thread.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::SystemTime;
+
+use args::SqliteTx;
 
 pub(super) use batch::{ChainedEntry, Head, KeyWrite, StoredApproval, StoredKey};
 use sqlx::migrate::Migrator;
@@ -11,6 +17,7 @@ use sqlx::pool::PoolOptions;
 use sqlx::postgres::{PgConnectOptions, PgPool};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqliteSynchronous};
 use sqlx::{ColumnIndex, Decode, Postgres, Row, Sqlite, Transaction, Type};
+use tokio::sync::Mutex;
 pub(super) use tree::decode_entry_hash;
 
 use super::chain::{self, GENESIS_HASH, canonical_list};
@@ -22,89 +29,27 @@ use super::{
 static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 
-/// A connection pool on one of the two backends.
+/// A connection pool on one of the two backends; on SQLite also the one connection that
+/// writes, used only by the writer (and the tree's build at open), on its own thread.
 #[derive(Clone, Debug)]
 pub(super) enum Db {
-    Sqlite(SqlitePool),
+    Sqlite(SqlitePool, Arc<Mutex<rusqlite::Connection>>),
     Postgres(PgPool),
 }
 
 /// A writing transaction holding the chain lock.
 pub(super) enum WriteTx {
-    Sqlite(Transaction<'static, Sqlite>),
+    Sqlite(SqliteTx),
     Postgres(Transaction<'static, Postgres>),
 }
 
-/// Runs `$body` with `$c` bound to the backend-specific pool (or transaction) of `$value`.
-/// With `$sql` named, the SQLite arm sees it with its numbered parameters made anonymous
-/// ([`anonymous_params`]).
+/// Runs `$body` with `$c` bound to the backend-specific pool of `$value`.
 macro_rules! on_backend {
     ($enum:ident, $value:expr, $c:ident => $body:expr) => {
         match $value {
-            $enum::Sqlite($c) => $body,
+            $enum::Sqlite($c, ..) => $body,
             $enum::Postgres($c) => $body,
         }
-    };
-    ($enum:ident, $value:expr, $c:ident, $sql:ident => $body:expr) => {
-        match $value {
-            $enum::Sqlite($c) => {
-                let $sql = $crate::store::db::anonymous_params(&$sql);
-                $body
-            }
-            $enum::Postgres($c) => $body,
-        }
-    };
-}
-
-/// `sql` with its numbered parameters `$1, $2, …` written `?`, when each appears once and in
-/// that order (else `sql` as it is). SQLite finds a numbered parameter's name by walking a
-/// list, once for every parameter bound, so binding a multi-row statement of n numbered
-/// parameters costs O(n²); anonymous ones are bound by position.
-pub(in crate::store) fn anonymous_params(sql: &str) -> String {
-    let mut out = String::with_capacity(sql.len());
-    let mut expected = 1usize;
-    let mut rest = sql;
-    while let Some(at) = rest.find('$') {
-        out.push_str(&rest[..at]);
-        let digits = rest[at + 1..]
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(rest.len() - at - 1);
-        match rest[at + 1..at + 1 + digits].parse::<usize>() {
-            Ok(n) if n == expected => out.push('?'),
-            _ => return sql.to_owned(),
-        }
-        expected += 1;
-        rest = &rest[at + 1 + digits..];
-    }
-    out.push_str(rest);
-    out
-}
-
-/// Binds the 21 approval columns in `APPROVAL_COLUMNS` order, with `$version` as column 20.
-macro_rules! bind_approval {
-    ($query:expr, $row:expr, $version:expr) => {
-        $query
-            .bind($row.approval_id.as_str())
-            .bind($row.state.as_str())
-            .bind($row.scope.org_id.as_str())
-            .bind($row.scope.project_id.as_str())
-            .bind($row.scope.environment_id.as_str())
-            .bind($row.action.as_str())
-            .bind($row.spec_hash.as_str())
-            .bind(canonical_list(&$row.capabilities))
-            .bind($row.requested_by.as_str())
-            .bind($row.initiated_by.as_str())
-            .bind($row.justification.as_str())
-            .bind(to_micros($row.created_at))
-            .bind(to_micros($row.expires_at))
-            .bind(i64::from($row.approvals_required))
-            .bind(canonical_list(&$row.approvers))
-            .bind(canonical_list(&$row.credentials))
-            .bind(i64::from($row.uses))
-            .bind(i64::from($row.max_uses))
-            .bind($row.decision_reason.as_str())
-            .bind($version)
-            .bind(to_micros($row.updated_at))
     };
 }
 
@@ -137,7 +82,9 @@ impl Db {
                 .await
                 .map_err(|e| open(&e))?;
             SQLITE_MIGRATOR.run(&pool).await.map_err(|e| open(&e))?;
-            Ok(Db::Sqlite(pool))
+            let file = pool.connect_options().get_filename().to_owned();
+            let writer = open_sqlite_writer(&file, options).map_err(|e| open(&e))?;
+            Ok(Db::Sqlite(pool, Arc::new(Mutex::new(writer))))
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let lock_timeout = format!("{}ms", options.durable_timeout.as_millis().max(1));
             let connect = PgConnectOptions::from_str(url)
@@ -166,15 +113,15 @@ impl Db {
     }
 
     /// Begins a writing transaction and takes the chain lock; statements in it are bounded
-    /// by `timeout`.
+    /// by `timeout` (on SQLite by the write connection's busy timeout, the same bound).
     pub(super) async fn begin_write(
         &self,
         timeout: std::time::Duration,
     ) -> Result<WriteTx, sqlx::Error> {
         match self {
-            // IMMEDIATE takes the database write lock now (waiting up to busy_timeout), so no
-            // other store on the same file can interleave between reading and moving the head.
-            Db::Sqlite(pool) => Ok(WriteTx::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?)),
+            Db::Sqlite(_, writer) => Ok(WriteTx::Sqlite(SqliteTx::begin(
+                writer.clone().lock_owned().await,
+            )?)),
             Db::Postgres(pool) => {
                 let mut tx = pool.begin().await?;
                 let millis = timeout.as_millis().max(1);
@@ -190,12 +137,15 @@ impl Db {
     pub(super) async fn probe(&self, timeout: std::time::Duration) -> Result<(), sqlx::Error> {
         let mut tx = self.begin_write(timeout).await?;
         tx.head().await?;
-        on_backend!(WriteTx, &mut tx, c => {
-            sqlx::query("UPDATE audit_head SET seq = seq WHERE id = 1")
-                .execute(&mut **c)
-                .await?;
-        });
+        tx.execute("UPDATE audit_head SET seq = seq WHERE id = 1", &[])
+            .await?;
         tx.rollback().await
+    }
+
+    /// Whether this store writes on a connection of its own (SQLite), which blocks the thread
+    /// that uses it.
+    pub(super) fn writes_blocking(&self) -> bool {
+        matches!(self, Db::Sqlite(..))
     }
 }
 
@@ -203,12 +153,38 @@ impl Db {
 
 impl WriteTx {
     pub(super) async fn commit(self) -> Result<(), sqlx::Error> {
-        on_backend!(WriteTx, self, c => c.commit().await)
+        match self {
+            WriteTx::Sqlite(tx) => tx.commit(),
+            WriteTx::Postgres(tx) => tx.commit().await,
+        }
     }
 
     pub(super) async fn rollback(self) -> Result<(), sqlx::Error> {
-        on_backend!(WriteTx, self, c => c.rollback().await)
+        match self {
+            WriteTx::Sqlite(tx) => tx.rollback(),
+            WriteTx::Postgres(tx) => tx.rollback().await,
+        }
     }
+}
+
+/// The SQLite connection the writer uses, configured as sqlx configures the pool's:
+/// write-ahead log, `synchronous = FULL`, foreign keys on, waiting for the write lock up to
+/// `durable_timeout`.
+fn open_sqlite_writer(
+    file: &std::path::Path,
+    options: &StoreOptions,
+) -> rusqlite::Result<rusqlite::Connection> {
+    let flags =
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let connection = rusqlite::Connection::open_with_flags(file, flags)?;
+    connection.busy_timeout(options.durable_timeout)?;
+    let _mode: String =
+        connection.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
+    connection.pragma_update(None, "synchronous", "FULL")?;
+    connection.pragma_update(None, "foreign_keys", "ON")?;
+    // A batch's statements differ by their row count; keep the common sizes prepared.
+    connection.set_prepared_statement_cache_capacity(128);
+    Ok(connection)
 }
 
 /// Logs a storage error and hides its text from callers.
@@ -229,6 +205,7 @@ fn seq_i64(seq: u64) -> Result<i64, sqlx::Error> {
 const CONNECT_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 mod approvals;
+mod args;
 mod batch;
 mod derived;
 mod entries;

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use admission_log::Hash;
 use admission_log::tree::{append_from, append_indexes, stored_hash_count};
 
+use super::args::Arg;
 use super::*;
 
 /// Most bind values in one statement, as for the batch's other tables.
@@ -72,11 +73,9 @@ impl WriteTx {
     /// The chain head (taking the chain lock) and how many stored hashes the tree has.
     pub(in crate::store) async fn tree_progress(&mut self) -> Result<(u64, u64), sqlx::Error> {
         let head_seq = self.head().await?.seq;
-        let max: Option<i64> = on_backend!(WriteTx, self, c => {
-            sqlx::query_scalar("SELECT MAX(idx) FROM audit_tree")
-                .fetch_one(&mut **c)
-                .await?
-        });
+        let (max,): (Option<i64>,) = self
+            .fetch_one("SELECT MAX(idx) FROM audit_tree", &[])
+            .await?;
         Ok((head_seq, stored_count(max)))
     }
 
@@ -87,16 +86,10 @@ impl WriteTx {
         leaves: u64,
         to: u64,
     ) -> Result<(), sqlx::Error> {
-        let rows: Vec<(i64, String)> = on_backend!(WriteTx, self, c => {
-            sqlx::query_as(
-                "SELECT seq, entry_hash FROM audit_entries \
-                 WHERE seq > $1 AND seq <= $2 ORDER BY seq",
-            )
-            .bind(seq_i64(leaves)?)
-            .bind(seq_i64(to)?)
-            .fetch_all(&mut **c)
-            .await?
-        });
+        const ENTRY_HASHES: &str = "SELECT seq, entry_hash FROM audit_entries \
+             WHERE seq > $1 AND seq <= $2 ORDER BY seq";
+        let range = [Arg::Int(seq_i64(leaves)?), Arg::Int(seq_i64(to)?)];
+        let rows: Vec<(i64, String)> = self.fetch_all(ENTRY_HASHES, &range).await?;
         let mut entry_hashes = Vec::with_capacity(rows.len());
         for (expected, (seq, entry_hash)) in (leaves + 1..).zip(&rows) {
             if u64::try_from(*seq).ok() != Some(expected) {
@@ -109,12 +102,9 @@ impl WriteTx {
         let needed = append_indexes(leaves, entry_hashes.len() as u64);
         let old = in_order(&needed, &self.hashes_at(&needed).await?)?;
         let written = append_from(leaves, &entry_hashes, &old).map_err(log_error)?;
-        on_backend!(WriteTx, self, c => {
-            sqlx::query("DELETE FROM audit_tree WHERE idx >= $1")
-                .bind(seq_i64(stored_hash_count(leaves))?)
-                .execute(&mut **c)
-                .await?;
-        });
+        let beyond = [Arg::Int(seq_i64(stored_hash_count(leaves))?)];
+        self.execute("DELETE FROM audit_tree WHERE idx >= $1", &beyond)
+            .await?;
         self.insert_hashes(&written).await
     }
 
@@ -124,7 +114,15 @@ impl WriteTx {
             if chunk.is_empty() {
                 continue;
             }
-            let rows = on_backend!(WriteTx, self, c => select_hashes!(&mut **c, chunk));
+            let sql = format!(
+                "SELECT idx, hash FROM audit_tree WHERE idx IN ({})",
+                placeholders(chunk.len())
+            );
+            let args = chunk
+                .iter()
+                .map(|index| seq_i64(*index).map(Arg::Int))
+                .collect::<Result<Vec<_>, _>>()?;
+            let rows: Vec<HashRow> = self.fetch_all(&sql, &args).await?;
             collect_hashes(rows, &mut found)?;
         }
         Ok(found)
@@ -136,13 +134,11 @@ impl WriteTx {
                 "INSERT INTO audit_tree (idx, hash) VALUES {}",
                 pairs(chunk.len())
             );
-            on_backend!(WriteTx, self, c, sql => {
-                let mut query = sqlx::query(&sql);
-                for (index, hash) in chunk {
-                    query = query.bind(seq_i64(*index)?).bind(hash.as_slice());
-                }
-                query.execute(&mut **c).await?;
-            });
+            let mut args = Vec::with_capacity(chunk.len() * 2);
+            for (index, hash) in chunk {
+                args.extend([Arg::Int(seq_i64(*index)?), Arg::Blob(Some(hash.as_slice()))]);
+            }
+            self.execute(&sql, &args).await?;
         }
         Ok(())
     }
