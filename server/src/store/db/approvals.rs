@@ -1,6 +1,6 @@
 //! The `approvals` table: reviews, revocations and the uses admissions consume.
 
-use super::args::Arg;
+use super::args::{self, Arg};
 use super::*;
 use crate::domain::approval::UnknownApprovalState;
 
@@ -25,8 +25,26 @@ where
     for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
     for<'a> &'a str: ColumnIndex<R>,
 {
-    let text = |column: &str| row.try_get::<String, _>(column).map_err(unavailable);
-    let int = |column: &str| row.try_get::<i64, _>(column).map_err(unavailable);
+    approval_from(
+        |column| row.try_get::<String, _>(column).map_err(unavailable),
+        |column| row.try_get::<i64, _>(column).map_err(unavailable),
+    )
+}
+
+/// Reads an approval row from one of the store's own SQLite connections.
+fn approval_row_local(row: &rusqlite::Row<'_>) -> Result<ApprovalRow, StoreError> {
+    let failed = |error: rusqlite::Error| unavailable(args::from_rusqlite(error));
+    approval_from(
+        |column| row.get::<_, String>(column).map_err(failed),
+        |column| row.get::<_, i64>(column).map_err(failed),
+    )
+}
+
+/// An approval row from its columns, read by name.
+fn approval_from(
+    text: impl Fn(&str) -> Result<String, StoreError>,
+    int: impl Fn(&str) -> Result<i64, StoreError>,
+) -> Result<ApprovalRow, StoreError> {
     let list = |column: &str| {
         serde_json::from_str::<Vec<String>>(&text(column)?).map_err(|_| {
             tracing::warn!(column, "approval row has a malformed list column");
@@ -73,6 +91,16 @@ impl Db {
         approval_id: &str,
     ) -> Result<Option<ApprovalRow>, StoreError> {
         let sql = format!("SELECT {APPROVAL_COLUMNS} FROM approvals WHERE approval_id = $1");
+        if let Db::Sqlite(_, local) = self {
+            let found = local
+                .read(|connection| {
+                    let mut statement = connection.prepare_cached(&sql)?;
+                    let mut rows = statement.query([approval_id])?;
+                    Ok(rows.next()?.map(approval_row_local))
+                })
+                .map_err(|error| unavailable(args::from_rusqlite(error)))?;
+            return found.transpose();
+        }
         on_backend!(Db, self, pool => {
             let row = sqlx::query(&sql)
                 .bind(approval_id)

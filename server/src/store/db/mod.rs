@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use args::SqliteTx;
+use local::LocalSqlite;
 
 pub(super) use batch::{ChainedEntry, Head, KeyWrite, StoredApproval, StoredKey};
 use sqlx::migrate::Migrator;
@@ -17,7 +18,6 @@ use sqlx::pool::PoolOptions;
 use sqlx::postgres::{PgConnectOptions, PgPool};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqliteSynchronous};
 use sqlx::{ColumnIndex, Decode, Postgres, Row, Sqlite, Transaction, Type};
-use tokio::sync::Mutex;
 pub(super) use tree::decode_entry_hash;
 
 use super::chain::{self, GENESIS_HASH, canonical_list};
@@ -29,11 +29,11 @@ use super::{
 static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 
-/// A connection pool on one of the two backends; on SQLite also the one connection that
-/// writes, used only by the writer (and the tree's build at open), on its own thread.
+/// A connection pool on one of the two backends; on SQLite also the store's own connections
+/// ([`LocalSqlite`]): the one the writer writes on, and those of the point reads.
 #[derive(Clone, Debug)]
 pub(super) enum Db {
-    Sqlite(SqlitePool, Arc<Mutex<rusqlite::Connection>>),
+    Sqlite(SqlitePool, Arc<LocalSqlite>),
     Postgres(PgPool),
 }
 
@@ -83,8 +83,8 @@ impl Db {
                 .map_err(|e| open(&e))?;
             SQLITE_MIGRATOR.run(&pool).await.map_err(|e| open(&e))?;
             let file = pool.connect_options().get_filename().to_owned();
-            let writer = open_sqlite_writer(&file, options).map_err(|e| open(&e))?;
-            Ok(Db::Sqlite(pool, Arc::new(Mutex::new(writer))))
+            let local = LocalSqlite::open(&file, options).map_err(|e| open(&e))?;
+            Ok(Db::Sqlite(pool, Arc::new(local)))
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let lock_timeout = format!("{}ms", options.durable_timeout.as_millis().max(1));
             let connect = PgConnectOptions::from_str(url)
@@ -119,8 +119,8 @@ impl Db {
         timeout: std::time::Duration,
     ) -> Result<WriteTx, sqlx::Error> {
         match self {
-            Db::Sqlite(_, writer) => Ok(WriteTx::Sqlite(SqliteTx::begin(
-                writer.clone().lock_owned().await,
+            Db::Sqlite(_, local) => Ok(WriteTx::Sqlite(SqliteTx::begin(
+                local.writer.clone().lock_owned().await,
             )?)),
             Db::Postgres(pool) => {
                 let mut tx = pool.begin().await?;
@@ -167,26 +167,6 @@ impl WriteTx {
     }
 }
 
-/// The SQLite connection the writer uses, configured as sqlx configures the pool's:
-/// write-ahead log, `synchronous = FULL`, foreign keys on, waiting for the write lock up to
-/// `durable_timeout`.
-fn open_sqlite_writer(
-    file: &std::path::Path,
-    options: &StoreOptions,
-) -> rusqlite::Result<rusqlite::Connection> {
-    let flags =
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let connection = rusqlite::Connection::open_with_flags(file, flags)?;
-    connection.busy_timeout(options.durable_timeout)?;
-    let _mode: String =
-        connection.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
-    connection.pragma_update(None, "synchronous", "FULL")?;
-    connection.pragma_update(None, "foreign_keys", "ON")?;
-    // A batch's statements differ by their row count; keep the common sizes prepared.
-    connection.set_prepared_statement_cache_capacity(128);
-    Ok(connection)
-}
-
 /// Logs a storage error and hides its text from callers.
 fn unavailable(error: sqlx::Error) -> StoreError {
     tracing::warn!(error = %error, "audit store query failed");
@@ -210,6 +190,7 @@ mod batch;
 mod derived;
 mod entries;
 mod idempotency;
+mod local;
 pub(super) mod reach;
 mod tree;
 mod walk;
