@@ -159,11 +159,7 @@ impl AuditStore {
 
     /// Why an append that found no room is refused: the store is busy, or it is failing.
     fn refusal(&self) -> StoreError {
-        if *self.inner.health.borrow() {
-            StoreError::Overloaded
-        } else {
-            StoreError::Unavailable
-        }
+        StoreError::no_room(*self.inner.health.borrow())
     }
 
     /// The stored fingerprint and admission (if it admitted) for a caller's request_id.

@@ -270,6 +270,18 @@ pub enum StoreError {
     },
 }
 
+impl StoreError {
+    /// Why an append that found no room (a full queue, or a wait in it past its bound) is
+    /// refused: the store is busy, or, when it is failing, it is not writing at all.
+    pub(super) fn no_room(healthy: bool) -> Self {
+        if healthy {
+            StoreError::Overloaded
+        } else {
+            StoreError::Unavailable
+        }
+    }
+}
+
 /// Tuning of an [`AuditStore`].
 #[derive(Clone, Debug)]
 pub struct StoreOptions {

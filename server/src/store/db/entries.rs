@@ -260,15 +260,16 @@ impl Db {
     }
 
     /// Extends `walk` through the entries up to `head_seq`: on SQLite by a reading
-    /// connection of its own on a blocking thread ([`walk::on_file`]), on PostgreSQL by
+    /// connection of the store's own on a blocking thread ([`walk::on_connection`]), on PostgreSQL by
     /// streaming rows in chunks of `VERIFY_CHUNK`.
     async fn walk_to(&self, walk: &mut ChainWalk, head_seq: i64) -> Result<(), StoreError> {
         let pool = match self {
-            Db::Sqlite(pool, _) => {
-                let file = pool.connect_options().get_filename().to_owned();
+            Db::Sqlite(_, local) => {
+                let local = local.clone();
                 let mut taken = std::mem::take(walk);
                 let joined = tokio::task::spawn_blocking(move || {
-                    let walked = walk::on_file(&file, &mut taken, head_seq);
+                    let walked = local
+                        .read(|connection| walk::on_connection(connection, &mut taken, head_seq));
                     (taken, walked)
                 })
                 .await;

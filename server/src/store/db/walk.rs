@@ -1,11 +1,10 @@
 //! The chain walk of Verify: position, link and hash of every stored row, in seq order, with
-//! what the rows record about approvals. On SQLite the rows are read by a connection of its own
-//! on a blocking thread and hashed from borrowed columns; sqlx would copy every column of every
-//! row into owned values and send it across threads first, which bounded the walk.
+//! what the rows record about approvals. On SQLite the rows are read by one of the store's own
+//! read-only connections on a blocking thread and hashed from borrowed columns; sqlx would copy
+//! every column of every row into owned values and send it across threads first, which bounded
+//! the walk.
 
-use std::path::Path;
-
-use rusqlite::{OpenFlags, params};
+use rusqlite::params;
 
 use super::derived::{DerivedState, Found};
 use super::entries::ENTRY_COLUMNS;
@@ -116,15 +115,17 @@ impl ChainWalk {
     }
 }
 
-/// Extends `walk` through the entries up to `head_seq` of the SQLite database `file`, read on
-/// this (blocking) thread by a read-only connection of its own, `VERIFY_CHUNK` rows per query.
-pub(super) fn on_file(file: &Path, walk: &mut ChainWalk, head_seq: i64) -> rusqlite::Result<()> {
-    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let connection = rusqlite::Connection::open_with_flags(file, flags)?;
+/// Extends `walk` through the entries up to `head_seq`, read on this (blocking) thread by
+/// `connection`, one of the store's own read-only ones, `VERIFY_CHUNK` rows per query.
+pub(super) fn on_connection(
+    connection: &rusqlite::Connection,
+    walk: &mut ChainWalk,
+    head_seq: i64,
+) -> rusqlite::Result<()> {
     let sql = format!(
         "SELECT {ENTRY_COLUMNS} FROM audit_entries WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?"
     );
-    let mut statement = connection.prepare(&sql)?;
+    let mut statement = connection.prepare_cached(&sql)?;
     loop {
         let before = walk.checked;
         let mut rows = statement.query(params![walk.last_seq, head_seq, VERIFY_CHUNK])?;
