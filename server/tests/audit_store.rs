@@ -26,6 +26,7 @@ on_both_backends!(
     verify_detects_edit_delete_and_reorder,
     two_instances_extend_one_chain,
     single_use_approval_is_consumed_once,
+    concurrent_batches_consume_uses_and_keep_keys,
     revoked_approval_is_refused,
     refused_shadow_admission_is_kept_for_retries,
     approval_writes_compare_and_set,
@@ -449,6 +450,66 @@ fn admit_consuming(entry_id: &str, uses: Vec<ApprovalUse>) -> Append {
         admission: Some(b"admission".to_vec()),
         approval_write: None,
     }
+}
+
+/// Many appends at once on two instances, so batches hold several each: an offline
+/// credential's first uses (the row is created in a batch that also counts later uses), uses
+/// of the row once it exists, idempotency keys, and a retry of a stored admission. Exactly
+/// `max_uses` are admitted, each key keeps its own answer, and the chain verifies.
+async fn concurrent_batches_consume_uses_and_keep_keys(db: &TestDb) {
+    let stores = [db.open().await, db.open().await];
+    let spawn = |i: usize, request_id: String| {
+        let store = stores[i % 2].clone();
+        tokio::spawn(async move {
+            let mut append = admit_consuming(&format!("many-{i}"), vec![approval_use("apr-m", 25)]);
+            let caller = "spiffe://acme.example/orchestrator/ci";
+            append.idempotency = Some(key(caller, &request_id, &format!("fp-{i}")));
+            append.admission = Some(format!("admission-{i}").into_bytes());
+            store.append(append).await.unwrap()
+        })
+    };
+    let tasks: Vec<_> = (0..60).map(|i| spawn(i, format!("req-many-{i}"))).collect();
+    let mut admitted = Vec::new();
+    for (i, task) in tasks.into_iter().enumerate() {
+        match task.await.unwrap() {
+            Appended::Committed(_) => admitted.push(i),
+            Appended::Refused { refusal, .. } => {
+                assert!(matches!(
+                    refusal,
+                    UseRefusal::Exhausted { max_uses: 25, .. }
+                ));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(admitted.len(), 25);
+    let row = stores[1].approval("apr-m").await.unwrap().unwrap();
+    assert_eq!((row.uses, row.max_uses, row.version), (25, 25, 25));
+
+    // A retry of an admitted request gets its own stored admission back, nothing recorded.
+    let first = admitted[0];
+    match spawn(first + 100, format!("req-many-{first}"))
+        .await
+        .unwrap()
+    {
+        Appended::RequestIdConflict { .. } => {}
+        other => panic!("a different fingerprint is a conflict, got {other:?}"),
+    }
+    let mut retry = admit_consuming("retry", vec![approval_use("apr-m", 25)]);
+    let (caller, request_id) = (
+        "spiffe://acme.example/orchestrator/ci",
+        format!("req-many-{first}"),
+    );
+    retry.idempotency = Some(key(caller, &request_id, &format!("fp-{first}")));
+    match stores[0].append(retry).await.unwrap() {
+        Appended::Duplicate { admission } => {
+            assert_eq!(admission, format!("admission-{first}").into_bytes());
+        }
+        other => panic!("expected the stored admission, got {other:?}"),
+    }
+    let report = stores[0].verify().await.unwrap();
+    assert!(report.ok, "{report:?}");
+    assert_eq!(report.entries_checked, 60);
 }
 
 /// A shadow-mode admission decided inside the append (its use refused) is stored with the

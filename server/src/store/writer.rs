@@ -1,13 +1,16 @@
 //! The single writer task: group commit of queued appends, and health with recovery probes.
 
+use std::collections::HashMap;
 use std::time::SystemTime;
+
+use admission_log::Hash;
 
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use super::batch::{BatchState, BatchWrites, Reply, Wanted};
-use super::db::{Db, WriteTx};
-use super::{Append, ApprovalWrite, StoreError, StoreOptions};
+use super::db::{BatchRows, Db, WriteTx, tree_reads};
+use super::{Append, ApprovalWrite, StoreError, StoreOptions, to_micros};
 
 /// One queued append and the caller waiting for it.
 pub(super) struct Job {
@@ -78,6 +81,7 @@ async fn run(
     let guard = UnhealthyOnExit(health);
     let health = &guard.0;
     let max_batch = options.max_batch.max(1);
+    let mut last_head = None;
     loop {
         let probe_after = if *health.borrow() {
             options.idle_probe_interval
@@ -99,7 +103,7 @@ async fn run(
             continue;
         }
         let started = Instant::now();
-        match write_batch(&db, &mut batch, &options).await {
+        match write_batch(&db, &mut batch, &options, &mut last_head).await {
             Ok(results) => {
                 set_health(health, true);
                 if let Some(observer) = &options.commit_observer {
@@ -128,21 +132,26 @@ async fn run(
 }
 
 /// One transaction for the whole batch: lock the head, read what the batch needs once,
-/// decide each append in order, write with one statement per table, commit once.
+/// decide each append in order, write with one statement per table, commit once. `last_head`
+/// is the head this writer last committed: the batch reads the tree hashes an append there
+/// needs along with the rest (another instance may have moved it; then they are read later).
 async fn write_batch(
     db: &Db,
     batch: &mut [Job],
     options: &StoreOptions,
+    last_head: &mut Option<u64>,
 ) -> Result<Vec<Reply>, BatchError> {
     let mut tx = db
         .begin_write(options.durable_timeout)
         .await
         .map_err(BatchError::Storage)?;
-    let head = tx.head().await.map_err(BatchError::Storage)?;
-    let head_seq = head.seq;
     let wanted = Wanted::of(batch.iter().map(|job| &job.append));
-    let fetched = tx.fetch(&wanted).await.map_err(BatchError::Storage)?;
-    let mut state = BatchState::new(fetched, head);
+    let tree = last_head.map_or_else(Vec::new, |seq| tree_reads(seq, batch.len() as u64));
+    let read = tx
+        .read_batch(&wanted, &tree)
+        .await
+        .map_err(BatchError::Storage)?;
+    let mut state = BatchState::new(read.fetched, read.head);
     let results: Vec<Reply> = batch
         .iter_mut()
         .map(|job| state.apply(&mut job.append))
@@ -151,14 +160,9 @@ async fn write_batch(
     let head = (seq, hash.to_owned());
     let now = state.now();
     let writes = state.finish();
-    write(&mut tx, &writes, now)
+    write(&mut tx, &writes, &read.tree, (head.0, &head.1), now)
         .await
         .map_err(BatchError::Storage)?;
-    if head.0 != head_seq {
-        tx.set_head(head.0, &head.1)
-            .await
-            .map_err(BatchError::Storage)?;
-    }
     let now = Instant::now();
     if batch.iter().any(|job| job.deadline <= now) {
         // Dropping would roll back too; an explicit rollback returns the connection clean.
@@ -166,13 +170,20 @@ async fn write_batch(
         return Err(BatchError::Expired);
     }
     tx.commit().await.map_err(BatchError::Storage)?;
+    *last_head = Some(head.0);
     Ok(results)
 }
 
 /// Applies what the batch decided. `writes.entries` holds every entry this batch appends, with
 /// its final seq and entry_hash, inside the transaction: whatever must change with the chain
 /// in the same commit goes here.
-async fn write(tx: &mut WriteTx, writes: &BatchWrites, now: SystemTime) -> Result<(), sqlx::Error> {
+async fn write(
+    tx: &mut WriteTx,
+    writes: &BatchWrites,
+    tree: &HashMap<u64, Hash>,
+    head: (u64, &str),
+    now: SystemTime,
+) -> Result<(), sqlx::Error> {
     for write in &writes.approval_writes {
         let written = match write {
             ApprovalWrite::Insert(row) => tx.insert_approval(row).await?,
@@ -188,25 +199,23 @@ async fn write(tx: &mut WriteTx, writes: &BatchWrites, now: SystemTime) -> Resul
             ));
         }
     }
-    if !writes.created.is_empty() {
-        tx.insert_used_approvals(&writes.created).await?;
+    let bumps: Vec<(&str, u32)> = writes
+        .bumps
+        .iter()
+        .map(|(id, count)| (id.as_str(), *count))
+        .collect();
+    let rows = BatchRows {
+        entries: &writes.entries,
+        tree: &tx.tree_writes(&writes.entries, tree).await?,
+        keys: &writes.keys,
+        bumps: &bumps,
+        created: &writes.created,
+        now: to_micros(now),
+    };
+    if rows.is_empty() {
+        return Ok(());
     }
-    if !writes.bumps.is_empty() {
-        let bumps: Vec<(&str, u32)> = writes
-            .bumps
-            .iter()
-            .map(|(id, count)| (id.as_str(), *count))
-            .collect();
-        tx.bump_uses(&bumps, now).await?;
-    }
-    if !writes.entries.is_empty() {
-        tx.insert_entries(&writes.entries).await?;
-        tx.append_tree(&writes.entries).await?;
-    }
-    if !writes.keys.is_empty() {
-        tx.put_keys(&writes.keys, now).await?;
-    }
-    Ok(())
+    tx.write_rows(&rows, head).await
 }
 
 /// `first` and whatever else is queued, up to `max_batch` appends.
@@ -226,13 +235,6 @@ fn drain(first: Job, jobs: &mut mpsc::Receiver<Job>, max_batch: usize) -> Vec<Jo
 /// not failing, so health stays), `Unavailable` while it is not (they waited behind failing
 /// writes).
 fn refuse_stale(batch: Vec<Job>, healthy: bool) -> Vec<Job> {
-    let refusal = || {
-        if healthy {
-            StoreError::Overloaded
-        } else {
-            StoreError::Unavailable
-        }
-    };
     let now = Instant::now();
     let mut fresh = Vec::with_capacity(batch.len());
     for job in batch {
@@ -240,7 +242,7 @@ fn refuse_stale(batch: Vec<Job>, healthy: bool) -> Vec<Job> {
             continue;
         }
         if job.queued_until <= now {
-            let _ = job.reply.send(Err(refusal()));
+            let _ = job.reply.send(Err(StoreError::no_room(healthy)));
             continue;
         }
         fresh.push(job);

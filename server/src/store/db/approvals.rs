@@ -94,7 +94,7 @@ impl Db {
         if let Db::Sqlite(_, local) = self {
             let found = local
                 .read(|connection| {
-                    let mut statement = connection.prepare_cached(&sql)?;
+                    let mut statement = connection.prepare_cached(&args::numbered_params(&sql))?;
                     let mut rows = statement.query([approval_id])?;
                     Ok(rows.next()?.map(approval_row_local))
                 })

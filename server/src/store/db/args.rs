@@ -8,7 +8,8 @@ use std::borrow::Cow;
 use rusqlite::ToSql;
 use rusqlite::types::{FromSql, ToSqlOutput, ValueRef};
 use sqlx::FromRow;
-use sqlx::postgres::PgRow;
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgConnection, PgPool, PgRow, Postgres};
 use tokio::sync::OwnedMutexGuard;
 
 use super::WriteTx;
@@ -24,6 +25,15 @@ pub(super) enum Arg<'a> {
 /// A transaction on the SQLite write connection; rolled back when dropped uncommitted.
 pub(in crate::store) struct SqliteTx {
     conn: OwnedMutexGuard<rusqlite::Connection>,
+    open: bool,
+}
+
+/// A transaction on a pooled PostgreSQL connection, begun by one simple query that may also
+/// take the chain lock. One dropped open (a failed statement, a cancelled batch) closes its
+/// connection, so PostgreSQL rolls it back, rather than return it to the pool mid-transaction;
+/// sqlx's own transaction cannot be begun that way and stay safe when its begin fails.
+pub(in crate::store) struct PgTx {
+    conn: PoolConnection<Postgres>,
     open: bool,
 }
 
@@ -143,6 +153,58 @@ impl Drop for SqliteTx {
     }
 }
 
+// === impl PgTx ===
+
+impl PgTx {
+    /// Runs `begin` (which starts with `BEGIN`) on a connection from `pool`.
+    pub(super) async fn begin(pool: &PgPool, begin: &str) -> Result<Self, sqlx::Error> {
+        let conn = pool.acquire().await?;
+        let mut tx = Self { conn, open: true };
+        simple(&mut tx.conn, begin).await?;
+        Ok(tx)
+    }
+
+    pub(super) async fn commit(mut self) -> Result<(), sqlx::Error> {
+        simple(&mut self.conn, "COMMIT").await?;
+        self.open = false;
+        Ok(())
+    }
+
+    pub(super) async fn rollback(mut self) -> Result<(), sqlx::Error> {
+        simple(&mut self.conn, "ROLLBACK").await?;
+        self.open = false;
+        Ok(())
+    }
+}
+
+/// Runs `sql` (one or more statements, no parameters) as one simple query.
+async fn simple(conn: &mut PgConnection, sql: &str) -> Result<(), sqlx::Error> {
+    sqlx::Executor::execute(conn, sql).await?;
+    Ok(())
+}
+
+impl std::ops::Deref for PgTx {
+    type Target = PgConnection;
+
+    fn deref(&self) -> &PgConnection {
+        &self.conn
+    }
+}
+
+impl std::ops::DerefMut for PgTx {
+    fn deref_mut(&mut self) -> &mut PgConnection {
+        &mut self.conn
+    }
+}
+
+impl Drop for PgTx {
+    fn drop(&mut self) {
+        if self.open {
+            self.conn.close_on_drop();
+        }
+    }
+}
+
 // === impl WriteTx ===
 
 impl WriteTx {
@@ -198,7 +260,7 @@ impl WriteTx {
 
 /// `sql` with PostgreSQL's `$N` placeholders written as SQLite's `?N`: bound by index, so
 /// SQLite never looks a parameter up by its name.
-fn numbered_params(sql: &str) -> Cow<'_, str> {
+pub(super) fn numbered_params(sql: &str) -> Cow<'_, str> {
     if !sql.contains('$') {
         return Cow::Borrowed(sql);
     }

@@ -6,6 +6,7 @@ use std::collections::{HashMap, HashSet};
 
 use super::approvals::{APPROVAL_COLUMNS, approval_args};
 use super::args::Arg;
+use super::arrays::{self, BatchRead, BatchRows};
 use super::entries::ENTRY_COLUMNS;
 use super::*;
 use crate::store::IdempotencyKey;
@@ -13,6 +14,14 @@ use crate::store::batch::{Fetched, Wanted};
 
 /// Most bind values in one statement (SQLite allows 32766, PostgreSQL 65535).
 const MAX_BINDS: usize = 30_000;
+
+/// The columns of an idempotency row as the writer stores it.
+pub(super) const KEY_COLUMNS: &str =
+    "caller, request_id, fingerprint, admission, decision_id, created_at";
+/// A stored key is replaced by the batch's write of the same (caller, request_id).
+pub(super) const KEY_UPSERT: &str = "ON CONFLICT (caller, request_id) DO UPDATE SET \
+    fingerprint = excluded.fingerprint, admission = excluded.admission, \
+    decision_id = excluded.decision_id";
 
 /// An idempotency row as the writer needs it, with the hash of the entry it points at.
 #[derive(Clone, Debug)]
@@ -78,11 +87,60 @@ fn values(rows: usize, cols: usize, start: usize) -> String {
 // === impl WriteTx ===
 
 impl WriteTx {
-    /// What the store holds for a batch: one lookup per table.
-    pub(in crate::store) async fn fetch(
+    /// The head and what the store holds for a batch, under the chain lock. `tree` names
+    /// stored hashes the batch is likely to need: PostgreSQL reads them in the same statement
+    /// as the rest, where every statement is a round trip; SQLite reads them when needed.
+    pub(in crate::store) async fn read_batch(
         &mut self,
         wanted: &Wanted,
-    ) -> Result<Fetched, sqlx::Error> {
+        tree: &[u64],
+    ) -> Result<BatchRead, sqlx::Error> {
+        let (keys, entry_ids, approval_ids) =
+            (wanted.keys(), wanted.entry_ids(), wanted.approval_ids());
+        if let WriteTx::Postgres(tx) = self {
+            return arrays::read(tx, &keys, &entry_ids, &approval_ids, tree).await;
+        }
+        let head = self.head().await?;
+        let fetched = self.fetch(wanted).await?;
+        let tree = HashMap::new();
+        Ok(BatchRead {
+            head,
+            fetched,
+            tree,
+        })
+    }
+
+    /// Writes `rows` and moves the head to `head`: one statement on PostgreSQL, one per
+    /// table that changes on SQLite.
+    pub(in crate::store) async fn write_rows(
+        &mut self,
+        rows: &BatchRows<'_>,
+        head: (u64, &str),
+    ) -> Result<(), sqlx::Error> {
+        if let WriteTx::Postgres(tx) = self {
+            return arrays::write(tx, rows, head).await;
+        }
+        if !rows.created.is_empty() {
+            self.insert_used_approvals(rows.created).await?;
+        }
+        if !rows.bumps.is_empty() {
+            self.bump_uses(rows.bumps, rows.now).await?;
+        }
+        if !rows.entries.is_empty() {
+            self.insert_entries(rows.entries).await?;
+            self.set_head(head.0, head.1).await?;
+        }
+        if !rows.tree.is_empty() {
+            self.insert_hashes(rows.tree).await?;
+        }
+        if !rows.keys.is_empty() {
+            self.put_keys(rows.keys, rows.now).await?;
+        }
+        Ok(())
+    }
+
+    /// What the store holds for a batch: one lookup per table.
+    async fn fetch(&mut self, wanted: &Wanted) -> Result<Fetched, sqlx::Error> {
         let (keys, entry_ids, approval_ids) =
             (wanted.keys(), wanted.entry_ids(), wanted.approval_ids());
         let mut fetched = Fetched::default();
@@ -170,18 +228,7 @@ impl WriteTx {
             let args: Vec<Arg> = chunk.iter().map(|id| Arg::from(*id)).collect();
             let rows: Vec<(String, String, i64, i64, i64)> = self.fetch_all(&sql, &args).await?;
             for (id, state, uses, max_uses, version) in rows {
-                // An unknown state fails the batch: nothing is decided on a row this version
-                // cannot read.
-                let state = state.parse().map_err(|error: UnknownApprovalState| {
-                    tracing::error!(%error, approval_id = %id, "approval row has an unknown state");
-                    sqlx::Error::Decode(Box::new(error))
-                })?;
-                let stored = StoredApproval {
-                    state,
-                    uses: clamp_u32(uses),
-                    max_uses: clamp_u32(max_uses),
-                    version,
-                };
+                let stored = stored_approval(&id, &state, uses, max_uses, version)?;
                 found.insert(id, stored);
             }
         }
@@ -201,30 +248,7 @@ impl WriteTx {
             );
             let mut args = Vec::with_capacity(chunk.len() * COLS);
             for row in chunk {
-                let e = &row.entry;
-                args.extend([
-                    Arg::Int(seq_i64(row.seq)?),
-                    e.entry_id.as_str().into(),
-                    Arg::Int(row.recorded_at),
-                    e.actor.as_str().into(),
-                    e.actor_cert_sha256.as_str().into(),
-                    e.initiated_by.as_str().into(),
-                    e.action.as_str().into(),
-                    e.scope.org_id.as_str().into(),
-                    e.scope.project_id.as_str().into(),
-                    e.scope.environment_id.as_str().into(),
-                    e.spec_hash.as_str().into(),
-                    canonical_list(&e.capabilities).into(),
-                    canonical_list(&e.approval_ids).into(),
-                    canonical_list(&e.approvers).into(),
-                    e.outcome.as_str().into(),
-                    e.reason.as_str().into(),
-                    e.grpc_code.as_str().into(),
-                    e.request_id.as_str().into(),
-                    e.detail.as_str().into(),
-                    row.prev_hash.as_str().into(),
-                    row.entry_hash.as_str().into(),
-                ]);
+                args.extend(entry_args(row)?);
             }
             self.execute(&sql, &args).await?;
         }
@@ -235,29 +259,17 @@ impl WriteTx {
     pub(in crate::store) async fn put_keys(
         &mut self,
         keys: &[KeyWrite],
-        now: SystemTime,
+        micros: i64,
     ) -> Result<(), sqlx::Error> {
         const COLS: usize = 6;
-        let micros = to_micros(now);
         for chunk in keys.chunks(MAX_BINDS / COLS) {
             let sql = format!(
-                "INSERT INTO idempotency \
-                 (caller, request_id, fingerprint, admission, decision_id, created_at) \
-                 VALUES {} ON CONFLICT (caller, request_id) DO UPDATE SET \
-                 fingerprint = excluded.fingerprint, admission = excluded.admission, \
-                 decision_id = excluded.decision_id",
+                "INSERT INTO idempotency ({KEY_COLUMNS}) VALUES {} {KEY_UPSERT}",
                 values(chunk.len(), COLS, 1)
             );
             let mut args = Vec::with_capacity(chunk.len() * COLS);
             for write in chunk {
-                args.extend([
-                    write.key.caller.as_str().into(),
-                    write.key.request_id.as_str().into(),
-                    write.key.fingerprint.as_str().into(),
-                    Arg::Blob(write.admission.as_deref()),
-                    write.decision_id.as_str().into(),
-                    Arg::Int(micros),
-                ]);
+                args.extend(key_args(write, micros));
             }
             self.execute(&sql, &args).await?;
         }
@@ -268,9 +280,8 @@ impl WriteTx {
     pub(in crate::store) async fn bump_uses(
         &mut self,
         bumps: &[(&str, u32)],
-        now: SystemTime,
+        micros: i64,
     ) -> Result<(), sqlx::Error> {
-        let micros = to_micros(now);
         for chunk in bumps.chunks(MAX_BINDS / 2) {
             let sql = format!(
                 "UPDATE approvals SET uses = uses + v.column2, version = version + v.column2, \
@@ -306,6 +317,67 @@ impl WriteTx {
         }
         Ok(())
     }
+}
+
+/// An approval's use state as read. An unknown state fails the batch: nothing is decided on a
+/// row this version cannot read.
+pub(super) fn stored_approval(
+    id: &str,
+    state: &str,
+    uses: i64,
+    max_uses: i64,
+    version: i64,
+) -> Result<StoredApproval, sqlx::Error> {
+    let state = state.parse().map_err(|error: UnknownApprovalState| {
+        tracing::error!(%error, approval_id = %id, "approval row has an unknown state");
+        sqlx::Error::Decode(Box::new(error))
+    })?;
+    Ok(StoredApproval {
+        state,
+        uses: clamp_u32(uses),
+        max_uses: clamp_u32(max_uses),
+        version,
+    })
+}
+
+/// The 21 columns of an entry row, in `ENTRY_COLUMNS` order.
+pub(super) fn entry_args(row: &ChainedEntry) -> Result<[Arg<'_>; 21], sqlx::Error> {
+    let e = &row.entry;
+    Ok([
+        Arg::Int(seq_i64(row.seq)?),
+        e.entry_id.as_str().into(),
+        Arg::Int(row.recorded_at),
+        e.actor.as_str().into(),
+        e.actor_cert_sha256.as_str().into(),
+        e.initiated_by.as_str().into(),
+        e.action.as_str().into(),
+        e.scope.org_id.as_str().into(),
+        e.scope.project_id.as_str().into(),
+        e.scope.environment_id.as_str().into(),
+        e.spec_hash.as_str().into(),
+        canonical_list(&e.capabilities).into(),
+        canonical_list(&e.approval_ids).into(),
+        canonical_list(&e.approvers).into(),
+        e.outcome.as_str().into(),
+        e.reason.as_str().into(),
+        e.grpc_code.as_str().into(),
+        e.request_id.as_str().into(),
+        e.detail.as_str().into(),
+        row.prev_hash.as_str().into(),
+        row.entry_hash.as_str().into(),
+    ])
+}
+
+/// The 6 columns of an idempotency row, in `KEY_COLUMNS` order, created at `micros`.
+pub(super) fn key_args(write: &KeyWrite, micros: i64) -> [Arg<'_>; 6] {
+    [
+        write.key.caller.as_str().into(),
+        write.key.request_id.as_str().into(),
+        write.key.fingerprint.as_str().into(),
+        Arg::Blob(write.admission.as_deref()),
+        write.decision_id.as_str().into(),
+        Arg::Int(micros),
+    ]
 }
 
 #[cfg(test)]

@@ -9,16 +9,17 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use args::SqliteTx;
+use args::{PgTx, SqliteTx};
 use local::LocalSqlite;
 
+pub(super) use arrays::BatchRows;
 pub(super) use batch::{ChainedEntry, Head, KeyWrite, StoredApproval, StoredKey};
 use sqlx::migrate::Migrator;
 use sqlx::pool::PoolOptions;
 use sqlx::postgres::{PgConnectOptions, PgPool};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqliteSynchronous};
-use sqlx::{ColumnIndex, Decode, Postgres, Row, Sqlite, Transaction, Type};
-pub(super) use tree::decode_entry_hash;
+use sqlx::{ColumnIndex, Decode, Postgres, Row, Sqlite, Type};
+pub(super) use tree::{decode_entry_hash, tree_reads};
 
 use super::chain::{self, GENESIS_HASH, canonical_list};
 use super::{
@@ -40,7 +41,7 @@ pub(super) enum Db {
 /// A writing transaction holding the chain lock.
 pub(super) enum WriteTx {
     Sqlite(SqliteTx),
-    Postgres(Transaction<'static, Postgres>),
+    Postgres(PgTx),
 }
 
 /// Runs `$body` with `$c` bound to the backend-specific pool of `$value`.
@@ -60,8 +61,8 @@ impl Db {
     pub(super) async fn connect(url: &str, options: &StoreOptions) -> Result<Self, StoreError> {
         let open = |e: &dyn std::fmt::Display| StoreError::Open(e.to_string());
         if url.starts_with("sqlite:") {
-            // Verify reads the file through a connection of its own (`walk::on_file`), and a
-            // trail that vanishes with the process is not an audit trail.
+            // Verify and point reads open connections of the store's own to the file
+            // (`LocalSqlite`), and a trail that vanishes with the process is not an audit trail.
             if url.contains(":memory:") || url.contains("mode=memory") {
                 return Err(StoreError::Open(
                     "an in-memory SQLite database cannot hold the audit trail; \
@@ -123,11 +124,14 @@ impl Db {
                 local.writer.clone().lock_owned().await,
             )?)),
             Db::Postgres(pool) => {
-                let mut tx = pool.begin().await?;
+                // One round trip: the bound, then the chain lock, so that the batch's reads
+                // (statements after it) see everything committed before the lock was granted.
                 let millis = timeout.as_millis().max(1);
-                sqlx::query(&format!("SET LOCAL statement_timeout = {millis}"))
-                    .execute(&mut *tx)
-                    .await?;
+                let begin = format!(
+                    "BEGIN; SET LOCAL statement_timeout = {millis}; \
+                     SELECT 1 FROM audit_head WHERE id = 1 FOR UPDATE"
+                );
+                let tx = PgTx::begin(pool, &begin).await?;
                 Ok(WriteTx::Postgres(tx))
             }
         }
@@ -186,6 +190,7 @@ const CONNECT_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_sec
 
 mod approvals;
 mod args;
+mod arrays;
 mod batch;
 mod derived;
 mod entries;

@@ -34,40 +34,42 @@ macro_rules! select_hashes {
 // === impl WriteTx ===
 
 impl WriteTx {
-    /// Adds the stored hashes of `entries` (this batch's, chained, in seq order) to the tree:
-    /// one read of the hashes the append needs, one multi-row insert. A tree that does not yet
-    /// cover the entries before the batch (another instance is still building it from an older
-    /// trail) is left for that build to complete, which runs until it reaches the head.
-    pub(in crate::store) async fn append_tree(
+    /// The stored hashes that `entries` (this batch's, chained, in seq order) add to the tree,
+    /// from the hashes the append needs: those in `known_hashes` (read with the batch), the rest read
+    /// now. None are added to a tree that does not yet cover the entries before the batch
+    /// (another instance is still building it from an older trail): that build completes it,
+    /// running until it reaches the head.
+    pub(in crate::store) async fn tree_writes(
         &mut self,
         entries: &[ChainedEntry],
-    ) -> Result<(), sqlx::Error> {
+        known_hashes: &HashMap<u64, Hash>,
+    ) -> Result<Vec<(u64, Hash)>, sqlx::Error> {
         let Some(first) = entries.first() else {
-            return Ok(());
+            return Ok(Vec::new());
         };
         let start = first.seq - 1;
         let leaves = entries
             .iter()
             .map(|entry| decode_entry_hash(&entry.entry_hash))
             .collect::<Result<Vec<_>, _>>()?;
-        let needed = append_indexes(start, leaves.len() as u64);
+        let read = tree_reads(start, leaves.len() as u64);
+        let (known, missing): (Vec<u64>, Vec<u64>) = read
+            .into_iter()
+            .partition(|index| known_hashes.contains_key(index));
+        let mut found = self.hashes_at(&missing).await?;
+        found.extend(known.iter().map(|index| (*index, known_hashes[index])));
         // The tree is dense, so its prefix is complete exactly when its last hash is there.
-        let mut read = needed.clone();
         let last_before = stored_hash_count(start).checked_sub(1);
-        read.extend(last_before);
-        read.sort_unstable();
-        read.dedup();
-        let found = self.hashes_at(&read).await?;
         if last_before.is_some_and(|last| !found.contains_key(&last)) {
             tracing::warn!(
                 start,
                 "audit tree is behind the chain; its build completes it"
             );
-            return Ok(());
+            return Ok(Vec::new());
         }
+        let needed = append_indexes(start, leaves.len() as u64);
         let old = in_order(&needed, &found)?;
-        let written = append_from(start, &leaves, &old).map_err(log_error)?;
-        self.insert_hashes(&written).await
+        append_from(start, &leaves, &old).map_err(log_error)
     }
 
     /// The chain head (taking the chain lock) and how many stored hashes the tree has.
@@ -128,7 +130,10 @@ impl WriteTx {
         Ok(found)
     }
 
-    async fn insert_hashes(&mut self, hashes: &[(u64, Hash)]) -> Result<(), sqlx::Error> {
+    pub(in crate::store) async fn insert_hashes(
+        &mut self,
+        hashes: &[(u64, Hash)],
+    ) -> Result<(), sqlx::Error> {
         for chunk in hashes.chunks(MAX_BINDS / 2) {
             let sql = format!(
                 "INSERT INTO audit_tree (idx, hash) VALUES {}",
@@ -142,6 +147,16 @@ impl WriteTx {
         }
         Ok(())
     }
+}
+
+/// The stored hashes an append of `count` leaves to a tree of `start` leaves reads: those it
+/// combines with, and the last one before it (which shows the tree covers `start`).
+pub(in crate::store) fn tree_reads(start: u64, count: u64) -> Vec<u64> {
+    let mut read = append_indexes(start, count);
+    read.extend(stored_hash_count(start).checked_sub(1));
+    read.sort_unstable();
+    read.dedup();
+    read
 }
 
 // === impl Db ===
@@ -334,7 +349,10 @@ fn hash_row((index, hash): HashRow) -> Result<(u64, Hash), sqlx::Error> {
     Ok((index, hash))
 }
 
-fn collect_hashes(rows: Vec<HashRow>, found: &mut HashMap<u64, Hash>) -> Result<(), sqlx::Error> {
+pub(super) fn collect_hashes(
+    rows: Vec<HashRow>,
+    found: &mut HashMap<u64, Hash>,
+) -> Result<(), sqlx::Error> {
     for row in rows {
         let (index, hash) = hash_row(row)?;
         found.insert(index, hash);
