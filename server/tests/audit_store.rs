@@ -24,6 +24,7 @@ use common::store::TestDb;
 on_both_backends!(
     list_pages_and_filters,
     verify_detects_edit_delete_and_reorder,
+    verify_reads_text_with_tabs_newlines_and_backslashes,
     two_instances_extend_one_chain,
     single_use_approval_is_consumed_once,
     concurrent_batches_consume_uses_and_keep_keys,
@@ -300,6 +301,37 @@ async fn ten_entries(db: &TestDb) -> Vec<Receipt> {
         receipts.push(commit(&store, plain(entry(&format!("e{i}"), &prod(), "admitted"))).await);
     }
     receipts
+}
+
+/// Text that a bulk read has to escape (tabs, newlines, backslashes, a literal `\N`) verifies,
+/// and an edit of it is still found.
+async fn verify_reads_text_with_tabs_newlines_and_backslashes(db: &TestDb) {
+    let store = db.open().await;
+    let details = [
+        "tab\there",
+        "line\nbreak\r\n",
+        r"back\slash \N \\",
+        "\u{8}\u{b}\u{c} ünï",
+    ];
+    for (i, detail) in details.iter().enumerate() {
+        let mut e = entry(&format!("esc-{i}"), &prod(), "admitted");
+        e.detail = (*detail).to_owned();
+        commit(&store, plain(e)).await;
+    }
+    let report = store.verify().await.unwrap();
+    assert!(report.ok, "{report:?}");
+    assert_eq!(report.entries_checked, 4);
+    let listed = list_all(&store, &ListFilter::default(), 10).await;
+    let mut stored: Vec<&str> = listed.iter().map(|e| e.entry.detail.as_str()).collect();
+    let mut written = details.to_vec();
+    stored.sort_unstable();
+    written.sort_unstable();
+    assert_eq!(stored, written);
+
+    db.execute("UPDATE audit_entries SET detail = 'line\nbreak' WHERE entry_id = 'esc-1'")
+        .await;
+    let report = store.verify().await.unwrap();
+    assert_eq!((report.ok, report.first_bad_seq), (false, 2));
 }
 
 async fn verify_detects_edit_delete_and_reorder(db: &TestDb) {

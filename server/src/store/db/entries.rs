@@ -2,11 +2,9 @@
 
 use std::borrow::Cow;
 
-use futures::TryStreamExt;
-
 use super::args::Arg;
 use super::derived::Found;
-use super::walk::{self, ChainWalk, VERIFY_CHUNK};
+use super::walk::{self, ChainWalk};
 use super::*;
 
 /// Walks (extending the previous one) before the approvals are compared with a head that still
@@ -201,7 +199,7 @@ impl Db {
         })
     }
 
-    /// Walks the chain up to the recorded head, `VERIFY_CHUNK` entries at a time, then
+    /// Walks the chain up to the recorded head, in chunks of entries, then
     /// compares the approval rows with what the walked entries record, and every idempotency
     /// row with the entry it names. While appends move the
     /// head meanwhile, the walk is extended to the new head and the rows compared again.
@@ -260,8 +258,8 @@ impl Db {
     }
 
     /// Extends `walk` through the entries up to `head_seq`: on SQLite by a reading
-    /// connection of the store's own on a blocking thread ([`walk::on_connection`]), on PostgreSQL by
-    /// streaming rows in chunks of `VERIFY_CHUNK`.
+    /// connection of the store's own on a blocking thread ([`walk::on_connection`]), on PostgreSQL as `COPY` text
+    /// ([`walk::on_postgres`]).
     async fn walk_to(&self, walk: &mut ChainWalk, head_seq: i64) -> Result<(), StoreError> {
         let pool = match self {
             Db::Sqlite(_, local) => {
@@ -285,24 +283,9 @@ impl Db {
             }
             Db::Postgres(pool) => pool,
         };
-        let sql = format!(
-            "SELECT {ENTRY_COLUMNS} FROM audit_entries WHERE seq > $1 AND seq <= $2 \
-             ORDER BY seq LIMIT $3"
-        );
-        loop {
-            let before = walk.checked;
-            let mut rows = sqlx::query(&sql)
-                .bind(walk.last_seq)
-                .bind(head_seq)
-                .bind(VERIFY_CHUNK)
-                .fetch(pool);
-            while let Some(row) = rows.try_next().await.map_err(unavailable)? {
-                walk.check(&row).map_err(unavailable)?;
-            }
-            if walk.checked - before < VERIFY_CHUNK as u64 {
-                return Ok(());
-            }
-        }
+        walk::on_postgres(pool, walk, head_seq)
+            .await
+            .map_err(unavailable)
     }
 }
 

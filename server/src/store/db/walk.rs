@@ -4,7 +4,10 @@
 //! every column of every row into owned values and send it across threads first, which bounded
 //! the walk.
 
+use std::borrow::Cow;
+
 use rusqlite::params;
+use sqlx::postgres::PgPool;
 
 use super::derived::{DerivedState, Found};
 use super::entries::ENTRY_COLUMNS;
@@ -39,24 +42,6 @@ impl Default for ChainWalk {
 }
 
 impl ChainWalk {
-    /// Checks the next row read by sqlx (columns in `ENTRY_COLUMNS` order).
-    pub(super) fn check<R: Row>(&mut self, row: &R) -> Result<(), sqlx::Error>
-    where
-        for<'r> &'r str: Decode<'r, R::Database> + Type<R::Database>,
-        for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
-        usize: ColumnIndex<R>,
-    {
-        let mut values: [&str; 20] = [""; 20];
-        for (index, value) in values.iter_mut().enumerate() {
-            if index != 0 && index != 2 {
-                *value = row.try_get(index)?;
-            }
-        }
-        let (seq, recorded_at) = (row.try_get(0)?, row.try_get(2)?);
-        self.check_values(seq, recorded_at, values, row.try_get(20)?);
-        Ok(())
-    }
-
     /// Checks position, link and hash of the next stored row, straight from its columns
     /// (`values` in `ENTRY_COLUMNS` order up to prev_hash, the hash's field order; seq and
     /// recorded_at given as numbers, their places in `values` unused). A row after a gap is
@@ -142,5 +127,118 @@ pub(super) fn on_connection(
         if walk.checked - before < VERIFY_CHUNK as u64 {
             return Ok(());
         }
+    }
+}
+
+/// Rows of seq per `COPY` on PostgreSQL: bounds how long one statement's snapshot is held.
+const COPY_CHUNK: i64 = 100_000;
+
+/// Extends `walk` through the entries up to `head_seq` on PostgreSQL. The rows arrive as
+/// `COPY` text, a line each, and are checked from slices of it: sqlx's row decoding (a type
+/// check and a length-prefixed value per column, a row object per row) bounded the walk.
+pub(super) async fn on_postgres(
+    pool: &PgPool,
+    walk: &mut ChainWalk,
+    head_seq: i64,
+) -> Result<(), sqlx::Error> {
+    use futures::TryStreamExt;
+    use sqlx::postgres::PgPoolCopyExt;
+
+    let mut from = walk.last_seq;
+    let mut pending: Vec<u8> = Vec::new();
+    while from < head_seq {
+        let to = head_seq.min(from.saturating_add(COPY_CHUNK));
+        let sql = format!(
+            "COPY (SELECT {ENTRY_COLUMNS} FROM audit_entries WHERE seq > {from} AND seq <= {to} \
+             ORDER BY seq) TO STDOUT"
+        );
+        let mut stream = pool.copy_out_raw(&sql).await?;
+        while let Some(chunk) = stream.try_next().await? {
+            pending.extend_from_slice(&chunk);
+            let mut start = 0;
+            while let Some(end) = pending[start..].iter().position(|b| *b == b'\n') {
+                check_line(walk, &pending[start..start + end])?;
+                start += end + 1;
+            }
+            pending.drain(..start);
+        }
+        if !pending.is_empty() {
+            return Err(sqlx::Error::Protocol("COPY ended inside a row".to_owned()));
+        }
+        from = to;
+    }
+    Ok(())
+}
+
+/// Checks one row of `COPY` text output: 21 tab-separated columns in `ENTRY_COLUMNS` order.
+fn check_line(walk: &mut ChainWalk, line: &[u8]) -> Result<(), sqlx::Error> {
+    let malformed = |what: &str| sqlx::Error::Protocol(format!("COPY row {what}"));
+    let line = std::str::from_utf8(line).map_err(|_| malformed("is not UTF-8"))?;
+    let mut fields: [Cow<'_, str>; 21] = Default::default();
+    let mut count = 0;
+    for (slot, field) in fields.iter_mut().zip(line.split('\t')) {
+        *slot = copy_text(field).ok_or_else(|| malformed("has a NULL or bad escape"))?;
+        count += 1;
+    }
+    if count != 21 || line.split('\t').count() != 21 {
+        return Err(malformed("does not have 21 columns"));
+    }
+    let number = |text: &str| {
+        text.parse::<i64>()
+            .map_err(|_| malformed("has a bad number"))
+    };
+    let (seq, recorded_at) = (number(&fields[0])?, number(&fields[2])?);
+    let mut values: [&str; 20] = [""; 20];
+    for (value, field) in values.iter_mut().zip(&fields) {
+        *value = field;
+    }
+    walk.check_values(seq, recorded_at, values, &fields[20]);
+    Ok(())
+}
+
+/// A column of `COPY` text as stored: its escapes undone; `None` for NULL (no entry column is
+/// nullable) or an escape `COPY TO` does not write.
+fn copy_text(field: &str) -> Option<Cow<'_, str>> {
+    if field == "\\N" {
+        return None;
+    }
+    if !field.contains('\\') {
+        return Some(Cow::Borrowed(field));
+    }
+    let mut out = String::with_capacity(field.len());
+    let mut chars = field.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        out.push(match chars.next()? {
+            '\\' => '\\',
+            'b' => '\u{8}',
+            'f' => '\u{c}',
+            'n' => '\n',
+            'r' => '\r',
+            't' => '\t',
+            'v' => '\u{b}',
+            _ => return None,
+        });
+    }
+    Some(Cow::Owned(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::copy_text;
+
+    #[test]
+    fn copy_text_undoes_the_escapes_copy_writes() {
+        assert_eq!(copy_text("plain").as_deref(), Some("plain"));
+        assert_eq!(
+            copy_text("a\\tb\\nc\\\\d\\re").as_deref(),
+            Some("a\tb\nc\\d\re")
+        );
+        assert_eq!(copy_text("\\N"), None);
+        assert_eq!(copy_text("bad\\x"), None);
+        assert_eq!(copy_text("cut\\"), None);
     }
 }
