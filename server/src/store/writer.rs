@@ -9,7 +9,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use super::batch::{BatchState, BatchWrites, Reply, Wanted};
-use super::db::{BatchRows, Db, WriteTx, tree_reads};
+use super::db::{BatchRows, Db, WriteTx};
 use super::{Append, ApprovalWrite, StoreError, StoreOptions, to_micros};
 
 /// One queued append and the caller waiting for it.
@@ -146,9 +146,8 @@ async fn write_batch(
         .await
         .map_err(BatchError::Storage)?;
     let wanted = Wanted::of(batch.iter().map(|job| &job.append));
-    let tree = last_head.map_or_else(Vec::new, |seq| tree_reads(seq, batch.len() as u64));
     let read = tx
-        .read_batch(&wanted, &tree)
+        .read_batch(&wanted, *last_head)
         .await
         .map_err(BatchError::Storage)?;
     let mut state = BatchState::new(read.fetched, read.head);

@@ -17,7 +17,7 @@ use super::approvals::{APPROVAL_COLUMNS, approval_args};
 use super::args::{Arg, PgTx};
 use super::batch::{KEY_COLUMNS, KEY_UPSERT, entry_args, key_args};
 use super::entries::ENTRY_COLUMNS;
-use super::tree::collect_hashes;
+use super::tree::{collect_hashes, hash_args};
 use super::*;
 use crate::store::batch::Fetched;
 
@@ -220,8 +220,8 @@ pub(super) async fn write(
     let tree = writes
         .tree
         .iter()
-        .map(|(index, hash)| Ok([Arg::Int(seq_i64(*index)?), Arg::Blob(Some(hash.as_slice()))]))
-        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        .map(|(index, hash)| hash_args(*index, hash))
+        .collect::<Result<Vec<_>, _>>()?;
     let keys: Vec<_> = writes
         .keys
         .iter()

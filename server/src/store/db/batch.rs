@@ -8,6 +8,7 @@ use super::approvals::{APPROVAL_COLUMNS, approval_args};
 use super::args::Arg;
 use super::arrays::{self, BatchRead, BatchRows};
 use super::entries::ENTRY_COLUMNS;
+use super::tree::tree_reads;
 use super::*;
 use crate::store::IdempotencyKey;
 use crate::store::batch::{Fetched, Wanted};
@@ -87,18 +88,22 @@ fn values(rows: usize, cols: usize, start: usize) -> String {
 // === impl WriteTx ===
 
 impl WriteTx {
-    /// The head and what the store holds for a batch, under the chain lock. `tree` names
-    /// stored hashes the batch is likely to need: PostgreSQL reads them in the same statement
-    /// as the rest, where every statement is a round trip; SQLite reads them when needed.
+    /// The head and what the store holds for a batch, under the chain lock. `likely_head` is
+    /// the head this writer last committed: on PostgreSQL, where every statement is a round
+    /// trip, the tree hashes an append there needs are read in the same statement as the rest
+    /// (any others, when another instance moved the head, are read later); SQLite reads them
+    /// when needed.
     pub(in crate::store) async fn read_batch(
         &mut self,
         wanted: &Wanted,
-        tree: &[u64],
+        likely_head: Option<u64>,
     ) -> Result<BatchRead, sqlx::Error> {
-        let (keys, entry_ids, approval_ids) =
-            (wanted.keys(), wanted.entry_ids(), wanted.approval_ids());
         if let WriteTx::Postgres(tx) = self {
-            return arrays::read(tx, &keys, &entry_ids, &approval_ids, tree).await;
+            let (keys, entry_ids, approval_ids) =
+                (wanted.keys(), wanted.entry_ids(), wanted.approval_ids());
+            let count = entry_ids.len() as u64;
+            let tree = likely_head.map_or_else(Vec::new, |seq| tree_reads(seq, count));
+            return arrays::read(tx, &keys, &entry_ids, &approval_ids, &tree).await;
         }
         let head = self.head().await?;
         let fetched = self.fetch(wanted).await?;

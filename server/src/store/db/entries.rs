@@ -1,7 +1,4 @@
 //! The `entries` table and its chain head: appending, listing and verifying.
-
-use std::borrow::Cow;
-
 use super::args::Arg;
 use super::derived::Found;
 use super::walk::{self, ChainWalk};
@@ -292,17 +289,14 @@ impl Db {
 // === impl WriteTx ===
 
 impl WriteTx {
-    /// The chain head (seq 0 and 64 zeros when empty); on PostgreSQL this locks it.
+    /// The chain head (seq 0 and 64 zeros when empty); the transaction holds the chain lock
+    /// from its begin on, on both backends.
     pub(in crate::store) async fn head(&mut self) -> Result<Head, sqlx::Error> {
         // The head entry's time too: the batch records no earlier time (`BatchState::new`).
         const HEAD: &str = "SELECT seq, entry_hash, \
              COALESCE((SELECT e.recorded_at FROM audit_entries e WHERE e.seq = h.seq), 0) \
              FROM audit_head h WHERE id = 1";
-        let sql = match self {
-            WriteTx::Sqlite(_) => Cow::Borrowed(HEAD),
-            WriteTx::Postgres(_) => Cow::Owned(format!("{HEAD} FOR UPDATE")),
-        };
-        let (seq, hash, recorded_at): (i64, String, i64) = self.fetch_one(&sql, &[]).await?;
+        let (seq, hash, recorded_at): (i64, String, i64) = self.fetch_one(HEAD, &[]).await?;
         let seq = u64::try_from(seq).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
         Ok(Head {
             seq,

@@ -19,7 +19,7 @@ use sqlx::pool::PoolOptions;
 use sqlx::postgres::{PgConnectOptions, PgPool};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqliteSynchronous};
 use sqlx::{ColumnIndex, Decode, Postgres, Row, Sqlite, Type};
-pub(super) use tree::{decode_entry_hash, tree_reads};
+pub(super) use tree::decode_entry_hash;
 
 use super::chain::{self, GENESIS_HASH, canonical_list};
 use super::{

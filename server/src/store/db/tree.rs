@@ -72,7 +72,7 @@ impl WriteTx {
         append_from(start, &leaves, &old).map_err(log_error)
     }
 
-    /// The chain head (taking the chain lock) and how many stored hashes the tree has.
+    /// The chain head and how many stored hashes the tree has.
     pub(in crate::store) async fn tree_progress(&mut self) -> Result<(u64, u64), sqlx::Error> {
         let head_seq = self.head().await?.seq;
         let (max,): (Option<i64>,) = self
@@ -141,7 +141,7 @@ impl WriteTx {
             );
             let mut args = Vec::with_capacity(chunk.len() * 2);
             for (index, hash) in chunk {
-                args.extend([Arg::Int(seq_i64(*index)?), Arg::Blob(Some(hash.as_slice()))]);
+                args.extend(hash_args(*index, hash)?);
             }
             self.execute(&sql, &args).await?;
         }
@@ -149,9 +149,14 @@ impl WriteTx {
     }
 }
 
+/// The 2 columns of a stored hash row (`idx, hash`).
+pub(super) fn hash_args(index: u64, hash: &Hash) -> Result<[Arg<'_>; 2], sqlx::Error> {
+    Ok([Arg::Int(seq_i64(index)?), Arg::Blob(Some(hash.as_slice()))])
+}
+
 /// The stored hashes an append of `count` leaves to a tree of `start` leaves reads: those it
 /// combines with, and the last one before it (which shows the tree covers `start`).
-pub(in crate::store) fn tree_reads(start: u64, count: u64) -> Vec<u64> {
+pub(super) fn tree_reads(start: u64, count: u64) -> Vec<u64> {
     let mut read = append_indexes(start, count);
     read.extend(stored_hash_count(start).checked_sub(1));
     read.sort_unstable();
