@@ -1,4 +1,5 @@
 //! The `entries` table and its chain head: appending, listing and verifying.
+
 use super::args::Arg;
 use super::derived::Found;
 use super::walk::{self, ChainWalk};
