@@ -365,6 +365,32 @@ async fn protocol_errors_get_connect_http_statuses() {
     server.stop().await;
 }
 
+/// A refused request whose body is still on its way is answered once the body is in: the
+/// stream is not reset under a client that is sending it (curl reports such a reset as a
+/// stream error instead of the answer).
+#[tokio::test]
+async fn a_refusal_waits_for_the_body_on_its_way() {
+    let server = TestServer::start().await;
+    let cert = server.pki.client(ORCHESTRATOR);
+    let ca = server.pki.ca_pem();
+    let tls = tls_connect(server.addr, &ca, &cert.cert_pem, &cert.key_pem).await;
+    let (send, connection) = h2::client::handshake(tls).await.unwrap();
+    tokio::spawn(connection);
+    let mut send = send.ready().await.unwrap();
+    let request = http::Request::post(format!("https://localhost{ADMIT}"))
+        .header("content-type", "text/plain")
+        .body(())
+        .unwrap();
+    let (response, mut stream) = send.send_request(request, false).unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    stream
+        .send_data(Bytes::from_static(b"{}"), true)
+        .expect("the stream is still open for the body");
+    let response = response.await.expect("an answer, not a reset");
+    assert_eq!(response.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn protobuf_bodies_are_served_too() {
     let server = TestServer::start_with(

@@ -21,6 +21,8 @@ use std::{
 };
 
 use http::{HeaderValue, Method, header};
+use http_body::Body as _;
+use http_body_util::BodyExt as _;
 use prost_reflect::MethodDescriptor;
 use tonic::body::Body;
 use tower::{Layer, Service};
@@ -112,7 +114,10 @@ where
             }
             let (call, timeout) = match accept(&schema, &mut request) {
                 Ok(accepted) => accepted,
-                Err(refusal) => return Ok(refusal.into_response(&schema)),
+                Err(refusal) => {
+                    drain(request.into_body()).await;
+                    return Ok(refusal.into_response(&schema));
+                }
             };
             request.extensions_mut().insert(call.clone());
             let answer = match timeout {
@@ -132,6 +137,30 @@ where
         })
     }
 }
+
+/// Reads and drops what a refused request still sends, up to [`DRAIN_LIMIT`] bytes and for at
+/// most [`DRAIN_WAIT`], so a small body is taken before the answer ends the stream. Answering
+/// first resets the stream while the client may still be sending it, and some clients (curl)
+/// then report a stream error instead of the refusal.
+async fn drain(mut body: Body) {
+    let read = async {
+        let mut seen = 0usize;
+        while seen < DRAIN_LIMIT && !body.is_end_stream() {
+            match body.frame().await {
+                Some(Ok(frame)) => seen += frame.data_ref().map_or(0, |data| data.len()),
+                Some(Err(_)) | None => break,
+            }
+        }
+    };
+    // A body that does not end in time is left unread; the answer resets its stream.
+    let _ = tokio::time::timeout(DRAIN_WAIT, read).await;
+}
+
+/// How much of a refused request's body is read before it is answered.
+const DRAIN_LIMIT: usize = 64 * 1024;
+
+/// How long a refused request's body is waited for before it is answered.
+const DRAIN_WAIT: Duration = Duration::from_millis(200);
 
 /// Why a request is refused before it reaches the gRPC path.
 #[derive(Debug)]
