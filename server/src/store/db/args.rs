@@ -276,6 +276,27 @@ pub(super) fn numbered_params(sql: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// `items` in chunks of at most `max` whose lengths are powers of two, largest first: a
+/// multi-row statement's text depends on its row count, so a table's statements come in a few
+/// texts (eight up to 128 rows), which the connection keeps prepared, instead of one per batch
+/// size, each parsed again when the statement cache has dropped it.
+pub(super) fn statement_chunks<T>(items: &[T], max: usize) -> impl Iterator<Item = &[T]> {
+    let mut rest = items;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let (chunk, tail) = rest.split_at(power_of_two_at_most(rest.len().min(max)));
+        rest = tail;
+        Some(chunk)
+    })
+}
+
+/// The largest power of two not over `n`, and 1 for 0.
+fn power_of_two_at_most(n: usize) -> usize {
+    1 << (usize::BITS - 1 - n.max(1).leading_zeros())
+}
+
 /// A SQLite error as the store's other storage errors: a value the row cannot be read as is
 /// a decoding error (as sqlx reports it), anything else the driver's.
 pub(super) fn from_rusqlite(error: rusqlite::Error) -> sqlx::Error {
@@ -289,7 +310,29 @@ pub(super) fn from_rusqlite(error: rusqlite::Error) -> sqlx::Error {
 
 #[cfg(test)]
 mod tests {
-    use super::numbered_params;
+    use super::{numbered_params, statement_chunks};
+
+    fn lengths(items: usize, max: usize) -> Vec<usize> {
+        let items: Vec<usize> = (0..items).collect();
+        statement_chunks(&items, max).map(<[usize]>::len).collect()
+    }
+
+    #[test]
+    fn statement_chunks_are_powers_of_two_covering_everything_in_order() {
+        assert_eq!(lengths(0, 16), Vec::<usize>::new());
+        assert_eq!(lengths(1, 16), [1]);
+        assert_eq!(lengths(10, 16), [8, 2]);
+        assert_eq!(lengths(46, 16), [16, 16, 8, 4, 2]);
+        assert_eq!(lengths(7, 1000), [4, 2, 1]);
+        assert_eq!(lengths(3, 1), [1, 1, 1]);
+        assert_eq!(lengths(3, 0), [1, 1, 1]);
+        let items: Vec<usize> = (0..1000).collect();
+        let joined: Vec<usize> = statement_chunks(&items, 1428).flatten().copied().collect();
+        assert_eq!(joined, items);
+        let texts: std::collections::HashSet<usize> =
+            (1..=128).flat_map(|n| lengths(n, 1428)).collect();
+        assert_eq!(texts.len(), 8);
+    }
 
     #[test]
     fn dollar_placeholders_become_numbered() {

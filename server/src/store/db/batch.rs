@@ -3,9 +3,10 @@
 
 use crate::domain::approval::{ApprovalState, UnknownApprovalState};
 use std::collections::{HashMap, HashSet};
+use std::fmt::Write as _;
 
 use super::approvals::{APPROVAL_COLUMNS, approval_args};
-use super::args::Arg;
+use super::args::{Arg, statement_chunks};
 use super::arrays::{self, BatchRead, BatchRows};
 use super::entries::ENTRY_COLUMNS;
 use super::tree::tree_reads;
@@ -70,15 +71,16 @@ pub(in crate::store) struct KeyWrite {
 }
 
 /// `($s, $s+1, …), (…)` for `rows` rows of `cols` values, numbered from `start`.
-fn values(rows: usize, cols: usize, start: usize) -> String {
-    let mut sql = String::with_capacity(rows * cols * 5);
+pub(super) fn values(rows: usize, cols: usize, start: usize) -> String {
+    let mut sql = String::with_capacity(rows * cols * 7);
     for row in 0..rows {
         sql.push_str(if row == 0 { "(" } else { ", (" });
         for col in 0..cols {
             if col > 0 {
                 sql.push_str(", ");
             }
-            sql.push_str(&format!("${}", start + row * cols + col));
+            // Writing to a String cannot fail.
+            let _ = write!(sql, "${}", start + row * cols + col);
         }
         sql.push(')');
     }
@@ -167,7 +169,7 @@ impl WriteTx {
         keys: &[(&str, &str)],
     ) -> Result<HashMap<(String, String), StoredKey>, sqlx::Error> {
         let mut found = HashMap::new();
-        for chunk in keys.chunks(MAX_BINDS / 2) {
+        for chunk in statement_chunks(keys, MAX_BINDS / 2) {
             let sql = format!(
                 "SELECT i.caller, i.request_id, i.fingerprint, i.admission, i.decision_id, \
                  e.entry_hash FROM idempotency i LEFT JOIN audit_entries e \
@@ -206,7 +208,7 @@ impl WriteTx {
         entry_ids: &[&str],
     ) -> Result<HashSet<String>, sqlx::Error> {
         let mut found = HashSet::new();
-        for chunk in entry_ids.chunks(MAX_BINDS) {
+        for chunk in statement_chunks(entry_ids, MAX_BINDS) {
             let sql = format!(
                 "SELECT entry_id FROM audit_entries WHERE entry_id IN {}",
                 values(1, chunk.len(), 1)
@@ -224,7 +226,7 @@ impl WriteTx {
         approval_ids: &[&str],
     ) -> Result<HashMap<String, StoredApproval>, sqlx::Error> {
         let mut found = HashMap::new();
-        for chunk in approval_ids.chunks(MAX_BINDS) {
+        for chunk in statement_chunks(approval_ids, MAX_BINDS) {
             let sql = format!(
                 "SELECT approval_id, state, uses, max_uses, version FROM approvals \
                  WHERE approval_id IN {}",
@@ -246,7 +248,7 @@ impl WriteTx {
         entries: &[ChainedEntry],
     ) -> Result<(), sqlx::Error> {
         const COLS: usize = 21;
-        for chunk in entries.chunks(MAX_BINDS / COLS) {
+        for chunk in statement_chunks(entries, MAX_BINDS / COLS) {
             let sql = format!(
                 "INSERT INTO audit_entries ({ENTRY_COLUMNS}) VALUES {}",
                 values(chunk.len(), COLS, 1)
@@ -267,7 +269,7 @@ impl WriteTx {
         micros: i64,
     ) -> Result<(), sqlx::Error> {
         const COLS: usize = 6;
-        for chunk in keys.chunks(MAX_BINDS / COLS) {
+        for chunk in statement_chunks(keys, MAX_BINDS / COLS) {
             let sql = format!(
                 "INSERT INTO idempotency ({KEY_COLUMNS}) VALUES {} {KEY_UPSERT}",
                 values(chunk.len(), COLS, 1)
@@ -287,7 +289,7 @@ impl WriteTx {
         bumps: &[(&str, u32)],
         micros: i64,
     ) -> Result<(), sqlx::Error> {
-        for chunk in bumps.chunks(MAX_BINDS / 2) {
+        for chunk in statement_chunks(bumps, MAX_BINDS / 2) {
             let sql = format!(
                 "UPDATE approvals SET uses = uses + v.column2, version = version + v.column2, \
                  updated_at = $1 FROM (VALUES {}) AS v WHERE approval_id = v.column1",
@@ -308,7 +310,7 @@ impl WriteTx {
         rows: &[ApprovalRow],
     ) -> Result<(), sqlx::Error> {
         const COLS: usize = 21;
-        for chunk in rows.chunks(MAX_BINDS / COLS) {
+        for chunk in statement_chunks(rows, MAX_BINDS / COLS) {
             let sql = format!(
                 "INSERT INTO approvals ({APPROVAL_COLUMNS}) VALUES {} \
                  ON CONFLICT (approval_id) DO NOTHING",

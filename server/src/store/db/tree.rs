@@ -7,7 +7,8 @@ use std::collections::HashMap;
 use admission_log::Hash;
 use admission_log::tree::{append_from, append_indexes, stored_hash_count};
 
-use super::args::Arg;
+use super::args::{Arg, statement_chunks};
+use super::batch::values;
 use super::*;
 
 /// Most bind values in one statement, as for the batch's other tables.
@@ -20,8 +21,8 @@ type HashRow = (i64, Vec<u8>);
 macro_rules! select_hashes {
     ($c:expr, $indexes:expr) => {{
         let sql = format!(
-            "SELECT idx, hash FROM audit_tree WHERE idx IN ({})",
-            placeholders($indexes.len())
+            "SELECT idx, hash FROM audit_tree WHERE idx IN {}",
+            values(1, $indexes.len(), 1)
         );
         let mut query = sqlx::query_as::<_, HashRow>(&sql);
         for index in $indexes {
@@ -112,13 +113,13 @@ impl WriteTx {
 
     async fn hashes_at(&mut self, indexes: &[u64]) -> Result<HashMap<u64, Hash>, sqlx::Error> {
         let mut found = HashMap::with_capacity(indexes.len());
-        for chunk in indexes.chunks(MAX_BINDS) {
+        for chunk in statement_chunks(indexes, MAX_BINDS) {
             if chunk.is_empty() {
                 continue;
             }
             let sql = format!(
-                "SELECT idx, hash FROM audit_tree WHERE idx IN ({})",
-                placeholders(chunk.len())
+                "SELECT idx, hash FROM audit_tree WHERE idx IN {}",
+                values(1, chunk.len(), 1)
             );
             let args = chunk
                 .iter()
@@ -134,10 +135,10 @@ impl WriteTx {
         &mut self,
         hashes: &[(u64, Hash)],
     ) -> Result<(), sqlx::Error> {
-        for chunk in hashes.chunks(MAX_BINDS / 2) {
+        for chunk in statement_chunks(hashes, MAX_BINDS / 2) {
             let sql = format!(
                 "INSERT INTO audit_tree (idx, hash) VALUES {}",
-                pairs(chunk.len())
+                values(chunk.len(), 2, 1)
             );
             let mut args = Vec::with_capacity(chunk.len() * 2);
             for (index, hash) in chunk {
@@ -332,22 +333,6 @@ fn stored_count(max: Option<i64>) -> u64 {
         .map_or(0, |max| max + 1)
 }
 
-/// `$1, $2, …, $n`.
-fn placeholders(n: usize) -> String {
-    (1..=n)
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// `($1, $2), ($3, $4), …` for `rows` pairs.
-fn pairs(rows: usize) -> String {
-    (0..rows)
-        .map(|row| format!("(${}, ${})", 2 * row + 1, 2 * row + 2))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 fn hash_row((index, hash): HashRow) -> Result<(u64, Hash), sqlx::Error> {
     let index = u64::try_from(index).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
     let hash = Hash::try_from(hash.as_slice()).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
@@ -387,9 +372,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn placeholders_are_numbered_from_one() {
-        assert_eq!(placeholders(3), "$1, $2, $3");
-        assert_eq!(pairs(2), "($1, $2), ($3, $4)");
+    fn stored_count_is_one_past_the_largest_index() {
         assert_eq!(stored_count(None), 0);
         assert_eq!(stored_count(Some(4)), 5);
     }
