@@ -4,6 +4,7 @@
 //! thread, without a hand-off to another thread per statement.
 
 use std::borrow::Cow;
+use std::fmt::Write as _;
 
 use rusqlite::ToSql;
 use rusqlite::types::{FromSql, ToSqlOutput, ValueRef};
@@ -276,6 +277,23 @@ pub(super) fn numbered_params(sql: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// `($s, $s+1, …), (…)` for `rows` rows of `cols` values, numbered from `start`.
+pub(super) fn values(rows: usize, cols: usize, start: usize) -> String {
+    let mut sql = String::with_capacity(rows * cols * 7);
+    for row in 0..rows {
+        sql.push_str(if row == 0 { "(" } else { ", (" });
+        for col in 0..cols {
+            if col > 0 {
+                sql.push_str(", ");
+            }
+            // Writing to a String cannot fail.
+            let _ = write!(sql, "${}", start + row * cols + col);
+        }
+        sql.push(')');
+    }
+    sql
+}
+
 /// `items` in chunks of at most `max` whose lengths are powers of two, largest first: a
 /// multi-row statement's text depends on its row count, so a table's statements come in a few
 /// texts (eight up to 128 rows), which the connection keeps prepared, instead of one per batch
@@ -310,7 +328,7 @@ pub(super) fn from_rusqlite(error: rusqlite::Error) -> sqlx::Error {
 
 #[cfg(test)]
 mod tests {
-    use super::{numbered_params, statement_chunks};
+    use super::{numbered_params, statement_chunks, values};
 
     fn lengths(items: usize, max: usize) -> Vec<usize> {
         let items: Vec<usize> = (0..items).collect();
@@ -341,5 +359,11 @@ mod tests {
             "UPDATE t SET a = ?2 WHERE id = ?1 AND b = ?10"
         );
         assert_eq!(numbered_params("SELECT '$x', 1"), "SELECT '$x', 1");
+    }
+
+    #[test]
+    fn values_numbers_every_placeholder_once() {
+        assert_eq!(values(2, 2, 1), "($1, $2), ($3, $4)");
+        assert_eq!(values(1, 3, 2), "($2, $3, $4)");
     }
 }

@@ -3,10 +3,9 @@
 
 use crate::domain::approval::{ApprovalState, UnknownApprovalState};
 use std::collections::{HashMap, HashSet};
-use std::fmt::Write as _;
 
 use super::approvals::{APPROVAL_COLUMNS, approval_args};
-use super::args::{Arg, statement_chunks};
+use super::args::{Arg, statement_chunks, values};
 use super::arrays::{self, BatchRead, BatchRows};
 use super::entries::ENTRY_COLUMNS;
 use super::tree::tree_reads;
@@ -68,23 +67,6 @@ pub(in crate::store) struct KeyWrite {
     pub key: IdempotencyKey,
     pub admission: Option<Vec<u8>>,
     pub decision_id: String,
-}
-
-/// `($s, $s+1, …), (…)` for `rows` rows of `cols` values, numbered from `start`.
-pub(super) fn values(rows: usize, cols: usize, start: usize) -> String {
-    let mut sql = String::with_capacity(rows * cols * 7);
-    for row in 0..rows {
-        sql.push_str(if row == 0 { "(" } else { ", (" });
-        for col in 0..cols {
-            if col > 0 {
-                sql.push_str(", ");
-            }
-            // Writing to a String cannot fail.
-            let _ = write!(sql, "${}", start + row * cols + col);
-        }
-        sql.push(')');
-    }
-    sql
 }
 
 // === impl WriteTx ===
@@ -385,15 +367,4 @@ pub(super) fn key_args(write: &KeyWrite, micros: i64) -> [Arg<'_>; 6] {
         write.decision_id.as_str().into(),
         Arg::Int(micros),
     ]
-}
-
-#[cfg(test)]
-mod tests {
-    use super::values;
-
-    #[test]
-    fn values_numbers_every_placeholder_once() {
-        assert_eq!(values(2, 2, 1), "($1, $2), ($3, $4)");
-        assert_eq!(values(1, 3, 2), "($2, $3, $4)");
-    }
 }

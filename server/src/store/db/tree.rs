@@ -7,8 +7,7 @@ use std::collections::HashMap;
 use admission_log::Hash;
 use admission_log::tree::{append_from, append_indexes, stored_hash_count};
 
-use super::args::{Arg, statement_chunks};
-use super::batch::values;
+use super::args::{Arg, statement_chunks, values};
 use super::*;
 
 /// Most bind values in one statement, as for the batch's other tables.
