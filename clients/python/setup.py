@@ -62,10 +62,13 @@ def runtime_requirements() -> list[str]:
     """Runtime pins matching the grpcio-tools that generates the code."""
     tools = metadata.version("grpcio-tools")
     protobuf = [r for r in metadata.requires("grpcio-tools") or [] if r.startswith("protobuf")]
+    # The generated modules check grpcio's version; grpcio-status and grpcio-health-checking
+    # only need the same release line (their patch releases lag grpcio-tools' on PyPI).
+    line = ".".join(tools.split(".")[:2])
     return [
         f"grpcio>={tools}",
-        f"grpcio-status>={tools}",
-        f"grpcio-health-checking>={tools}",
+        f"grpcio-status>={line}",
+        f"grpcio-health-checking>={line}",
         *(protobuf or ["protobuf"]),
         "cryptography>=42",
     ]
