@@ -15,8 +15,7 @@ use sqlx::query::Query;
 
 use super::approvals::{APPROVAL_COLUMNS, approval_args};
 use super::args::{Arg, PgTx};
-use super::batch::{KEY_COLUMNS, KEY_UPSERT, entry_args, key_args};
-use super::entries::ENTRY_COLUMNS;
+use super::rows::{ENTRY_COLUMNS, KEY_COLUMNS, KEY_UPSERT, entry_args, key_args, stored_approval};
 use super::tree::{collect_hashes, hash_args};
 use super::*;
 use crate::store::batch::Fetched;
@@ -324,7 +323,7 @@ fn stored_approvals(row: &PgRow) -> Result<HashMap<String, StoredApproval>, sqlx
         .zip(uses.into_iter().zip(max_uses))
         .zip(versions);
     rows.map(|(((id, state), (uses, max_uses)), version)| {
-        let stored = super::batch::stored_approval(&id, &state, uses, max_uses, version)?;
+        let stored = stored_approval(&id, &state, uses, max_uses, version)?;
         Ok((id, stored))
     })
     .collect()

@@ -2,15 +2,13 @@
 
 use super::args::Arg;
 use super::derived::Found;
+use super::rows::ENTRY_COLUMNS;
 use super::walk::{self, ChainWalk};
 use super::*;
 
 /// Walks (extending the previous one) before the approvals are compared with a head that still
 /// moves; after the last, only disagreements no later write explains are reported.
 const DERIVED_ATTEMPTS: u32 = 3;
-pub(super) const ENTRY_COLUMNS: &str = "seq, entry_id, recorded_at, actor, actor_cert_sha256, \
-    initiated_by, action, org_id, project_id, environment_id, spec_hash, capabilities, \
-    approval_ids, approvers, outcome, reason, grpc_code, request_id, detail, prev_hash, entry_hash";
 /// An audit row as stored: lists still as their canonical JSON text.
 struct RawEntry {
     seq: i64,

@@ -13,7 +13,7 @@ use args::{PgTx, SqliteTx};
 use local::LocalSqlite;
 
 pub(super) use arrays::BatchRows;
-pub(super) use batch::{ChainedEntry, Head, KeyWrite, StoredApproval, StoredKey};
+pub(super) use rows::{ChainedEntry, Head, KeyWrite, StoredApproval, StoredKey};
 use sqlx::migrate::Migrator;
 use sqlx::pool::PoolOptions;
 use sqlx::postgres::{PgConnectOptions, PgPool};
@@ -197,5 +197,6 @@ mod entries;
 mod idempotency;
 mod local;
 pub(super) mod reach;
+mod rows;
 mod tree;
 mod walk;

@@ -10,7 +10,7 @@ use rusqlite::params;
 use sqlx::postgres::PgPool;
 
 use super::derived::{DerivedState, Found};
-use super::entries::ENTRY_COLUMNS;
+use super::rows::ENTRY_COLUMNS;
 use super::*;
 
 /// Entries read per query: bounds memory (and, on SQLite, how long one read holds back
