@@ -13,7 +13,7 @@ use tonic::transport::Channel;
 
 use super::{
     CliError, ConnectionArgs, ExitStatus, Output,
-    audit::{verify_json, verify_line},
+    verify_report::{verify_json, verify_line},
 };
 use crate::transparency::{self, Checkpoint, TransparencyError, VerifierKey};
 

@@ -16,6 +16,7 @@ pub mod log_key;
 pub mod output;
 pub mod receipt;
 pub mod spec;
+mod verify_report;
 
 use std::{ffi::OsString, fmt, path::PathBuf, process::ExitCode, time::Duration};
 
