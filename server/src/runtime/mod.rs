@@ -7,5 +7,6 @@ pub mod healthcheck;
 pub mod ops;
 pub mod reload;
 pub mod serve;
+pub mod state;
 pub mod telemetry;
 pub mod watch;

@@ -33,7 +33,7 @@ use tonic_health::{pb::health_server::HealthServer, server::HealthService};
 
 use crate::{
     grpc::prometheus::{self, RefusedHandshakes},
-    runtime::serve::{AppState, ServeError},
+    runtime::state::{AppState, ServeError},
 };
 
 /// Connections the listener holds open at once; more wait in the kernel's accept queue.
