@@ -304,15 +304,12 @@ pub(super) fn statement_chunks<T>(items: &[T], max: usize) -> impl Iterator<Item
         if rest.is_empty() {
             return None;
         }
-        let (chunk, tail) = rest.split_at(power_of_two_at_most(rest.len().min(max)));
+        // The largest power of two not over the rows left or `max` (and at least 1).
+        let len = 1 << rest.len().min(max).max(1).ilog2();
+        let (chunk, tail) = rest.split_at(len);
         rest = tail;
         Some(chunk)
     })
-}
-
-/// The largest power of two not over `n`, and 1 for 0.
-fn power_of_two_at_most(n: usize) -> usize {
-    1 << (usize::BITS - 1 - n.max(1).leading_zeros())
 }
 
 /// A SQLite error as the store's other storage errors: a value the row cannot be read as is
