@@ -7,9 +7,7 @@ use common::dev::dev_client;
 
 use admission_client::{AdmissionClient, pb};
 use admission_server::{
-    runtime::config::Config,
-    runtime::dev,
-    runtime::serve::{self, AppState},
+    runtime::config::Config, runtime::dev, runtime::serve, runtime::state::AppState,
 };
 use tokio::net::TcpListener;
 use tonic::Code;

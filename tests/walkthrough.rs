@@ -19,9 +19,7 @@ use std::path::Path;
 
 use admission_client::{AdmissionClient, AdmitError, Reason, SpecHash, pb};
 use admission_server::{
-    runtime::config::Config,
-    runtime::dev,
-    runtime::serve::{self, AppState},
+    runtime::config::Config, runtime::dev, runtime::serve, runtime::state::AppState,
 };
 use common::dev::dev_client;
 use tokio::net::TcpListener;

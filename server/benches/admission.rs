@@ -40,7 +40,8 @@ use admission_contract::credential::{Claims, SigningKey};
 use admission_server::{
     runtime::config::Config,
     runtime::dev::{self, DevEnvironment},
-    runtime::serve::{self, AppState, ServeError},
+    runtime::serve,
+    runtime::state::{AppState, ServeError},
     store::{
         Append, Appended, AuditStore, ListFilter, MAX_PAGE_SIZE, NewEntry, Scope, StoreOptions,
     },

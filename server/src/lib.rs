@@ -12,7 +12,7 @@ pub const SERVICE_NAME: &str = "admission-server";
 
 // Every layer is public because the tests or the binary name something in it: the store and the
 // audit queries in storage tests, domain types in the fuzz targets, and grpc types in the
-// composition root's API (`runtime::serve::AppState`). Inside, modules are `pub(crate)` where
+// composition root's API (`runtime::state::AppState`). Inside, modules are `pub(crate)` where
 // nothing outside needs them, and `unreachable_pub` keeps `pub` honest.
 pub mod app;
 pub mod domain;

@@ -12,7 +12,7 @@ use admission_server::{
     runtime::healthcheck::{self, Outcome},
     runtime::serve,
     runtime::telemetry::{self, LogFormat},
-    runtime::{dev, ops},
+    runtime::{dev, ops, state},
     store::AuditStore,
 };
 use clap::{Parser, Subcommand};
@@ -213,10 +213,10 @@ async fn run_config(file: PathBuf) -> ExitCode {
 
 /// A store that cannot be opened is a config problem (exit 2, naming the file); anything else
 /// failing while serving exits 1.
-fn serve_failure(config: &std::path::Path, result: Result<(), serve::ServeError>) -> ExitCode {
+fn serve_failure(config: &std::path::Path, result: Result<(), state::ServeError>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(error @ serve::ServeError::Store(_)) => {
+        Err(error @ state::ServeError::Store(_)) => {
             eprintln!("{}: {error}", config.display());
             ExitCode::from(EXIT_CONFIG)
         }

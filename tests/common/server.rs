@@ -10,7 +10,8 @@ use admission_client::{AdmissionClient, AdmissionClientBuilder};
 use admission_contract::credential::{Jwk, KeyStatus, SigningKey};
 use admission_server::runtime::{
     config::Config,
-    serve::{self, AppState, ServeError},
+    serve,
+    state::{AppState, ServeError},
 };
 use tempfile::TempDir;
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};

@@ -11,11 +11,10 @@ use crate::{
     grpc::call_limits::CallLimitsLayer,
     grpc::connect::{ConnectBodyLayer, ConnectLayer, Schema},
     identity::tls::{self, AcceptSettings},
+    runtime::state::{AppState, ServeError},
     runtime::watch::start_reloading,
     runtime::{checkpoints, config::Config, ops},
 };
-
-pub use super::state::{API_SERVICE_NAMES, AppState, Health, ServeError};
 
 // === serving ===
 
